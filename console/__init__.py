@@ -1,0 +1,1 @@
+"""gen404 operations console (Textual). Never imports torch."""

@@ -1,0 +1,1 @@
+"""One module per `gen404` subcommand (see engine/cli.py)."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Quick start: `./gen404.sh console` runs the console, `./gen404.sh test` runs the tests.
+# Both first make sure .venv holds the project and its dependencies (idempotent, fast when done).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${GEN404_VENV:-.venv}
+PY=${PYTHON:-python3}
+# A pinned torch that pip finds quickly; a CUDA box may install any torch>=2.1 first instead.
+TORCH_SPEC=${GEN404_TORCH:-torch==2.13.0}
+
+ensure_env() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "gen404: creating $VENV" >&2
+        "$PY" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.gen404-installed"
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        echo "gen404: installing dependencies into $VENV (first run only)" >&2
+        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+        "$VENV/bin/python" -c 'import torch' 2>/dev/null || "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
+        "$VENV/bin/python" -m pip install -q -e '.[test]'
+        touch "$stamp"
+    fi
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+    console)
+        ensure_env
+        exec "$VENV/bin/gen404-console" "$@"
+        ;;
+    test)
+        ensure_env
+        exec "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    gen404)
+        ensure_env
+        exec "$VENV/bin/gen404" "$@"
+        ;;
+    *)
+        echo "usage: ./gen404.sh console [ARGS] | test [PYTEST ARGS] | gen404 [ARGS]" >&2
+        exit 2
+        ;;
+esac
