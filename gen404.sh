@@ -6,8 +6,9 @@ cd "$(dirname "$0")"
 
 VENV=${GEN404_VENV:-.venv}
 PY=${PYTHON:-python3}
-# A pinned torch that pip finds quickly; a CUDA box may install any torch>=2.1 first instead.
-TORCH_SPEC=${GEN404_TORCH:-torch==2.13.0}
+# A matched torch/torchvision pair (open_clip needs torchvision, and a torchvision must match its
+# torch build exactly). A box that already has a working torch keeps it.
+TORCH_SPEC=${GEN404_TORCH:-torch==2.14.1 torchvision==0.29.1}
 
 ensure_env() {
     if [ ! -x "$VENV/bin/python" ]; then
@@ -18,7 +19,8 @@ ensure_env() {
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "gen404: installing dependencies into $VENV (first run only)" >&2
         "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-        "$VENV/bin/python" -c 'import torch' 2>/dev/null || "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
+        # shellcheck disable=SC2086  # TORCH_SPEC is a list of requirement specifiers
+        "$VENV/bin/python" -c 'import torch, torchvision' 2>/dev/null || "$VENV/bin/python" -m pip install -q $TORCH_SPEC
         "$VENV/bin/python" -m pip install -q -e '.[test]'
         touch "$stamp"
     fi
