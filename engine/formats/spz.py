@@ -1,0 +1,306 @@
+"""SPZ, the 404 variant (zstd, not gzip): byte-exact with the subnet's pyspz, in numpy.
+
+Payload = 16-byte header + attribute-major arrays (positions, alphas, colours, scales,
+rotations, SH); see 404-reference section 3. The arithmetic below reproduces the reference's
+float32 C++ expressions operation by operation (same order, same rounding), because the
+validators decode with that codec and payloads are compared byte for byte. Decoding is a
+table look-up per byte: each 256-entry table is computed once with the reference's formula.
+
+Hostile input: sizes are checked against the header before anything is allocated, and the
+zstd stream is read incrementally up to the size the header implies (the frame's own
+content-size field is never trusted), so a bomb costs at most what it really decompresses.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from engine.formats import ply
+from engine.splats import Splats, sh_coeffs_for_degree
+
+MAGIC = 0x5053474E  # "NGSP"
+HEADER = struct.Struct("<IIIBBBB")
+VERSION = 2
+FRACTIONAL_BITS = 12
+FLAG_ANTIALIASED = 0x1
+MAX_POINTS = 10_000_000  # the reference decoder's limit
+ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+READ_CHUNK = 32 << 20  # decompress in pieces so memory follows real output, not claims
+
+_f32 = np.float32
+COLOR_SCALE = _f32(0.15)
+_COLOR_MUL = _f32(COLOR_SCALE * _f32(255.0))  # (colorScale * 255.0f), folded in float32
+_INT32_LIMIT = _f32(2.0**31)
+
+
+class SpzError(RuntimeError):
+    """Compression or decompression failed; the message names the cause."""
+
+
+@dataclass(frozen=True)
+class SpzHeader:
+    version: int
+    num_points: int
+    sh_degree: int
+    fractional_bits: int
+    flags: int
+
+    @property
+    def position_bytes(self) -> int:
+        return 6 if self.version == 1 else 9  # version 1: three float16
+
+    @property
+    def body_size(self) -> int:
+        per_point = self.position_bytes + 1 + 3 + 3 + 3 + 3 * sh_coeffs_for_degree(self.sh_degree)
+        return self.num_points * per_point
+
+
+def parse_header(raw: bytes) -> SpzHeader:
+    """Validate the 16-byte payload header in the reference's order."""
+    if len(raw) < HEADER.size:
+        raise SpzError(f"truncated header: {len(raw)} of {HEADER.size} bytes")
+    magic, version, n, degree, frac, flags, _ = HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        raise SpzError(f"bad magic 0x{magic:08x} (expected 0x{MAGIC:08x} 'NGSP')")
+    if version not in (1, 2):
+        raise SpzError(f"unsupported version {version} (1 and 2 are supported)")
+    if n > MAX_POINTS:
+        raise SpzError(f"too many points: {n} > {MAX_POINTS}")
+    if degree > 3:
+        raise SpzError(f"unsupported SH degree {degree} (0..3)")
+    if n == 0:
+        raise SpzError("no points")
+    return SpzHeader(version, n, degree, frac, flags)
+
+
+# ---------------------------------------------------------------- zstd
+
+
+def _read_exact(reader: zstandard.ZstdDecompressionReader, size: int, what: str) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        piece = reader.read(min(size - got, READ_CHUNK))
+        if not piece:
+            raise SpzError(f"truncated {what}: decompressed {got} of {size} bytes")
+        parts.append(piece)
+        got += len(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def read_payload(data: bytes) -> tuple[SpzHeader, bytes]:
+    """zstd-decode just the header and the body it implies (trailing payload bytes ignored)."""
+    if len(data) < 4:
+        raise SpzError(f"input too short for a zstd frame ({len(data)} bytes)")
+    if bytes(data[:4]) != ZSTD_FRAME_MAGIC:
+        raise SpzError("not zstd: the input does not start with a zstd frame magic")
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False) as reader:
+            header = parse_header(_read_exact(reader, HEADER.size, "header"))
+            body = _read_exact(reader, header.body_size, "body")
+    except zstandard.ZstdError as exc:
+        raise SpzError(f"corrupt zstd stream: {exc}") from None
+    return header, body
+
+
+def payload(data: bytes) -> bytes:
+    """The decompressed stream (header + arrays) of an SPZ file, validated and bounded."""
+    header, body = read_payload(data)
+    raw = HEADER.pack(
+        MAGIC, header.version, header.num_points, header.sh_degree, header.fractional_bits, header.flags, 0
+    )
+    return raw + body
+
+
+def _zstd_compress(raw: bytes, compression_level: int, workers: int) -> bytes:
+    level = min(max(int(compression_level), 1), 22)  # the reference raises levels below 1 to 1
+    threads = -1 if workers < 0 else (workers if workers > 1 else 0)
+    try:
+        return zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True).compress(raw)
+    except zstandard.ZstdError as exc:
+        raise SpzError(f"zstd compression failed: {exc}") from None
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    """std::round on float32, exactly: floor of |x| plus one when the fraction is >= 0.5."""
+    a = np.abs(x)
+    r = np.floor(a)
+    r += (a - r) >= 0.5  # a - floor(a) is exact in float32
+    return np.copysign(r, x, out=r)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """The reference's toUint8: round half away, clamp to 0..255; NaN gives 0 as on x86."""
+    f = np.floor(x)
+    f += (x - f) >= 0.5  # half up; differs from half away only below zero, which clamps to 0
+    np.fmax(f, 0, out=f)  # fmax also maps NaN to 0
+    np.fmin(f, 255, out=f)
+    return f.astype(np.uint8)
+
+
+def _fixed24(p: np.ndarray, frac_bits: int) -> np.ndarray:
+    """(N, 3) float32 -> (N, 9) bytes: 24-bit two's complement of round(p * 2^frac), wrapping."""
+    r = _round_half_away(p * _f32(1 << frac_bits))
+    # static_cast<int32_t> of NaN or an out-of-range value is INT_MIN on x86, i.e. bytes 0 0 0
+    invalid = ~((r >= -_INT32_LIMIT) & (r < _INT32_LIMIT))
+    r[invalid] = -_INT32_LIMIT
+    b = r.astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3]
+    return b.reshape(len(p), 9)
+
+
+def _quantize_sh(x: np.ndarray, bucket: int) -> np.ndarray:
+    """quantizeSH: q = int(round(x*128) + 128), snapped to a bucket centre (ties up), clamped."""
+    q = _round_half_away(x * _f32(128.0)) + _f32(128.0)
+    out_of_int = ~((q >= -_INT32_LIMIT) & (q < _INT32_LIMIT))  # int cast gives INT_MIN -> 0
+    q = np.floor((q + _f32(bucket // 2)) / _f32(bucket)) * _f32(bucket)
+    q[out_of_int] = 0
+    return _to_uint8(q)
+
+
+def _encode_rotations(rot_wxyz: np.ndarray) -> np.ndarray:
+    x, y, z, w = (rot_wxyz[:, i] for i in (1, 2, 3, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.sqrt(((x * x + y * y) + z * z) + w * w)
+        sign = np.where(w / norm < 0, _f32(-127.5), _f32(127.5))
+        xyz = np.stack((x, y, z), axis=1)
+        xyz /= norm[:, None]
+        xyz *= sign[:, None]
+        xyz += _f32(127.5)
+    return _to_uint8(xyz)
+
+
+def _encode_alphas(opacity: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        e = np.exp(-opacity.astype(np.float64)).astype(np.float32)  # float64 exp then cast, as measured
+        s = _f32(1.0) / (_f32(1.0) + e)
+    return _to_uint8(s * _f32(255.0))
+
+
+def pack(splats: Splats, antialiased: bool = False) -> bytes:
+    """The uncompressed payload for `splats` (what the reference feeds to zstd)."""
+    n, degree = len(splats), splats.sh_degree
+    if n == 0:
+        raise SpzError("no points to compress")
+    if n > MAX_POINTS:
+        raise SpzError(f"too many points: {n} > {MAX_POINTS} (the reference decoder refuses them)")
+    header = HEADER.pack(
+        MAGIC, VERSION, n, degree, FRACTIONAL_BITS, FLAG_ANTIALIASED if antialiased else 0, 0
+    )
+    with np.errstate(invalid="ignore", over="ignore"):
+        parts = [
+            _fixed24(np.asarray(splats.positions, np.float32), FRACTIONAL_BITS),
+            _encode_alphas(np.asarray(splats.opacities, np.float32)),
+            _to_uint8(np.asarray(splats.sh_dc, np.float32) * _COLOR_MUL + _f32(127.5)),
+            _to_uint8((np.asarray(splats.scales, np.float32) + _f32(10.0)) * _f32(16.0)),
+            _encode_rotations(np.asarray(splats.rotations, np.float32)),
+        ]
+        if degree:
+            sh = np.asarray(splats.sh_rest, np.float32)
+            codes = np.empty(sh.shape, np.uint8)
+            codes[:, :3] = _quantize_sh(sh[:, :3], 8)  # degree 1: 5 bits
+            codes[:, 3:] = _quantize_sh(sh[:, 3:], 16)  # higher: 4 bits
+            parts.append(codes)
+    return b"".join([header, *parts])
+
+
+def splats_to_spz(splats: Splats, compression_level: int = 1, *, level: int | None = None) -> bytes:
+    """Array-level compression (no PLY round trip). `level` is an alias of compression_level."""
+    return _zstd_compress(pack(splats), compression_level if level is None else level, workers=1)
+
+
+def compress(ply_bytes: bytes, compression_level: int = 1, workers: int = 1) -> bytes:
+    """pyspz.compress: PLY bytes -> SPZ bytes (SpzError on bad input)."""
+    try:
+        splats = ply.read_ply(ply_bytes, copy=False)
+    except ply.PlyError as exc:
+        raise SpzError(f"bad PLY: {exc}") from None
+    return _zstd_compress(pack(splats), compression_level, workers)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _luts() -> dict[str, np.ndarray]:
+    b = np.arange(256, dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        x = b / _f32(255.0)
+        ratio = x / (_f32(1.0) - x)
+        alpha = np.log(ratio.astype(np.float64)).astype(np.float32)  # 0 -> -inf, 255 -> +inf
+    rot = b * _f32(_f32(1.0) / _f32(127.5)) + _f32(-1.0)
+    return {
+        "alpha": alpha,
+        "color": ((b / _f32(255.0)) - _f32(0.5)) / COLOR_SCALE,
+        "scale": b / _f32(16.0) - _f32(10.0),
+        "rot": rot,
+        "rot_sq": rot * rot,
+        "sh": (b - _f32(128.0)) / _f32(128.0),
+    }
+
+
+_LUT = _luts()
+
+
+def _lookup(table: str, codes: np.ndarray) -> np.ndarray:
+    return np.take(_LUT[table], codes, mode="wrap")  # wrap: no bounds check (uint8 always fits)
+
+
+def _decode_positions(raw: np.ndarray, n: int, header: SpzHeader) -> np.ndarray:
+    if header.version == 1:
+        pos = raw.view("<f2").astype(np.float32).reshape(n, 3)
+        pos[np.isnan(pos)] = np.nan  # the reference returns a canonical quiet NaN
+        return pos
+    # place the 3 bytes in the top of an int32, then shift back down: sign extension for free
+    word = np.zeros((n * 3, 4), np.uint8)
+    word[:, 1:] = raw.reshape(n * 3, 3)
+    fixed = word.view("<i4").reshape(n, 3) >> 8
+    # float scale = 1.0 / (1 << fractionalBits): x86 masks the shift count, int32 wraps
+    denom = np.array(1, np.int32) << np.int32(header.fractional_bits & 31)
+    return fixed.astype(np.float32) * _f32(1.0 / float(denom))
+
+
+def _decode_rotations(codes: np.ndarray) -> np.ndarray:
+    n = len(codes)
+    rot = np.empty((n, 4), np.float32)
+    rot[:, 1:] = _lookup("rot", codes)
+    sq = _lookup("rot_sq", codes)
+    w = _f32(1.0) - ((sq[:, 0] + sq[:, 1]) + sq[:, 2])
+    np.maximum(w, 0, out=w)
+    rot[:, 0] = np.sqrt(w, out=w)
+    return rot
+
+
+def unpack(header: SpzHeader, body: bytes) -> Splats:
+    """Decode a validated payload body into Splats (the reference's unpackGaussians)."""
+    n = header.num_points
+    if len(body) < header.body_size:
+        raise SpzError(f"truncated body: {len(body)} of {header.body_size} bytes")
+    buf = np.frombuffer(body, np.uint8, count=header.body_size)
+    k = sh_coeffs_for_degree(header.sh_degree)
+    sizes = [n * header.position_bytes, n, n * 3, n * 3, n * 3, n * 3 * k]
+    ends = np.cumsum(sizes)
+    pos, alpha, color, scale, rot, sh = np.split(buf, ends[:-1])
+    return Splats(
+        positions=_decode_positions(pos, n, header),
+        sh_dc=_lookup("color", color.reshape(n, 3)),
+        sh_rest=_lookup("sh", sh.reshape(n, k, 3)),
+        opacities=_lookup("alpha", alpha),
+        scales=_lookup("scale", scale.reshape(n, 3)),
+        rotations=_decode_rotations(rot.reshape(n, 3)),
+    )
+
+
+def spz_to_splats(data: bytes) -> Splats:
+    """Array-level decompression (no PLY round trip)."""
+    return unpack(*read_payload(data))
+
+
+def decompress(spz_bytes: bytes, include_normals: bool) -> bytes:
+    """pyspz.decompress: SPZ bytes -> PLY bytes in the 404 layout (SpzError on bad input)."""
+    return ply.write_ply(spz_to_splats(spz_bytes), include_normals=include_normals)
