@@ -1,0 +1,258 @@
+"""Console configuration: the XDG config file (YAML) merged with command-line flags.
+
+File (``$XDG_CONFIG_HOME/gen404/console.yaml``; every key optional)::
+
+    refresh: 1.0                 # seconds between samples / health probes
+    log_dir: ~/.local/state/gen404/logs
+    spawn: true                  # false = only watch endpoints that already run (like --attach)
+    endpoints:
+      - {port: 10006, preset: text_mv_fast, gpu: 0}
+      - {port: 10007, preset: auto}          # auto = best runnable preset on this box
+    keymap:                      # binding id -> key(s); see `?` in the console for the ids
+      spawn_endpoint: ctrl+n
+
+Precedence: built-in defaults < file < flags. No Textual, no torch here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from console import paths
+
+DEFAULT_PORT = 10006
+DEFAULT_REFRESH = 1.0
+REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+AUTO = "auto"
+KNOWN_PRESETS = ("text_mv_ultra_fast", "text_mv_fast", "text_mv", "smoke")
+PRODUCTION_PRESET = "text_mv_fast"
+FALLBACK_PRESET = "smoke"
+# Hugging Face repos the text_mv presets load (MVDream in diffusers layout); checked on disk only.
+MVDREAM_REPOS = ("ashawkey/mvdream-sd2.1-diffusers",)
+
+
+class ConfigError(ValueError):
+    """A bad config file or flag; the message names the file/flag and the key."""
+
+
+@dataclass
+class EndpointSpec:
+    port: int
+    preset: str = AUTO
+    gpu: str | None = None  # CUDA_VISIBLE_DEVICES for this endpoint; None = inherit
+
+    @property
+    def name(self) -> str:
+        return f"gen-{self.port}"
+
+
+@dataclass
+class ConsoleConfig:
+    endpoints: list[EndpointSpec] = field(default_factory=lambda: [EndpointSpec(DEFAULT_PORT)])
+    refresh: float = DEFAULT_REFRESH
+    log_dir: Path = field(default_factory=paths.default_log_dir)
+    spawn: bool = True
+    keymap: dict[str, str] = field(default_factory=dict)
+    config_path: Path | None = None
+    once: bool = False
+    json: bool = False
+
+
+def available_presets() -> list[str]:
+    """Preset names from engine.presets (torch-free) when it is importable, else the known four."""
+    try:
+        from engine.presets import list_presets  # torch-free by contract
+    except Exception:
+        return list(KNOWN_PRESETS)
+    try:
+        names = [getattr(p, "name", p) for p in list_presets()]
+    except Exception:
+        return list(KNOWN_PRESETS)
+    return [str(n) for n in names] or list(KNOWN_PRESETS)
+
+
+def _hf_hub_dirs() -> list[Path]:
+    dirs: list[Path] = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    dirs.append(hf_home / "hub")
+    return dirs
+
+
+def weights_present() -> bool:
+    """True when MVDream weights are on disk: $GEN404_MODELS_DIR/<repo name> or the HF hub cache.
+
+    A path check only (the console never imports the torch-using engine.models).
+    """
+    models_dir = os.environ.get("GEN404_MODELS_DIR")
+    for repo in MVDREAM_REPOS:
+        if models_dir:
+            base = Path(models_dir).expanduser()
+            for candidate in (base / repo, base / repo.split("/")[-1], base / repo.replace("/", "--")):
+                if candidate.is_dir() and any(candidate.iterdir()):
+                    return True
+        for hub in _hf_hub_dirs():
+            snapshots = hub / ("models--" + repo.replace("/", "--")) / "snapshots"
+            if snapshots.is_dir() and any(snapshots.iterdir()):
+                return True
+    return False
+
+
+def best_preset(gpu_count: int, have_weights: bool) -> tuple[str, str]:
+    """(preset, reason): text_mv_fast on a CUDA box with weights, else smoke and why."""
+    if gpu_count > 0 and have_weights:
+        return PRODUCTION_PRESET, f"{gpu_count} CUDA GPU(s) and MVDream weights found"
+    if gpu_count <= 0:
+        why = "no CUDA GPU visible to NVML"
+    else:
+        why = "MVDream weights not found (run `gen404 models pull`)"
+    return (
+        FALLBACK_PRESET,
+        f"{why}: endpoints run the CPU smoke preset, whose output is NOT meaningful for mining",
+    )
+
+
+def _endpoint_from_mapping(item: Any, where: str) -> EndpointSpec:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: each endpoint must be a mapping with port/preset/gpu")
+    unknown = set(item) - {"port", "preset", "gpu"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown endpoint key(s) {sorted(unknown)}")
+    try:
+        port = int(item.get("port", DEFAULT_PORT))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: port must be an integer") from exc
+    gpu = item.get("gpu")
+    return EndpointSpec(
+        port=port, preset=str(item.get("preset") or AUTO), gpu=None if gpu is None else str(gpu)
+    )
+
+
+def load_file(path: Path, base: ConsoleConfig | None = None) -> ConsoleConfig:
+    cfg = base or ConsoleConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    unknown = set(data) - {"endpoints", "refresh", "log_dir", "spawn", "keymap"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
+    cfg = replace(cfg, config_path=path)
+    if "endpoints" in data:
+        items = data["endpoints"] or []
+        if not isinstance(items, list):
+            raise ConfigError(f"{path}: endpoints must be a list")
+        cfg.endpoints = [_endpoint_from_mapping(it, f"{path}: endpoints[{i}]") for i, it in enumerate(items)]
+    if "refresh" in data:
+        cfg.refresh = _refresh(data["refresh"], str(path))
+    if data.get("log_dir"):
+        cfg.log_dir = Path(str(data["log_dir"])).expanduser()
+    if "spawn" in data:
+        cfg.spawn = bool(data["spawn"])
+    if "keymap" in data:
+        keymap = data["keymap"] or {}
+        if not isinstance(keymap, dict):
+            raise ConfigError(f"{path}: keymap must map binding ids to keys")
+        cfg.keymap = {str(k): str(v) for k, v in keymap.items()}
+    return cfg
+
+
+def _refresh(value: Any, where: str) -> float:
+    try:
+        refresh = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: refresh must be a number of seconds") from exc
+    if not 0.1 <= refresh <= 60:
+        raise ConfigError(f"{where}: refresh must be between 0.1 and 60 seconds")
+    return refresh
+
+
+def _parse_endpoint_flag(text: str) -> EndpointSpec:
+    parts = text.split(":")
+    if not parts[0].isdigit() or len(parts) > 3:
+        raise ConfigError(f"--endpoint {text!r}: expected PORT[:PRESET[:GPU]]")
+    preset = parts[1] if len(parts) > 1 and parts[1] else AUTO
+    gpu = parts[2] if len(parts) > 2 and parts[2] else None
+    return EndpointSpec(int(parts[0]), preset, gpu)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gen404-console",
+        description="Operations console for 404-GEN miners: supervises `gen404 serve` endpoints, "
+        "shows GPU health and throughput.",
+    )
+    p.add_argument("--config", type=Path, help=f"config file (default: {paths.config_file()})")
+    p.add_argument("--endpoints", type=int, metavar="N", help="run N endpoints on consecutive ports")
+    p.add_argument("--port", type=int, metavar="P", help=f"first port (default {DEFAULT_PORT})")
+    p.add_argument("--preset", help="preset for every endpoint (default: auto = best runnable)")
+    p.add_argument("--gpus", metavar="LIST", help="GPUs assigned round-robin to endpoints, e.g. 0,1")
+    p.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="PORT[:PRESET[:GPU]]",
+        help="one endpoint (repeatable); replaces the configured list",
+    )
+    p.add_argument(
+        "--refresh", type=float, metavar="S", help=f"refresh interval (default {DEFAULT_REFRESH}s)"
+    )
+    p.add_argument("--log-dir", type=Path, help="endpoint log directory (default: state dir/logs)")
+    p.add_argument(
+        "--no-spawn",
+        "--attach",
+        dest="no_spawn",
+        action="store_true",
+        help="start nothing: only watch (and adopt) endpoints that already run",
+    )
+    p.add_argument("--once", action="store_true", help="print one snapshot of GPUs and endpoints, then exit")
+    p.add_argument("--json", action="store_true", help="with --once: print JSON")
+    return p
+
+
+def load_config(argv: Sequence[str] | None = None) -> ConsoleConfig:
+    args = build_arg_parser().parse_args(argv)
+    cfg = ConsoleConfig()
+    path = args.config or paths.config_file()
+    if args.config and not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    if path.is_file():
+        cfg = load_file(path, cfg)
+    if args.endpoint:
+        cfg.endpoints = [_parse_endpoint_flag(t) for t in args.endpoint]
+    elif args.endpoints is not None or args.port is not None:
+        count = args.endpoints if args.endpoints is not None else max(1, len(cfg.endpoints))
+        first = args.port if args.port is not None else DEFAULT_PORT
+        cfg.endpoints = [EndpointSpec(first + i) for i in range(max(0, count))]
+    if args.preset:
+        for spec in cfg.endpoints:
+            spec.preset = args.preset
+    if args.gpus:
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        for i, spec in enumerate(cfg.endpoints):
+            spec.gpu = gpus[i % len(gpus)]
+    if args.refresh is not None:
+        cfg.refresh = _refresh(args.refresh, "--refresh")
+    if args.log_dir:
+        cfg.log_dir = args.log_dir.expanduser()
+    if args.no_spawn:
+        cfg.spawn = False
+    cfg.once = args.once
+    cfg.json = args.json
+    return cfg
+
+
+def step_refresh(current: float, direction: int) -> float:
+    """The next refresh step faster (-1) or slower (+1) than `current`."""
+    steps = sorted(set(REFRESH_STEPS) | {current})
+    i = steps.index(current) + direction
+    return steps[max(0, min(len(steps) - 1, i))]

@@ -1,0 +1,141 @@
+"""Async HTTP client for generation endpoints (GET /health, GET /stats, PUT /preset) over httpx.
+
+No Textual, no torch. Short timeouts (a busy endpoint still answers /health at once; one that
+does not is counted as a failed health check by the supervisor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+HOST = "127.0.0.1"
+TIMEOUT_S = 1.5
+
+
+class EndpointError(RuntimeError):
+    """An endpoint refused or failed a request; the message is shown to the user."""
+
+
+@dataclass
+class StatsSummary:
+    queue: int | None = None
+    in_flight: int | None = None
+    done: int | None = None
+    failed: int | None = None
+    last_s: float | None = None
+    mean_s: float | None = None
+    p95_s: float | None = None
+    per_hour: float | None = None
+    uptime_s: float | None = None
+
+
+@dataclass
+class Probe:
+    port: int
+    health: dict[str, Any] | None = None
+    stats: dict[str, Any] | None = None
+    error: str | None = None
+    summary: StatsSummary = field(default_factory=StatsSummary)
+
+    @property
+    def ok(self) -> bool:
+        return self.health is not None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarise_stats(stats: dict[str, Any] | None) -> StatsSummary:
+    if not stats:
+        return StatsSummary()
+    requests = stats.get("requests") or {}
+    recent = stats.get("recent") or []
+    times = [float(r["time_s"]) for r in recent if isinstance(r, dict) and r.get("time_s") is not None]
+    last = None
+    if times:
+        newest = max(
+            (r for r in recent if isinstance(r, dict) and r.get("time_s") is not None),
+            key=lambda r: r.get("finished_at") or 0,
+        )
+        last = float(newest["time_s"])
+    per_hour = stats.get("throughput_per_hour")
+    return StatsSummary(
+        queue=stats.get("queue_depth"),
+        in_flight=stats.get("in_flight"),
+        done=requests.get("ok"),
+        failed=requests.get("failed"),
+        last_s=last,
+        mean_s=sum(times) / len(times) if times else None,
+        p95_s=percentile(times, 95),
+        per_hour=None if per_hour is None else float(per_hour),
+        uptime_s=stats.get("uptime_s"),
+    )
+
+
+class EndpointClient:
+    def __init__(self, host: str = HOST, timeout: float = TIMEOUT_S, transport: Any = None) -> None:
+        self.host = host
+        self._client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
+
+    def url(self, port: int, path: str) -> str:
+        return f"http://{self.host}:{port}{path}"
+
+    async def _get_json(self, port: int, path: str) -> dict[str, Any]:
+        response = await self._client.get(self.url(port, path))
+        response.raise_for_status()
+        data = response.json()
+        if not isinstance(data, dict):
+            raise EndpointError(f"{path}: expected a JSON object")
+        return data
+
+    async def probe(self, port: int) -> Probe:
+        health, stats = await asyncio.gather(
+            self._get_json(port, "/health"), self._get_json(port, "/stats"), return_exceptions=True
+        )
+        probe = Probe(port=port)
+        if isinstance(health, BaseException):
+            probe.error = _describe(health)
+        else:
+            probe.health = health
+        if not isinstance(stats, BaseException):
+            probe.stats = stats
+            probe.summary = summarise_stats(stats)
+        return probe
+
+    async def set_preset(self, port: int, name: str) -> dict[str, Any]:
+        try:
+            response = await self._client.put(self.url(port, "/preset"), json={"name": name}, timeout=30.0)
+        except httpx.HTTPError as exc:
+            raise EndpointError(f"port {port}: {_describe(exc)}") from exc
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("error") or response.text
+            except ValueError:
+                detail = response.text
+            raise EndpointError(f"port {port}: preset {name!r} refused ({response.status_code}: {detail})")
+        data = response.json()
+        return data if isinstance(data, dict) else {}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
