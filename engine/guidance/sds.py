@@ -1,0 +1,158 @@
+"""Score distillation sampling shared by MVDream and SD guidance.
+
+Reference SDS (the subnet's generator, DreamGaussian's MVDream guidance): renders resized to
+`ref_size`, VAE-encoded (posterior sample x scaling factor), one annealed timestep
+t = round((1 - step/total_steps) * 1000) clipped to [20, 980], DDIM-scheduler noising, UNet on
+[cond, uncond] with classifier-free guidance, gradient eps_hat - eps with weighting w(t) = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine.guidance import PromptEmbeds
+
+T_MIN, T_MAX = 20, 980
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r} (expected fp32, fp16 or bf16)") from None
+
+
+def annealed_timestep(step: int, total_steps: int, num_train_timesteps: int = 1000) -> int:
+    progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    t = round((1.0 - progress) * num_train_timesteps)
+    return int(min(max(t, T_MIN), T_MAX))
+
+
+def _frozen(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    # nn.Module.to, not ModelMixin.to: the latter warns on every dtype cast
+    torch.nn.Module.to(module, device, dtype)
+    return module.eval().requires_grad_(False)
+
+
+class SDSGuidance:
+    """Guidance protocol over diffusers components (tokenizer, text encoder, VAE, UNet, DDIM).
+
+    `camera_fn` maps our OpenGL c2w (B,4,4) to the UNet's `class_labels` (MVDream's camera
+    embedding); None for plain SD, whose UNet takes no camera.
+    """
+
+    def __init__(
+        self,
+        *,
+        tokenizer: Any,
+        text_encoder: torch.nn.Module,
+        vae: torch.nn.Module,
+        unet: torch.nn.Module,
+        scheduler: Any,
+        frames: int,
+        ref_size: int,
+        device: str | torch.device,
+        dtype: torch.dtype = torch.float32,
+        camera_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.frames = frames
+        self.ref_size = ref_size
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.camera_fn = camera_fn
+        # text encoder stays fp32 (run once per prompt; keeps the conditioning exact)
+        self.text_encoder = _frozen(text_encoder, self.device, torch.float32)
+        self.vae = _frozen(vae, self.device, dtype)
+        self.unet = _frozen(unet, self.device, dtype)
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.generator = torch.Generator(self.device)
+        self.reseed(seed)
+        self._prompt_cache: dict[tuple[str, str], PromptEmbeds] = {}
+
+    def reseed(self, seed: int) -> None:
+        """Restart the noise stream (posterior samples and SDS noise) from `seed`."""
+        self.generator.manual_seed(int(seed))
+
+    @torch.no_grad()
+    def _encode_text(self, text: str) -> torch.Tensor:
+        max_length = getattr(self.tokenizer, "model_max_length", 77)
+        ids = self.tokenizer(
+            [text], padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        hidden = self.text_encoder(ids.to(self.device))[0]  # last_hidden_state (final LN applied)
+        return hidden.to(self.dtype)
+
+    def encode_prompt(self, prompt: str, negative: str = "") -> PromptEmbeds:
+        key = (prompt, negative)
+        cached = self._prompt_cache.get(key)
+        if cached is None:
+            cached = PromptEmbeds(cond=self._encode_text(prompt), uncond=self._encode_text(negative))
+            self._prompt_cache[key] = cached
+        return cached
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [0,1] -> latents (B,4,ref/8,ref/8), differentiable."""
+        size = (self.ref_size, self.ref_size)
+        if images.shape[-2:] != size:
+            images = F.interpolate(images, size, mode="bilinear", align_corners=False)
+        x = images.to(self.dtype) * 2.0 - 1.0
+        posterior = self.vae.encode(x).latent_dist
+        return posterior.sample(generator=self.generator) * self.scaling_factor
+
+    @torch.no_grad()
+    def predict_noise(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        embeds: PromptEmbeds,
+        c2w: torch.Tensor,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """Classifier-free guided eps for (B,4,h,w) noisy latents at timestep t (B,)."""
+        batch = noisy.shape[0]
+        context = torch.cat([embeds.cond.expand(batch, -1, -1), embeds.uncond.expand(batch, -1, -1)])
+        kwargs: dict[str, Any] = {}
+        if self.camera_fn is not None:
+            camera = self.camera_fn(c2w.to(self.device)).to(self.dtype)
+            kwargs["class_labels"] = torch.cat([camera, camera])
+        eps = self.unet(
+            torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=context, **kwargs
+        ).sample
+        eps_cond, eps_uncond = eps.chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    def sds_loss(
+        self,
+        images: torch.Tensor,
+        c2w: torch.Tensor,
+        embeds: PromptEmbeds,
+        step: int,
+        total_steps: int,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """Scalar loss whose gradient wrt `images` is the SDS gradient (w(t) = 1)."""
+        batch = images.shape[0]
+        if batch % self.frames:
+            raise ValueError(f"SDS: batch {batch} is not a multiple of {self.frames} views")
+        latents = self.encode_images(images)
+        t_value = annealed_timestep(step, total_steps, len(self.alphas_cumprod))
+        t = torch.full((batch,), t_value, device=self.device, dtype=torch.long)
+        with torch.no_grad():
+            noise = torch.randn(
+                latents.shape, generator=self.generator, device=self.device, dtype=latents.dtype
+            )
+            noisy = self.scheduler.add_noise(latents.detach(), noise, t)
+            eps_hat = self.predict_noise(noisy, t, embeds, c2w, guidance_scale)
+            grad = torch.nan_to_num(eps_hat.float() - noise.float())
+            target = latents.detach().float() - grad
+        return 0.5 * F.mse_loss(latents.float(), target, reduction="sum") / batch

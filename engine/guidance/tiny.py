@@ -1,0 +1,154 @@
+"""Tiny MVDream: the real classes at toy width with seeded random weights, fully offline.
+
+Used by the `smoke` preset (CPU, seconds) and the tests. Same code path as the full model:
+CLIPTextModel, AutoencoderKL (8x downsampling, as SD), the multi-view UNet with the camera
+embedding, DDIMScheduler; only widths and depths shrink. Its SDS gradient is meaningful as a
+signal path, not as a prior: the weights are random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from engine.guidance.mvdream_unet import build_unet, mvdream_camera, mvdream_unet_config
+
+MAX_LENGTH = 77
+
+
+@dataclass
+class TokenIds:
+    input_ids: torch.Tensor
+
+
+class ByteTokenizer:
+    """Deterministic offline tokenizer: UTF-8 bytes + BOS/EOS/PAD, HF call shape (`.input_ids`).
+
+    ids: 0 PAD, 1 BOS, 2 EOS (CLIPTextModel's legacy eos id, so its pooled output works),
+    3 + byte.
+    """
+
+    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+    vocab_size = 3 + 256
+
+    def __init__(self, model_max_length: int = MAX_LENGTH) -> None:
+        self.model_max_length = model_max_length
+
+    def encode(self, text: str, max_length: int | None = None) -> list[int]:
+        max_length = max_length or self.model_max_length
+        body = [3 + b for b in text.lower().encode("utf-8")][: max_length - 2]
+        return [self.bos_token_id, *body, self.eos_token_id]
+
+    def __call__(
+        self,
+        text: str | list[str],
+        padding: str | bool = "max_length",
+        max_length: int | None = None,
+        truncation: bool = True,
+        return_tensors: str = "pt",
+    ) -> TokenIds:
+        texts = [text] if isinstance(text, str) else list(text)
+        max_length = max_length or self.model_max_length
+        rows = [self.encode(t, max_length) for t in texts]
+        width = max_length if padding == "max_length" else max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        return TokenIds(input_ids=ids)
+
+
+TINY_TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": ByteTokenizer.vocab_size,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "max_position_embeddings": MAX_LENGTH,
+    "hidden_act": "gelu",
+    "projection_dim": 32,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+TINY_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,  # 4 levels: 8x downsampling as SD's VAE
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (8, 8, 16, 16),
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "sample_size": 64,
+    "scaling_factor": 0.18215,
+}
+
+TINY_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "attention_head_dim": (2, 4),  # head counts, as SD 2.1's config
+    "cross_attention_dim": TINY_TEXT_CONFIG["hidden_size"],
+    "use_linear_projection": True,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "norm_num_groups": 8,
+    "norm_eps": 1e-5,
+    "act_fn": "silu",
+}
+
+
+def ddim_scheduler() -> DDIMScheduler:
+    """SD 2.1 / MVDream training schedule: scaled-linear 0.00085..0.012, 1000 steps, epsilon."""
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+def tiny_components(seed: int = 0, multiview: bool = True) -> dict[str, Any]:
+    """Seeded random tiny tokenizer, text encoder, VAE and UNet (4-view MVDream or plain)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
+        vae = AutoencoderKL(**TINY_VAE_CONFIG)
+        config = mvdream_unet_config(TINY_UNET_CONFIG) if multiview else dict(TINY_UNET_CONFIG)
+        unet = build_unet(config, num_frames=4 if multiview else None)
+    return {
+        "tokenizer": ByteTokenizer(),
+        "text_encoder": text_encoder,
+        "vae": vae,
+        "unet": unet,
+        "scheduler": ddim_scheduler(),
+    }
+
+
+def build_tiny_mvdream(preset: Any, device: str | torch.device):
+    from engine.guidance import preset_value
+    from engine.guidance.sds import SDSGuidance, torch_dtype
+
+    seed = int(preset_value(preset, "seed"))
+    return SDSGuidance(
+        **tiny_components(seed),
+        frames=4,
+        ref_size=int(preset_value(preset, "ref_size")),
+        device=device,
+        dtype=torch_dtype(preset_value(preset, "dtype")),
+        camera_fn=mvdream_camera,
+        seed=seed,
+    )

@@ -1,0 +1,179 @@
+"""Guidance: SDS protocol on the tiny model, multi-view attention, camera embedding and convention."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from engine.guidance import Guidance, PromptEmbeds, build_guidance, preset_value
+from engine.guidance.mvdream_unet import MultiViewAttnProcessor, mvdream_camera
+from engine.guidance.sds import annealed_timestep
+from engine.guidance.tiny import ByteTokenizer, tiny_components
+
+TINY = SimpleNamespace(guidance="tiny_mvdream", ref_size=32, seed=7, dtype="fp32")
+
+
+def _orbit_c2w_opengl(elevation: float, azimuth: float, radius: float) -> np.ndarray:
+    """MVDream's own create_camera_to_world_matrix (camera_utils.py): OpenGL axes, y up."""
+    el, az = np.radians(elevation), np.radians(azimuth)
+    pos = np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
+    forward = -pos / np.linalg.norm(pos)
+    right = np.cross(forward, [0.0, 1.0, 0.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.stack([right, up, -forward], axis=1)
+    c2w[:3, 3] = pos * radius
+    return c2w
+
+
+def _group_c2w(elevation: float = 10.0, radius: float = 3.0) -> torch.Tensor:
+    views = [_orbit_c2w_opengl(elevation, az, radius) for az in (0, 90, 180, 270)]
+    return torch.tensor(np.stack(views), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def guidance() -> Guidance:
+    return build_guidance(TINY, "cpu")
+
+
+def _sds(guidance: Guidance, images: torch.Tensor, step: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    images = images.clone().requires_grad_(True)
+    embeds = guidance.encode_prompt("a blue teapot", "blurry")
+    loss = guidance.sds_loss(images, _group_c2w(), embeds, step, 100, 7.5)
+    loss.backward()
+    return loss.detach(), images.grad
+
+
+def test_sds_loss_is_finite_with_image_gradient(guidance: Guidance) -> None:
+    assert isinstance(guidance, Guidance) and guidance.frames == 4
+    images = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    loss, grad = _sds(guidance, images)
+    assert loss.ndim == 0 and math.isfinite(loss.item()) and loss.item() > 0
+    assert grad.shape == images.shape  # resized to ref_size inside, gradient flows back
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_sds_is_deterministic_for_a_seed() -> None:
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    runs = [_sds(build_guidance(TINY, "cpu"), images) for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    other = _sds(build_guidance(SimpleNamespace(**{**vars(TINY), "seed": 8}), "cpu"), images)
+    assert not torch.equal(other[1], runs[0][1])
+
+
+def test_sds_loss_value_is_half_grad_norm(guidance: Guidance) -> None:
+    # loss = 0.5 * |grad|^2 / B by construction; the latent gradient is exactly (eps_hat - eps) / B
+    latents = torch.zeros(4, 4, 4, 4, requires_grad=True)
+    guidance.encode_images = lambda images: latents  # type: ignore[method-assign]
+    try:
+        loss = guidance.sds_loss(
+            torch.rand(4, 3, 32, 32), _group_c2w(), guidance.encode_prompt("x", ""), 0, 10, 1.0
+        )
+        loss.backward()
+    finally:
+        del guidance.encode_images
+    grad = latents.grad * 4  # d loss / d latents = grad / B
+    assert grad.abs().sum() > 0
+    assert torch.allclose(loss, 0.5 * grad.pow(2).sum() / 4, rtol=1e-4)
+
+
+def test_encode_prompt_is_cached(guidance: Guidance) -> None:
+    first = guidance.encode_prompt("a red chair", "ugly")
+    assert isinstance(first, PromptEmbeds) and first.cond.shape == (1, 77, 32)
+    assert guidance.encode_prompt("a red chair", "ugly") is first
+    assert not torch.equal(guidance.encode_prompt("a green chair", "ugly").cond, first.cond)
+
+
+def test_batch_must_be_whole_view_groups(guidance: Guidance) -> None:
+    with pytest.raises(ValueError, match="multiple of 4"):
+        guidance.sds_loss(
+            torch.rand(3, 3, 32, 32), _group_c2w()[:3], guidance.encode_prompt("a", ""), 0, 10, 7.5
+        )
+
+
+def test_annealed_timestep_follows_progress_and_clips() -> None:
+    assert annealed_timestep(0, 100) == 980
+    assert annealed_timestep(50, 100) == 500
+    assert annealed_timestep(73, 100) == 270
+    assert annealed_timestep(100, 100) == 20
+
+
+def _unet_outputs(unet: torch.nn.Module, sample: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+    context = torch.randn(4, 77, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        return unet(sample, torch.full((4,), 500), encoder_hidden_states=context, class_labels=camera).sample
+
+
+def test_multiview_attention_mixes_views_and_plain_unet_does_not() -> None:
+    unet = tiny_components(seed=0)["unet"].eval()
+    assert any(isinstance(p, MultiViewAttnProcessor) for p in unet.attn_processors.values())
+    camera = mvdream_camera(_group_c2w())
+    sample = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    changed = sample.clone()
+    changed[0] += 1.0  # perturb only view 0
+
+    base, moved = _unet_outputs(unet, sample, camera), _unet_outputs(unet, changed, camera)
+    assert not torch.allclose(base[1:], moved[1:], atol=1e-6)  # views 1-3 saw view 0
+
+    unet.set_attn_processor(AttnProcessor2_0())  # same weights, per-view self-attention (diffusers default)
+    base, moved = _unet_outputs(unet, sample, camera), _unet_outputs(unet, changed, camera)
+    assert torch.allclose(base[1:], moved[1:], atol=1e-6)
+    assert not torch.allclose(base[0], moved[0])
+
+
+def test_camera_embedding_is_added_to_the_time_embedding() -> None:
+    unet = tiny_components(seed=0)["unet"].eval()
+    embed = unet.class_embedding
+    assert (
+        embed.linear_1.in_features == 16
+        and embed.linear_2.out_features == unet.time_embedding.linear_2.out_features
+    )
+    seen: list[torch.Tensor] = []
+    resnet = unet.down_blocks[0].resnets[0]
+    resnet.time_emb_proj.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    camera = mvdream_camera(_group_c2w())
+    sample = torch.randn(4, 4, 8, 8)
+    t = torch.full((4,), 500)
+    _unet_outputs(unet, sample, camera)
+    with torch.no_grad():
+        emb = unet.time_embedding(unet.time_proj(t)) + embed(camera)
+    assert torch.allclose(seen[0], resnet.nonlinearity(emb), atol=1e-5)
+
+
+def test_mvdream_camera_matches_mvdream_convention() -> None:
+    # camera_utils.get_camera: create_camera_to_world_matrix (unit radius) -> convert_opengl_to_blender
+    flip_yz = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+    for elevation, azimuth in [(15.0, 0.0), (-20.0, 90.0), (30.0, 225.0)]:
+        expected = (flip_yz @ _orbit_c2w_opengl(elevation, azimuth, 1.0)).reshape(16)
+        ours = mvdream_camera(
+            torch.tensor(_orbit_c2w_opengl(elevation, azimuth, 3.2), dtype=torch.float32)[None]
+        )
+        assert np.allclose(ours[0].numpy(), expected, atol=1e-5)
+    # z-up world: a camera above the object (positive elevation) has positive z
+    assert (
+        mvdream_camera(torch.tensor(_orbit_c2w_opengl(30.0, 0.0, 2.0), dtype=torch.float32)[None])[0, 11] > 0
+    )
+
+
+def test_byte_tokenizer_has_hf_call_shape() -> None:
+    ids = ByteTokenizer()(
+        ["ab", "a longer prompt"], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
+    assert ids.shape == (2, 77) and ids.dtype == torch.long
+    assert ids[0, :4].tolist() == [1, 3 + ord("a"), 3 + ord("b"), 2] and ids[0, 4:].eq(0).all()
+    assert ByteTokenizer()("x" * 500).input_ids.shape == (1, 77)  # truncated
+
+
+def test_preset_values_come_from_attributes_mappings_or_defaults() -> None:
+    assert preset_value(SimpleNamespace(ref_size=64), "ref_size") == 64
+    assert preset_value({"guidance": "sd"}, "guidance") == "sd"
+    assert preset_value(SimpleNamespace(model_ids={"sd_id": "x/y"}), "sd_id") == "x/y"
+    assert preset_value(object(), "mvdream_id") == "ashawkey/mvdream-sd2.1-diffusers"
+    with pytest.raises(ValueError, match="unknown guidance"):
+        build_guidance(SimpleNamespace(guidance="dalle"), "cpu")
