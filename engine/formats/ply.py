@@ -36,16 +36,19 @@ class PlyError(ValueError):
 
 
 def _header_lines(data: bytes) -> tuple[list[str], int]:
-    """Split the header into lines; returns (lines before end_header, body offset)."""
+    """Split the header into lines; returns (lines before end_header, body offset or -1).
+
+    Without an end_header the complete lines seen so far are still returned, so that the
+    caller reports what is wrong in them (a comment, ascii) before the missing end.
+    """
     if not data:
         raise PlyError("empty input")
     if not data.startswith(b"ply\n"):
         raise PlyError("not a PLY file: the first line must be 'ply'")
     end = data.find(b"\nend_header\n", 0, MAX_HEADER_BYTES)
     if end < 0:
-        if len(data) < MAX_HEADER_BYTES:
-            raise PlyError("truncated header: no 'end_header' line")
-        raise PlyError(f"header longer than {MAX_HEADER_BYTES} bytes")
+        head = data[:MAX_HEADER_BYTES]
+        return head[: head.rfind(b"\n")].decode("latin-1").split("\n"), -1
     return data[:end].decode("latin-1").split("\n"), end + len(b"\nend_header\n")
 
 
@@ -125,11 +128,15 @@ def read_ply(data: bytes, *, copy: bool = True) -> Splats:
     if isinstance(data, memoryview):
         data = data.tobytes()
     lines, offset = _header_lines(data)
-    if len(lines) < 3:
-        raise PlyError("truncated header: expected format and 'element vertex' lines")
-    _check_format(lines[1])
-    n = _vertex_count(lines[2])
+    if len(lines) > 1:
+        _check_format(lines[1])
+    if len(lines) > 2:
+        n = _vertex_count(lines[2])
     names = _property_names(lines[3:])
+    if offset < 0 or len(lines) < 3:
+        if len(data) >= MAX_HEADER_BYTES:
+            raise PlyError(f"no 'end_header' in the first {MAX_HEADER_BYTES} bytes")
+        raise PlyError("truncated header: no 'end_header' line")
     missing = [name for name in REQUIRED if name not in names]
     if missing:
         raise PlyError(

@@ -29,7 +29,7 @@ FRACTIONAL_BITS = 12
 FLAG_ANTIALIASED = 0x1
 MAX_POINTS = 10_000_000  # the reference decoder's limit
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
-READ_CHUNK = 32 << 20  # decompress in pieces so memory follows real output, not claims
+READ_CHUNK = 16 << 20  # decompress in pieces so memory follows real output, not claims
 
 _f32 = np.float32
 COLOR_SCALE = _f32(0.15)
@@ -43,6 +43,7 @@ class SpzError(RuntimeError):
 
 @dataclass(frozen=True)
 class SpzHeader:
+    raw: bytes  # the 16 bytes as read
     version: int
     num_points: int
     sh_degree: int
@@ -74,7 +75,7 @@ def parse_header(raw: bytes) -> SpzHeader:
         raise SpzError(f"unsupported SH degree {degree} (0..3)")
     if n == 0:
         raise SpzError("no points")
-    return SpzHeader(version, n, degree, frac, flags)
+    return SpzHeader(bytes(raw[: HEADER.size]), version, n, degree, frac, flags)
 
 
 # ---------------------------------------------------------------- zstd
@@ -110,10 +111,7 @@ def read_payload(data: bytes) -> tuple[SpzHeader, bytes]:
 def payload(data: bytes) -> bytes:
     """The decompressed stream (header + arrays) of an SPZ file, validated and bounded."""
     header, body = read_payload(data)
-    raw = HEADER.pack(
-        MAGIC, header.version, header.num_points, header.sh_degree, header.fractional_bits, header.flags, 0
-    )
-    return raw + body
+    return header.raw + body
 
 
 def _zstd_compress(raw: bytes, compression_level: int, workers: int) -> bytes:
