@@ -1,0 +1,289 @@
+"""MiningState: one picture of validators, recent scores and the ledger, fed by events from either
+the rehearsal loop or the live log follower. The panes read it; it never touches widgets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from console.mining.events import (
+    AveragesReported,
+    FeedbackReceived,
+    GenerationDone,
+    MinerStatus,
+    MiningEvent,
+    NoValidators,
+    PullFailed,
+    PullRefused,
+    Querying,
+    TaskReceived,
+    WorkerStarted,
+)
+from console.mining.ledger import Ledger, ResultRecord
+from console.mining.rules import ValidatorRules, cooldown_until
+
+RECENT_LIMIT = 200
+
+
+@dataclass
+class ValidatorView:
+    uid: int
+    rules: ValidatorRules = field(default_factory=ValidatorRules)
+    name: str = ""
+    cooldown_until: float = 0.0
+    cooldown_started: float = 0.0
+    estimated: bool = False  # cooldown computed by us from the rules, not reported by the validator
+    penalised: bool = False
+    busy_since: float | None = None  # a task pulled and not yet answered
+    busy_prompt: str | None = None
+    last_score: float | None = None
+    last_outcome: str | None = None
+    violations: int = 0
+    tasks_done: int = 0
+
+    def status(self, now: float) -> str:
+        if self.busy_since is not None:
+            return "busy"
+        if now < self.cooldown_until:
+            return "penalised" if self.penalised else "cooldown"
+        return "ready"
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.cooldown_until - now)
+
+    def fraction_left(self, now: float) -> float:
+        span = self.cooldown_until - self.cooldown_started
+        return 0.0 if span <= 0 else min(1.0, self.remaining(now) / span)
+
+
+@dataclass
+class MiningState:
+    mode: str = "rehearsal"  # or "live"
+    default_rules: ValidatorRules = field(default_factory=ValidatorRules)
+    validators: dict[int, ValidatorView] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)
+    recent: deque[ResultRecord] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
+    endpoints: list[str] = field(default_factory=list)
+    averages: AveragesReported | None = None
+    miner: MinerStatus | None = None
+    scorer_label: str = ""
+    time_scale: float = 1.0
+    last_event_t: float = 0.0
+    no_validator_waits: int = 0
+    generation_errors: int = 0
+    pull_failures: int = 0
+    events_seen: int = 0
+    _last_querying: int | None = None
+    _pending: dict[str, tuple[int | None, float]] = field(default_factory=dict)  # prompt -> (uid, t)
+    _gen_done: dict[str, GenerationDone] = field(default_factory=dict)
+    _missing_since: dict[int, float] = field(default_factory=dict)
+
+    # -- set-up -------------------------------------------------------------------------------
+    def add_validator(self, uid: int, rules: ValidatorRules | None = None, name: str = "") -> ValidatorView:
+        view = self.validators.get(uid)
+        if view is None:
+            view = ValidatorView(uid, rules or self.default_rules, name or f"validator {uid}")
+            self.validators[uid] = view
+        return view
+
+    # -- events -------------------------------------------------------------------------------
+    def apply(self, ev: MiningEvent) -> None:
+        self.events_seen += 1
+        self.last_event_t = max(self.last_event_t, ev.t)
+        handler = getattr(self, f"_on_{type(ev).__name__}", None)
+        if handler is not None:
+            handler(ev)
+
+    def _on_WorkerStarted(self, ev: WorkerStarted) -> None:
+        if ev.endpoint not in self.endpoints:
+            self.endpoints.append(ev.endpoint)
+
+    def _on_Querying(self, ev: Querying) -> None:
+        self._last_querying = ev.uid
+        if ev.uid is None:
+            return
+        v = self.add_validator(ev.uid)
+        # the miner marks it busy locally for 300 s while it pulls; the pull's answer replaces it
+        v.busy_since = ev.t
+        v.busy_prompt = None
+
+    def _on_NoValidators(self, ev: NoValidators) -> None:
+        self.no_validator_waits += 1
+
+    def _on_PullRefused(self, ev: PullRefused) -> None:
+        uid = ev.uid if ev.uid is not None else self._last_querying
+        if uid is None:
+            return
+        v = self.add_validator(uid)
+        v.busy_since = None
+        if ev.cooldown_until is not None:
+            v.cooldown_started = ev.t
+            v.cooldown_until = ev.cooldown_until
+            v.estimated = False
+        if ev.violations is not None:
+            v.violations = ev.violations
+
+    def _on_PullFailed(self, ev: PullFailed) -> None:
+        self.pull_failures += 1
+        if self._last_querying is not None and self._last_querying in self.validators:
+            self.validators[self._last_querying].busy_since = None
+
+    def _on_TaskReceived(self, ev: TaskReceived) -> None:
+        uid = ev.uid if ev.uid is not None else self._last_querying
+        self._pending[ev.prompt] = (uid, ev.t)
+        if uid is not None:
+            v = self.add_validator(uid)
+            v.busy_since = ev.t
+            v.busy_prompt = ev.prompt
+
+    def _on_GenerationDone(self, ev: GenerationDone) -> None:
+        if not ev.ok:
+            self.generation_errors += 1
+        if ev.prompt is not None:
+            self._gen_done[ev.prompt] = ev
+
+    def _on_FeedbackReceived(self, ev: FeedbackReceived) -> None:
+        v = self.add_validator(ev.uid)
+        uid_t = self._pending.pop(ev.prompt, None) if ev.prompt is not None else None
+        assigned_at = uid_t[1] if uid_t else v.busy_since
+        gen = self._gen_done.pop(ev.prompt, None) if ev.prompt is not None else None
+        outcome = ev.outcome or _outcome_from_score(ev.score, v.rules)
+        if ev.outcome is None and gen is not None and not gen.ok and not ev.score:
+            outcome = "empty"  # the miner submits an empty result when generation fails: no penalty
+        accepted = outcome == "accepted"
+        if ev.cooldown_until is not None:
+            until, estimated = ev.cooldown_until, False
+        else:
+            penalty = v.rules.cooldown_penalty if outcome == "rejected" else 0.0
+            until = cooldown_until(
+                ev.t, assigned_at, v.rules.task_cooldown + penalty, v.rules.throttle_period
+            )
+            estimated = True
+        v.cooldown_started, v.cooldown_until, v.estimated = ev.t, until, estimated
+        v.penalised = outcome in ("rejected", "bad_signature")
+        v.busy_since, v.busy_prompt = None, None
+        v.tasks_done += 1
+        v.last_outcome = outcome
+        shown = ev.measured_score if ev.measured_score is not None else ev.score
+        v.last_score = shown
+        if ev.violations is not None:
+            v.violations = ev.violations
+        gen_time = ev.gen_time_s
+        if gen_time is None and gen is not None:
+            gen_time = gen.time_s
+        if gen_time is None and assigned_at is not None:
+            gen_time = ev.t - assigned_at  # live logs: task received -> feedback
+        record = ResultRecord(
+            t=ev.t,
+            uid=ev.uid,
+            prompt=ev.prompt or "",
+            endpoint=ev.endpoint or (gen.endpoint if gen else None),
+            preset=ev.preset or (gen.preset if gen else None),
+            gen_time_s=gen_time,
+            score=None if ev.gate_only else shown,
+            accepted=accepted,
+            outcome=outcome,
+            gate_only=ev.gate_only,
+        )
+        self.ledger.add(record)
+        self.recent.append(record)
+
+    def _on_AveragesReported(self, ev: AveragesReported) -> None:
+        self.averages = ev
+
+    def _on_MinerStatus(self, ev: MinerStatus) -> None:
+        self.miner = ev
+
+    # -- capacity -----------------------------------------------------------------------------
+    def busy_count(self) -> int:
+        return sum(1 for v in self.validators.values() if v.busy_since is not None)
+
+    def observe_capacity(self, now: float, endpoints_total: int | None = None) -> None:
+        """Count a missed window for each validator that sits free while every endpoint is busy."""
+        total = endpoints_total if endpoints_total is not None else len(self.endpoints)
+        all_busy = total > 0 and self.busy_count() >= total
+        for uid, v in self.validators.items():
+            free = v.status(now) == "ready"
+            if all_busy and free:
+                if uid not in self._missing_since:
+                    self._missing_since[uid] = now
+                    self.ledger.note_missed(now, uid)
+            else:
+                self._missing_since.pop(uid, None)
+
+    # -- output -------------------------------------------------------------------------------
+    def snapshot(self, now: float) -> dict[str, Any]:
+        ledger = self.ledger
+        return {
+            "mode": self.mode,
+            "now": now,
+            "time_scale": self.time_scale,
+            "scorer": self.scorer_label,
+            "endpoints": list(self.endpoints),
+            "validators": [
+                {
+                    "uid": v.uid,
+                    "name": v.name,
+                    "state": v.status(now),
+                    "cooldown_until": v.cooldown_until or None,
+                    "cooldown_left_s": round(v.remaining(now), 1),
+                    "cooldown_estimated": v.estimated,
+                    "task_cooldown_s": v.rules.task_cooldown,
+                    "last_score": v.last_score,
+                    "last_outcome": v.last_outcome,
+                    "violations": v.violations,
+                    "tasks_done": v.tasks_done,
+                }
+                for v in sorted(self.validators.values(), key=lambda x: x.uid)
+            ],
+            "recent_scores": [
+                {
+                    "t": r.t,
+                    "uid": r.uid,
+                    "prompt": r.prompt,
+                    "endpoint": r.endpoint,
+                    "preset": r.preset,
+                    "gen_time_s": r.gen_time_s,
+                    "score": r.score,
+                    "accepted": r.accepted,
+                    "outcome": r.outcome,
+                    "gate_only": r.gate_only,
+                }
+                for r in list(self.recent)[-50:]
+            ],
+            "ledger": {
+                "window_h": ledger.window_s / 3600,
+                "accepted": ledger.accepted(now),
+                "results": len(ledger.window(now)),
+                "mean_score": ledger.mean_score(now),
+                "acceptance_rate": ledger.acceptance_rate(now),
+                "missed_windows": ledger.missed_windows(now),
+                "gate_only": ledger.gate_only(now),
+            },
+            "reported": None
+            if self.averages is None
+            else {
+                "average_score": self.averages.average,
+                "duel_rating": self.averages.rating,
+                "accepted": self.averages.accepted,
+                "window_h": self.averages.window_h,
+                "reward": self.averages.reward,
+            },
+            "miner": None
+            if self.miner is None
+            else {"uid": self.miner.uid, "incentive": self.miner.incentive},
+            "counters": {
+                "no_validator_waits": self.no_validator_waits,
+                "generation_errors": self.generation_errors,
+                "pull_failures": self.pull_failures,
+                "events": self.events_seen,
+            },
+        }
+
+
+def _outcome_from_score(score: float | None, rules: ValidatorRules) -> str:
+    if score is None:
+        return "validation_failed"
+    return "accepted" if score >= rules.quality_threshold else "rejected"
