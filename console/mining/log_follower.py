@@ -288,18 +288,3 @@ class LogFollower:
                 await asyncio.sleep(interval)
         finally:
             self.close()
-
-
-def read_log(path: Path | str, tz: tzinfo | None = None) -> tuple[list[MiningEvent], LogInterpreter]:
-    """Read a whole log once (for `--once`)."""
-    follower = LogFollower(path)
-    interp = LogInterpreter(tz)
-    events: list[MiningEvent] = []
-    try:
-        lines = follower.poll()
-        lines += follower._split(final=True)
-    finally:
-        follower.close()
-    for line in lines:
-        events.extend(interp.feed(line))
-    return events, interp

@@ -63,6 +63,7 @@ class MiningState:
     mode: str = "rehearsal"  # or "live"
     default_rules: ValidatorRules = field(default_factory=ValidatorRules)
     validators: dict[int, ValidatorView] = field(default_factory=dict)
+    known: dict[int, tuple[ValidatorRules, str]] = field(default_factory=dict)  # rules by uid, from YAML
     ledger: Ledger = field(default_factory=Ledger)
     recent: deque[ResultRecord] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
     endpoints: list[str] = field(default_factory=list)
@@ -84,7 +85,8 @@ class MiningState:
     def add_validator(self, uid: int, rules: ValidatorRules | None = None, name: str = "") -> ValidatorView:
         view = self.validators.get(uid)
         if view is None:
-            view = ValidatorView(uid, rules or self.default_rules, name or f"validator {uid}")
+            known_rules, known_name = self.known.get(uid, (self.default_rules, f"validator {uid}"))
+            view = ValidatorView(uid, rules or known_rules, name or known_name)
             self.validators[uid] = view
         return view
 
@@ -167,6 +169,8 @@ class MiningState:
         v.tasks_done += 1
         v.last_outcome = outcome
         shown = ev.measured_score if ev.measured_score is not None else ev.score
+        if outcome in ("empty", "validation_failed"):
+            shown = None  # no quality was judged
         v.last_score = shown
         if ev.violations is not None:
             v.violations = ev.violations

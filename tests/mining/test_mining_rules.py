@@ -20,7 +20,9 @@ def validator(clock: ManualClock) -> SimulatedValidator:
     return SimulatedValidator(uid=12, rules=RULES, clock=clock)
 
 
-def run_task(v: SimulatedValidator, clock: ManualClock, took: float, score: float | None, result: bytes = b"x"):
+def run_task(
+    v: SimulatedValidator, clock: ManualClock, took: float, score: float | None, result: bytes = b"x"
+):
     pull = v.pull("a red chair")
     assert pull.task is not None
     clock.advance(took)
@@ -48,7 +50,9 @@ def test_slow_task_past_the_throttle_waits_cooldown_minus_throttle(
     assert sub.cooldown_until == pull.task.assigned_at + 360  # overran the throttle by 60 s
 
 
-def test_task_exactly_at_throttle_is_the_break_even(validator: SimulatedValidator, clock: ManualClock) -> None:
+def test_task_exactly_at_throttle_is_the_break_even(
+    validator: SimulatedValidator, clock: ManualClock
+) -> None:
     pull, sub = run_task(validator, clock, took=30.0, score=0.8)
     assert sub.cooldown_until == pull.task.assigned_at + 300 == clock.now() + 270
 
@@ -67,7 +71,9 @@ def test_threshold_is_inclusive(validator: SimulatedValidator, clock: ManualCloc
     assert sub.accepted and sub.score == 0.6
 
 
-def test_bad_signature_is_penalised_and_keeps_violations(validator: SimulatedValidator, clock: ManualClock) -> None:
+def test_bad_signature_is_penalised_and_keeps_violations(
+    validator: SimulatedValidator, clock: ManualClock
+) -> None:
     validator.miner.violations = 7
     pull = validator.pull("p")
     clock.advance(40)
@@ -77,7 +83,9 @@ def test_bad_signature_is_penalised_and_keeps_violations(validator: SimulatedVal
     assert sub.violations == 7
 
 
-def test_empty_result_costs_plain_cooldown_no_penalty(validator: SimulatedValidator, clock: ManualClock) -> None:
+def test_empty_result_costs_plain_cooldown_no_penalty(
+    validator: SimulatedValidator, clock: ManualClock
+) -> None:
     pull, sub = run_task(validator, clock, took=50.0, score=None, result=b"")
     assert sub.outcome is Outcome.EMPTY
     assert sub.cooldown_until == clock.now() + 270
@@ -141,7 +149,9 @@ def test_uid49_style_short_cooldown(clock: ManualClock) -> None:
     assert sub.cooldown_until == pull.task.assigned_at + 120
 
 
-def test_only_accepted_results_count_in_the_4h_window(validator: SimulatedValidator, clock: ManualClock) -> None:
+def test_only_accepted_results_count_in_the_4h_window(
+    validator: SimulatedValidator, clock: ManualClock
+) -> None:
     _, first = run_task(validator, clock, took=10.0, score=0.9)
     clock.set(first.cooldown_until + 1)
     _, second = run_task(validator, clock, took=10.0, score=0.1)

@@ -1,0 +1,75 @@
+"""Live mode: a MiningState fed by the real miner's log, once (for scripts) or followed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import tzinfo
+from pathlib import Path
+
+from console.mining.log_follower import LogFollower, LogInterpreter
+from console.mining.state import MiningState
+from console.mining.validators import ValidatorSet
+
+
+def live_state(validators: ValidatorSet | None = None) -> MiningState:
+    """Validators appear as the log names them; known ones (YAML) get their own rules, e.g. UID 49's
+    120 s cooldown, others the subnet defaults. Cooldowns after feedback are estimated from them."""
+    state = MiningState(mode="live", scorer_label="validators (read from the miner's log)")
+    if validators is not None:
+        state.known = {v.uid: (v.rules, v.name) for v in validators.validators}
+    return state
+
+
+class LiveSource:
+    """Follows a log file into a state; `poll()` is synchronous, `run()` loops."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        state: MiningState | None = None,
+        tz: tzinfo | None = None,
+        from_start: bool = True,
+    ) -> None:
+        self.follower = LogFollower(path, from_start=from_start)
+        self.interpreter = LogInterpreter(tz)
+        self.state = state if state is not None else live_state()
+
+    def poll(self) -> int:
+        n = 0
+        for line in self.follower.poll():
+            for ev in self.interpreter.feed(line):
+                self.state.apply(ev)
+                n += 1
+        return n
+
+    def flush(self) -> int:
+        """Take a last line that has no newline yet (for a one-shot read)."""
+        n = 0
+        for line in self.follower._split(final=True):
+            for ev in self.interpreter.feed(line):
+                self.state.apply(ev)
+                n += 1
+        return n
+
+    async def run(self, interval: float = 0.5, stop: asyncio.Event | None = None) -> None:
+        try:
+            while stop is None or not stop.is_set():
+                self.poll()
+                await asyncio.sleep(interval)
+        finally:
+            self.follower.close()
+
+    def close(self) -> None:
+        self.follower.close()
+
+
+def state_from_log(
+    path: Path | str, validators: ValidatorSet | None = None, tz: tzinfo | None = None
+) -> MiningState:
+    src = LiveSource(path, live_state(validators), tz)
+    try:
+        src.poll()
+        src.flush()
+    finally:
+        src.close()
+    return src.state
