@@ -61,6 +61,7 @@ class ConsoleConfig:
     spawn: bool = True
     keymap: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
+    first_port: int = DEFAULT_PORT  # `n` spawns on the next free port from here
     once: bool = False
     json: bool = False
 
@@ -114,10 +115,7 @@ def best_preset(gpu_count: int, have_weights: bool) -> tuple[str, str]:
         why = "no CUDA GPU visible to NVML"
     else:
         why = "MVDream weights not found (run `gen404 models pull`)"
-    return (
-        FALLBACK_PRESET,
-        f"{why}: endpoints run the CPU smoke preset, whose output is NOT meaningful for mining",
-    )
+    return FALLBACK_PRESET, why
 
 
 def _endpoint_from_mapping(item: Any, where: str) -> EndpointSpec:
@@ -233,6 +231,8 @@ def load_config(argv: Sequence[str] | None = None) -> ConsoleConfig:
         count = args.endpoints if args.endpoints is not None else max(1, len(cfg.endpoints))
         first = args.port if args.port is not None else DEFAULT_PORT
         cfg.endpoints = [EndpointSpec(first + i) for i in range(max(0, count))]
+    if args.port is not None:
+        cfg.first_port = args.port
     if args.preset:
         for spec in cfg.endpoints:
             spec.preset = args.preset

@@ -332,8 +332,8 @@ class Supervisor:
             port += 1
         return port
 
-    def spawn_next(self, preset: str, gpu: str | None = None) -> ManagedEndpoint:
-        ep = self.add(EndpointSpec(self.next_free_port(), preset, gpu))
+    def spawn_next(self, preset: str, gpu: str | None = None, first: int = FIRST_PORT) -> ManagedEndpoint:
+        ep = self.add(EndpointSpec(self.next_free_port(first), preset, gpu))
         self._event(f"spawned {ep.spec.name} ({preset})")
         return ep
 

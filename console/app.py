@@ -1,0 +1,441 @@
+"""`gen404-console`: the Textual operations console for 404-GEN miners.
+
+Panes (one module each under console/widgets/): status line + banner, GPUs, the mining column
+(cooldowns, scores, reward line: filled by `mount_mining_panes`), endpoints table, log tail.
+Domain work runs off the UI: NVML sampling in a thread worker, the supervisor (process
+checks, health probes, restarts) as an asyncio task; both hand plain snapshots to the panes.
+This module never imports torch (nor any torch-using engine module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Container, Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from console import paths
+from console.config import (
+    AUTO,
+    ConfigError,
+    ConsoleConfig,
+    best_preset,
+    load_config,
+    step_refresh,
+    weights_present,
+)
+from console.endpoint_client import EndpointClient, EndpointError
+from console.gpu import GpuSnapshot, NvmlSampler, cuda_gpu_count
+from console.supervisor import RUNNING_STATES, EndpointView, Launcher, Prober, Supervisor, launch_endpoint
+from console.widgets.banner import Banner, StatusLine
+from console.widgets.confirm import ConfirmScreen, QuitScreen
+from console.widgets.endpoints import EndpointsTable
+from console.widgets.gpu import GpuPane
+from console.widgets.help import HelpScreen
+from console.widgets.logs import LogPane
+
+# `1` `2` `3` switch the selected endpoint; shift (`!` `@` `#`) applies to every endpoint.
+PRESET_KEYS: tuple[str, ...] = ("text_mv_ultra_fast", "text_mv_fast", "text_mv")
+PRESET_SHORT: tuple[str, ...] = ("ultra-fast", "fast", "quality")
+ALL_KEYS: tuple[str, ...] = ("exclamation_mark", "at", "number_sign")
+
+
+def _bindings() -> list[Binding]:
+    out = [
+        Binding("n", "spawn_endpoint", "New", id="spawn_endpoint"),
+        Binding("x", "stop_endpoint", "Stop", id="stop_endpoint"),
+        Binding("r", "restart_endpoint", "Restart", id="restart_endpoint"),
+    ]
+    for i, (name, short) in enumerate(zip(PRESET_KEYS, PRESET_SHORT, strict=True), start=1):
+        out.append(Binding(str(i), f"set_preset('{name}')", short, id=f"preset_{i}"))
+    for i, (key, name) in enumerate(zip(ALL_KEYS, PRESET_KEYS, strict=True), start=1):
+        out.append(Binding(key, f"set_preset_all('{name}')", f"all→{name}", show=False, id=f"preset_all_{i}"))
+    out += [
+        Binding("plus", "refresh_slower", "Refresh+", id="refresh_slower"),
+        Binding("minus", "refresh_faster", "Refresh-", id="refresh_faster"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+    return out
+
+
+@dataclass(frozen=True)
+class PaletteCommand:
+    title: str
+    help: str
+    run: Callable[[], object]
+
+
+class ConsoleCommands(Provider):
+    """Command palette (ctrl+p): the same actions as the keys."""
+
+    def _commands(self) -> list[PaletteCommand]:
+        app = self.app
+        return app.palette_commands() if isinstance(app, Gen404Console) else []
+
+    async def discover(self) -> Hits:
+        for cmd in self._commands():
+            yield DiscoveryHit(cmd.title, cmd.run, help=cmd.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for cmd in self._commands():
+            score = matcher.match(cmd.title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(cmd.title), cmd.run, help=cmd.help)
+
+
+class GpuUpdated(Message):
+    def __init__(self, snapshot: GpuSnapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class Gen404Console(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "gen404-console"
+    BINDINGS = _bindings()
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+
+    def __init__(
+        self,
+        config: ConsoleConfig | None = None,
+        sampler: NvmlSampler | None = None,
+        prober: Prober | None = None,
+        launcher: Launcher = launch_endpoint,
+        gpu_count: Callable[[], tuple[int, str | None]] = cuda_gpu_count,
+        have_weights: Callable[[], bool] = weights_present,
+        state_file: Path | None = None,
+        supervise: bool = True,
+    ) -> None:
+        super().__init__()
+        self.config = config or ConsoleConfig()
+        self.refresh_interval = self.config.refresh
+        self.sampler = sampler or NvmlSampler()
+        self.prober: Prober = prober or EndpointClient()
+        self._gpu_count = gpu_count
+        self._have_weights = have_weights
+        self.state_file = state_file if state_file is not None else paths.state_file()
+        self.supervisor = Supervisor(self.config.log_dir, self.state_file, self.prober, launcher=launcher)
+        self.supervisor.on_event = self._on_supervisor_event
+        self.supervise = supervise
+        self.default_preset = "smoke"
+        self.banner_messages: list[str] = []
+        self.endpoint_views: list[EndpointView] = []
+        self._gpu_wake = threading.Event()
+        self._stopping = threading.Event()
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status-line")
+        yield Banner(id="banner")
+        with Horizontal(id="top"):
+            yield GpuPane(id="gpus")
+            with Vertical(id="mining"):
+                yield Static("cooldowns: (mining panes not loaded)", id="cooldowns-placeholder")
+                yield Static("scores: (mining panes not loaded)", id="scores-placeholder")
+                yield Static("rewards: -", id="reward-summary")
+        with Container(id="endpoints-box"):
+            yield EndpointsTable(id="endpoints")
+        yield LogPane(id="log")
+        yield Footer()
+
+    def mount_mining_panes(self) -> None:
+        """Hook for console/mining: replace the placeholders inside `#mining`.
+
+        Called once from on_mount. Contract: keep the container `#mining` (layout/CSS in
+        app.tcss); mount console/widgets/cooldowns.py and scores.py panes into it and remove
+        `#cooldowns-placeholder` / `#scores-placeholder`; `#reward-summary` (a Static) is the
+        one-line reward summary to update. Domain work (miner loop) should run as a worker.
+        """
+
+    async def on_mount(self) -> None:
+        self.query_one("#mining").border_title = "Mining"
+        self.query_one("#endpoints", EndpointsTable).focus()
+        self.mount_mining_panes()
+        self._update_status()
+        self._gpu_loop()
+        if self.supervise:
+            self._supervise()
+
+    # ------------------------------------------------------------------ GPU sampling (thread)
+    @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
+    def _gpu_loop(self) -> None:
+        worker = get_current_worker()
+        try:
+            while not worker.is_cancelled and not self._stopping.is_set():
+                self.post_message(GpuUpdated(self.sampler.sample()))
+                waited = 0.0
+                while (
+                    waited < self.refresh_interval and not worker.is_cancelled and not self._stopping.is_set()
+                ):
+                    if self._gpu_wake.wait(0.25):
+                        self._gpu_wake.clear()
+                        break
+                    waited += 0.25
+        finally:
+            self.sampler.close()
+
+    def on_gpu_updated(self, message: GpuUpdated) -> None:
+        self.query_one(GpuPane).show(message.snapshot)
+
+    # ------------------------------------------------------------------ supervisor (asyncio task)
+    @work(exclusive=True, group="supervisor", exit_on_error=False)
+    async def _supervise(self) -> None:
+        count, _ = await asyncio.to_thread(self._gpu_count)
+        have_weights = await asyncio.to_thread(self._have_weights)
+        self.default_preset, reason = best_preset(count, have_weights)
+        specs = self.config.endpoints
+        uses_auto = any(s.preset == AUTO for s in specs) or not specs
+        for spec in specs:
+            if spec.preset == AUTO:
+                spec.preset = self.default_preset
+        if self.default_preset == "smoke" and uses_auto:
+            self.set_banner(
+                [
+                    f"Endpoints run the CPU smoke preset ({reason}): its output is NOT meaningful for mining. "
+                    "A CUDA box with MVDream weights (`gen404 models pull`) gets text_mv_fast."
+                ]
+            )
+        self.supervisor.adopt_from_state()
+        self.supervisor.ensure(specs, spawn=self.config.spawn)
+        await self.supervisor.run(lambda: self.refresh_interval, self.show_endpoints)
+
+    def show_endpoints(self, views: list[EndpointView]) -> None:
+        self.endpoint_views = views
+        table = self.query_one(EndpointsTable)
+        table.show(views)
+        self._update_log()
+        self._update_status()
+
+    def _on_supervisor_event(self, text: str) -> None:
+        self.log.info(text)
+
+    def set_banner(self, messages: list[str]) -> None:
+        self.banner_messages = messages
+        self.query_one(Banner).set_messages(messages)
+
+    def _update_status(self) -> None:
+        ready = sum(1 for v in self.endpoint_views if v.status in ("ready", "busy"))
+        state = str(self.state_file.parent) if self.state_file else "-"
+        self.query_one(StatusLine).show(len(self.endpoint_views), ready, self.refresh_interval, state)
+
+    def _update_log(self) -> None:
+        view = self.selected_view()
+        pane = self.query_one(LogPane)
+        if view is None:
+            pane.follow(None)
+        else:
+            pane.follow(Path(view.log_path), view.name)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._update_log()
+
+    # ------------------------------------------------------------------ selection helpers
+    def selected_port(self) -> int | None:
+        return self.query_one(EndpointsTable).selected_port
+
+    def selected_view(self) -> EndpointView | None:
+        port = self.selected_port()
+        return next((v for v in self.endpoint_views if v.port == port), None)
+
+    def _require_selection(self) -> int | None:
+        port = self.selected_port()
+        if port is None or port not in self.supervisor.endpoints:
+            self.notify("No endpoint selected", severity="warning")
+            return None
+        return port
+
+    # ------------------------------------------------------------------ actions
+    def action_spawn_endpoint(self) -> None:
+        ep = self.supervisor.spawn_next(self.default_preset, first=self.config.first_port)
+        self.show_endpoints(self.supervisor.views())
+        self.query_one(EndpointsTable).select_port(ep.port)
+        self.notify(f"Starting {ep.spec.name} ({ep.spec.preset}) on 127.0.0.1:{ep.port}")
+
+    def action_stop_endpoint(self) -> None:
+        port = self._require_selection()
+        if port is None:
+            return
+        ep = self.supervisor.endpoints[port]
+        pid = ep.process.pid if ep.process else None
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._stop(port), group="actions")
+
+        self.push_screen(ConfirmScreen(f"Stop {ep.spec.name} (port {port}, pid {pid})?"), done)
+
+    async def _stop(self, port: int) -> None:
+        await self.supervisor.stop(port)
+        self.show_endpoints(self.supervisor.views())
+        self.notify(f"Stopped gen-{port}")
+
+    def action_restart_endpoint(self) -> None:
+        port = self._require_selection()
+        if port is not None:
+            self.run_worker(self._restart(port), group="actions")
+
+    async def _restart(self, port: int) -> None:
+        ep = self.supervisor.endpoints[port]
+        if ep.external:
+            self.notify(f"{ep.spec.name} is not ours (attach mode): not restarting", severity="warning")
+            return
+        if ep.status in RUNNING_STATES:
+            await self.supervisor.restart(port)
+        else:
+            ep.quick_crashes = 0
+            self.supervisor.start(port)
+        self.show_endpoints(self.supervisor.views())
+        self.notify(f"Restarting {ep.spec.name}")
+
+    def action_set_preset(self, name: str) -> None:
+        port = self._require_selection()
+        if port is not None:
+            self.run_worker(self._set_presets([port], name), group="actions")
+
+    def action_set_preset_all(self, name: str) -> None:
+        ports = [p for p, ep in self.supervisor.endpoints.items() if ep.running or ep.external]
+        if not ports:
+            self.notify("No running endpoints", severity="warning")
+            return
+        self.run_worker(self._set_presets(ports, name), group="actions")
+
+    async def _set_presets(self, ports: Sequence[int], name: str) -> None:
+        results = await asyncio.gather(
+            *(self.supervisor.set_preset(p, name) for p in ports), return_exceptions=True
+        )
+        for port, result in zip(ports, results, strict=True):
+            if isinstance(result, EndpointError):
+                self.notify(str(result), severity="error")
+            elif isinstance(result, BaseException):
+                self.notify(f"gen-{port}: {type(result).__name__}: {result}", severity="error")
+            else:
+                reloaded = " (models reloaded)" if result.get("reloaded") else ""
+                self.notify(f"gen-{port} → {name}{reloaded}")
+        self.show_endpoints(self.supervisor.views())
+
+    def action_refresh_slower(self) -> None:
+        self._set_refresh(step_refresh(self.refresh_interval, +1))
+
+    def action_refresh_faster(self) -> None:
+        self._set_refresh(step_refresh(self.refresh_interval, -1))
+
+    def _set_refresh(self, value: float) -> None:
+        self.refresh_interval = value
+        self._gpu_wake.set()
+        self.supervisor.wake()
+        self._update_status()
+        self.notify(f"Refresh every {value:g}s", timeout=1.5)
+
+    def key_rows(self) -> list[tuple[str, str, str]]:
+        """(keys as currently bound, binding id, description) for the help screen."""
+        keymap = getattr(self, "_keymap", {}) or {}
+        rows = []
+        for b in self.BINDINGS:
+            assert isinstance(b, Binding)
+            keys = keymap.get(b.id or "", b.key)
+            shown = ", ".join(self.get_key_display(Binding(k, "")) for k in keys.split(","))
+            desc = b.description
+            if b.action.startswith("set_preset_all"):
+                desc = f"every endpoint → {b.action.split(chr(39))[1]}"
+            elif b.action.startswith("set_preset"):
+                desc = f"selected endpoint → {b.action.split(chr(39))[1]}"
+            rows.append((shown, b.id or "", ACTION_HELP.get(b.id or "", desc)))
+        return rows
+
+    def action_help(self) -> None:
+        cfg = self.config.config_path or paths.config_file()
+        self.push_screen(HelpScreen(self.key_rows(), str(cfg)))
+
+    async def action_quit(self) -> None:
+        running = [ep for ep in self.supervisor.endpoints.values() if ep.running and not ep.external]
+        if not running:
+            await self._finish(stop=False)
+            return
+
+        async def done(choice: str | None) -> None:
+            if choice in ("stop", "leave"):
+                await self._finish(stop=choice == "stop")
+
+        self.push_screen(QuitScreen(len(running)), done)
+
+    async def _finish(self, stop: bool) -> None:
+        self._stopping.set()
+        self._gpu_wake.set()
+        await self.supervisor.shutdown(stop_endpoints=stop)
+        self.exit()
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        cmds = [
+            PaletteCommand(
+                "Spawn endpoint", "start one more endpoint on the next free port", self.action_spawn_endpoint
+            ),
+            PaletteCommand("Stop selected endpoint", "with confirmation", self.action_stop_endpoint),
+            PaletteCommand(
+                "Restart selected endpoint", "stop, then start again", self.action_restart_endpoint
+            ),
+        ]
+        for name in PRESET_KEYS:
+            cmds.append(
+                PaletteCommand(
+                    f"Preset {name}: selected", "PUT /preset", partial(self.action_set_preset, name)
+                )
+            )
+            cmds.append(
+                PaletteCommand(
+                    f"Preset {name}: all endpoints",
+                    "PUT /preset on each",
+                    partial(self.action_set_preset_all, name),
+                )
+            )
+        cmds += [
+            PaletteCommand("Refresh slower", "longer refresh interval (+)", self.action_refresh_slower),
+            PaletteCommand("Refresh faster", "shorter refresh interval (-)", self.action_refresh_faster),
+            PaletteCommand("Help: keys", "every key and its binding id", self.action_help),
+            PaletteCommand("Quit console", "stop endpoints or leave them running", self.action_quit),
+        ]
+        return cmds
+
+
+ACTION_HELP = {
+    "spawn_endpoint": "spawn one more endpoint on the next free port (from 10006)",
+    "stop_endpoint": "stop the selected endpoint (asks first)",
+    "restart_endpoint": "restart the selected endpoint (or start a stopped one)",
+    "refresh_slower": "longer refresh interval",
+    "refresh_faster": "shorter refresh interval",
+    "help": "this help",
+    "quit": "quit: stop the endpoints, or leave them running for the next console",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"gen404-console: error: {exc}", file=sys.stderr)
+        return 2
+    if config.once:
+        from console.snapshot import run_once
+
+        return run_once(config, as_json=config.json)
+    Gen404Console(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

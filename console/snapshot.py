@@ -1,0 +1,133 @@
+"""`gen404-console --once [--json]`: one snapshot of GPUs and endpoints, for scripts and cron.
+
+Probes the configured ports plus those in the state file (endpoints a console left running),
+spawns nothing. Exit status 0 when every probed endpoint answered /health, else 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from console import paths
+from console.config import ConsoleConfig
+from console.endpoint_client import EndpointClient, Probe
+from console.gpu import GpuSnapshot, NvmlSampler
+from console.supervisor import Prober, proc_alive, read_state
+from console.widgets.fmt import count, gib, num, rate, seconds, uptime
+
+
+async def probe_ports(ports: list[int], prober: Prober | None = None) -> list[Probe]:
+    client = prober or EndpointClient()
+    try:
+        return list(await asyncio.gather(*(client.probe(p) for p in ports)))
+    finally:
+        if prober is None and isinstance(client, EndpointClient):
+            await client.aclose()
+
+
+def collect(
+    config: ConsoleConfig, sampler: NvmlSampler | None = None, prober: Prober | None = None
+) -> dict[str, Any]:
+    sampler = sampler or NvmlSampler()
+    gpus: GpuSnapshot = sampler.sample()
+    sampler.close()
+    state = {int(i["port"]): i for i in read_state(paths.state_file())}
+    ports = sorted({s.port for s in config.endpoints} | set(state))
+    probes = asyncio.run(probe_ports(ports, prober))
+    endpoints = []
+    for probe in probes:
+        item = state.get(probe.port)
+        pid = None
+        if item and proc_alive(int(item["pid"]), item.get("start_ticks")):
+            pid = int(item["pid"])
+        health = probe.health or {}
+        s = probe.summary
+        endpoints.append(
+            {
+                "name": f"gen-{probe.port}",
+                "port": probe.port,
+                "status": health.get("status", "down") if probe.ok else "down",
+                "preset": health.get("preset"),
+                "device": health.get("device"),
+                "pid": pid if pid is not None else health.get("pid"),
+                "adopted": pid is not None,
+                "error": probe.error,
+                "uptime_s": s.uptime_s,
+                "queue": s.queue,
+                "in_flight": s.in_flight,
+                "done": s.done,
+                "failed": s.failed,
+                "last_s": s.last_s,
+                "mean_s": s.mean_s,
+                "p95_s": s.p95_s,
+                "per_hour": s.per_hour,
+            }
+        )
+    return {"gpus": gpus.to_dict(), "endpoints": endpoints}
+
+
+def format_text(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    g = data["gpus"]
+    if g.get("error"):
+        lines.append(f"GPUs: {g['error']}")
+    for gpu in g.get("gpus", []):
+        mem = f"{gib(gpu['mem_used'])}/{gib(gpu['mem_total'])} GiB"
+        events = gpu["clock_events"]
+        ev = "N/A" if events is None else (",".join(events) or "none")
+        lines.append(
+            f"GPU{gpu['index']} {gpu['name'] or 'N/A'}  util {num(gpu['util'], unit='%')}  mem {mem}  "
+            f"{num(gpu['temp'], unit='C')}  {num(gpu['power'])}/{num(gpu['power_limit'], unit='W')}  "
+            f"SM {num(gpu['sm_clock'], unit='MHz')}  fan {num(gpu['fan'], unit='%')}  clocks {ev}"
+        )
+    header = (
+        "name",
+        "port",
+        "status",
+        "preset",
+        "pid",
+        "uptime",
+        "queue",
+        "done",
+        "failed",
+        "last",
+        "mean",
+        "p95",
+        "/hour",
+    )
+    rows = [header]
+    for e in data["endpoints"]:
+        rows.append(
+            (
+                e["name"],
+                str(e["port"]),
+                e["status"],
+                e["preset"] or "-",
+                count(e["pid"]),
+                uptime(e["uptime_s"]),
+                count(e["queue"]),
+                count(e["done"]),
+                count(e["failed"]),
+                seconds(e["last_s"]),
+                seconds(e["mean_s"]),
+                seconds(e["p95_s"]),
+                rate(e["per_hour"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def run_once(
+    config: ConsoleConfig,
+    as_json: bool = False,
+    sampler: NvmlSampler | None = None,
+    prober: Prober | None = None,
+) -> int:
+    data = collect(config, sampler, prober)
+    print(json.dumps(data, indent=2) if as_json else format_text(data))
+    return 0 if all(e["status"] != "down" for e in data["endpoints"]) else 1

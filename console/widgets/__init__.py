@@ -1,0 +1,1 @@
+"""Console panes, one module each. Formatting helpers in `fmt` (no Textual) are shared with --once."""
