@@ -278,3 +278,33 @@ def test_decompress_never_crashes(data: bytes) -> None:
         assert str(exc)
     else:
         assert len(ply.read_ply(out)) > 0  # whatever decodes is a valid PLY
+
+
+def test_non_finite_and_huge_values_encode_like_x86_without_warnings() -> None:
+    s = Splats.empty(4, sh_degree=1)
+    s.positions[:, 0] = [np.nan, np.inf, 1e10, -1e10]  # int32 cast -> INT_MIN -> bytes 0 0 0
+    s.opacities[:] = [np.nan, np.inf, -np.inf, 1e30]
+    s.rotations[0] = 0.0  # zero quaternion: 0/0 -> NaN -> byte 0 -> x = -1
+    s.sh_rest[:, 0, 0] = [np.nan, np.inf, -np.inf, 3e9]
+    with np.errstate(all="raise"):
+        out = spz.spz_to_splats(spz.splats_to_spz(s))
+    assert out.positions[:, 0].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert out.opacities.tolist() == [-np.inf, np.inf, -np.inf, np.inf]  # NaN -> byte 0
+    assert out.rotations[0, 1:].tolist() == [-1.0, -1.0, -1.0] and out.rotations[0, 0] == 0.0
+    assert out.sh_rest[:, 0, 0].tolist() == [-1.0] * 4  # int cast overflow -> INT_MIN -> clamps to 0
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(st.integers(1, 40), st.integers(0, 3), st.integers(0, 2**32 - 1))
+def test_any_float_bits_encode_and_decode(n: int, degree: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k = (degree + 1) ** 2 - 1
+
+    def floats(*shape: int) -> np.ndarray:  # arbitrary bit patterns: NaNs, infs, subnormals, huge
+        return rng.integers(0, 2**32, size=shape, dtype=np.uint32).view(np.float32)
+
+    s = Splats(floats(n, 3), floats(n, 3), floats(n, k, 3), floats(n), floats(n, 3), floats(n, 4))
+    with np.errstate(all="raise"):
+        out = spz.spz_to_splats(spz.splats_to_spz(s))
+    assert len(out) == n and out.sh_degree == degree
+    assert np.isfinite(out.positions).all() and (np.abs(out.positions) <= 2048).all()

@@ -185,23 +185,37 @@ def ply_header(n: int, sh_degree: int, include_normals: bool) -> bytes:
     return ("\n".join(lines) + "\nend_header\n").encode("ascii")
 
 
+def empty_table(n: int, sh_degree: int, include_normals: bool) -> tuple[np.ndarray, Splats]:
+    """An (N, D) float32 table in the 404 layout (normals zeroed, the rest uninitialised) and
+    Splats whose arrays are views of its columns, so codecs can decode straight into it."""
+    k = sh_coeffs_for_degree(sh_degree)
+    normals = 3 if include_normals else 0
+    table = np.empty((n, 14 + 3 * k + normals), np.float32)
+    if normals:
+        table[:, 3:6] = 0.0
+    dc = 3 + normals
+    rest = dc + 3
+    op = rest + 3 * k
+    # f_rest is channel-major on disk: column rest + c*K + j holds sh_rest[:, j, c]
+    sh_rest = np.reshape(table[:, rest:op], (n, 3, k), copy=False).transpose(0, 2, 1)
+    columns = Splats(
+        positions=table[:, 0:3],
+        sh_dc=table[:, dc : dc + 3],
+        sh_rest=sh_rest,
+        opacities=table[:, op],
+        scales=table[:, op + 1 : op + 4],
+        rotations=table[:, op + 4 : op + 8],
+    )
+    return table, columns
+
+
+def table_bytes(table: np.ndarray, sh_degree: int, include_normals: bool) -> bytes:
+    return b"".join((ply_header(len(table), sh_degree, include_normals), table))
+
+
 def write_ply(splats: Splats, include_normals: bool = True) -> bytes:
     """Serialise in the 404 layout (normals written as zeros when included)."""
-    n, k = len(splats), splats.sh_rest.shape[1]
-    stride = 14 + 3 * k + (3 if include_normals else 0)
-    table = np.empty((n, stride), np.float32)
-    table[:, 0:3] = splats.positions
-    col = 3
-    if include_normals:
-        table[:, 3:6] = 0.0
-        col = 6
-    table[:, col : col + 3] = splats.sh_dc
-    col += 3
-    if k:
-        for c in range(3):  # channel-major on disk
-            table[:, col + c * k : col + (c + 1) * k] = splats.sh_rest[:, :, c]
-        col += 3 * k
-    table[:, col] = splats.opacities
-    table[:, col + 1 : col + 4] = splats.scales
-    table[:, col + 4 : col + 8] = splats.rotations
-    return b"".join((ply_header(n, splats.sh_degree, include_normals), table))
+    table, columns = empty_table(len(splats), splats.sh_degree, include_normals)
+    for field in ("positions", "sh_dc", "sh_rest", "opacities", "scales", "rotations"):
+        getattr(columns, field)[...] = getattr(splats, field)
+    return table_bytes(table, splats.sh_degree, include_normals)

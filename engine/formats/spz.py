@@ -138,7 +138,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     """The reference's toUint8: round half away, clamp to 0..255; NaN gives 0 as on x86."""
     f = np.floor(x)
     f += (x - f) >= 0.5  # half up; differs from half away only below zero, which clamps to 0
-    np.fmax(f, 0, out=f)  # fmax also maps NaN to 0
+    np.fmax(f, 0, out=f)  # fmax (unlike clip) maps NaN to 0
     np.fmin(f, 255, out=f)
     return f.astype(np.uint8)
 
@@ -147,8 +147,8 @@ def _fixed24(p: np.ndarray, frac_bits: int) -> np.ndarray:
     """(N, 3) float32 -> (N, 9) bytes: 24-bit two's complement of round(p * 2^frac), wrapping."""
     r = _round_half_away(p * _f32(1 << frac_bits))
     # static_cast<int32_t> of NaN or an out-of-range value is INT_MIN on x86, i.e. bytes 0 0 0
-    invalid = ~((r >= -_INT32_LIMIT) & (r < _INT32_LIMIT))
-    r[invalid] = -_INT32_LIMIT
+    if not np.abs(r).max(initial=0) < _INT32_LIMIT:  # rare: only then pay for the mask (NaN lands here too)
+        r[~((r >= -_INT32_LIMIT) & (r < _INT32_LIMIT))] = -_INT32_LIMIT
     b = r.astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3]
     return b.reshape(len(p), 9)
 
@@ -156,26 +156,38 @@ def _fixed24(p: np.ndarray, frac_bits: int) -> np.ndarray:
 def _quantize_sh(x: np.ndarray, bucket: int) -> np.ndarray:
     """quantizeSH: q = int(round(x*128) + 128), snapped to a bucket centre (ties up), clamped."""
     q = _round_half_away(x * _f32(128.0)) + _f32(128.0)
-    out_of_int = ~((q >= -_INT32_LIMIT) & (q < _INT32_LIMIT))  # int cast gives INT_MIN -> 0
-    q = np.floor((q + _f32(bucket // 2)) / _f32(bucket)) * _f32(bucket)
-    q[out_of_int] = 0
+    out_of_int = None
+    if not np.abs(q).max(initial=0) < _INT32_LIMIT:  # the int cast gives INT_MIN, which clamps to 0
+        out_of_int = ~((q >= -_INT32_LIMIT) & (q < _INT32_LIMIT))
+    q += _f32(bucket // 2)
+    q /= _f32(bucket)
+    np.floor(q, out=q)
+    q *= _f32(bucket)
+    if out_of_int is not None:
+        q[out_of_int] = 0
     return _to_uint8(q)
 
 
 def _encode_rotations(rot_wxyz: np.ndarray) -> np.ndarray:
-    x, y, z, w = (rot_wxyz[:, i] for i in (1, 2, 3, 0))
+    """Normalise, flip so w >= 0, store x y z as toUint8(q * 127.5 + 127.5), as the reference."""
+    q = rot_wxyz[:, [1, 2, 3, 0]].T.copy()  # (4, N) contiguous rows x y z w: fast row ops
+    x, y, z, w = q
     with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.sqrt(((x * x + y * y) + z * z) + w * w)
-        sign = np.where(w / norm < 0, _f32(-127.5), _f32(127.5))
-        xyz = np.stack((x, y, z), axis=1)
-        xyz /= norm[:, None]
-        xyz *= sign[:, None]
+        norm = x * x
+        norm += y * y
+        norm += z * z
+        norm += w * w  # ((x*x + y*y) + z*z) + w*w, the reference's order
+        np.sqrt(norm, out=norm)
+        q /= norm  # divide (not multiply by 1/norm): bit-exact with the reference
+        sign = np.where(w < 0, _f32(-127.5), _f32(127.5))  # -0.0 and NaN count as positive
+        xyz = q[:3]
+        xyz *= sign
         xyz += _f32(127.5)
-    return _to_uint8(xyz)
+    return np.ascontiguousarray(_to_uint8(xyz).T)
 
 
 def _encode_alphas(opacity: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
+    with np.errstate(all="ignore"):
         e = np.exp(-opacity.astype(np.float64)).astype(np.float32)  # float64 exp then cast, as measured
         s = _f32(1.0) / (_f32(1.0) + e)
     return _to_uint8(s * _f32(255.0))
@@ -191,7 +203,7 @@ def pack(splats: Splats, antialiased: bool = False) -> bytes:
     header = HEADER.pack(
         MAGIC, VERSION, n, degree, FRACTIONAL_BITS, FLAG_ANTIALIASED if antialiased else 0, 0
     )
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(all="ignore"):  # NaN/inf/overflow follow the reference's x86 semantics
         parts = [
             _fixed24(np.asarray(splats.positions, np.float32), FRACTIONAL_BITS),
             _encode_alphas(np.asarray(splats.opacities, np.float32)),
@@ -245,53 +257,78 @@ def _luts() -> dict[str, np.ndarray]:
 _LUT = _luts()
 
 
-def _lookup(table: str, codes: np.ndarray) -> np.ndarray:
-    return np.take(_LUT[table], codes, mode="wrap")  # wrap: no bounds check (uint8 always fits)
+def _lookup_into(dest: np.ndarray, table: str, codes: np.ndarray) -> None:
+    lut = _LUT[table]
+    if dest.flags.c_contiguous:
+        np.take(lut, codes, out=dest, mode="wrap")  # wrap: no bounds check (uint8 always fits)
+    else:
+        dest[...] = np.take(lut, codes, mode="wrap")  # gather then one strided copy: faster
 
 
-def _decode_positions(raw: np.ndarray, n: int, header: SpzHeader) -> np.ndarray:
+def _decode_positions(body: bytes, header: SpzHeader, out: np.ndarray) -> None:
+    n = header.num_points
     if header.version == 1:
-        pos = raw.view("<f2").astype(np.float32).reshape(n, 3)
-        pos[np.isnan(pos)] = np.nan  # the reference returns a canonical quiet NaN
-        return pos
-    # place the 3 bytes in the top of an int32, then shift back down: sign extension for free
-    word = np.zeros((n * 3, 4), np.uint8)
-    word[:, 1:] = raw.reshape(n * 3, 3)
-    fixed = word.view("<i4").reshape(n, 3) >> 8
-    # float scale = 1.0 / (1 << fractionalBits): x86 masks the shift count, int32 wraps
+        out[...] = np.frombuffer(body, "<f2", count=n * 3).reshape(n, 3)
+        out[np.isnan(out)] = np.nan  # the reference returns a canonical quiet NaN
+        return
+    # Read each 24-bit value as an unaligned int32 (3-byte stride; the alphas always follow, so
+    # the last read stays inside the body), then shift the 4th byte out: sign extension for free.
+    fixed = np.ndarray((n, 3), "<i4", buffer=body, strides=(9, 3)) << 8
+    fixed >>= 8
+    # float scale = 1.0 / (1 << fractionalBits): x86 masks the shift count and int32 wraps
     denom = np.array(1, np.int32) << np.int32(header.fractional_bits & 31)
-    return fixed.astype(np.float32) * _f32(1.0 / float(denom))
+    np.multiply(fixed, _f32(1.0 / float(denom)), out=out, dtype=np.float32)
 
 
-def _decode_rotations(codes: np.ndarray) -> np.ndarray:
-    n = len(codes)
-    rot = np.empty((n, 4), np.float32)
-    rot[:, 1:] = _lookup("rot", codes)
-    sq = _lookup("rot_sq", codes)
-    w = _f32(1.0) - ((sq[:, 0] + sq[:, 1]) + sq[:, 2])
+def _decode_rotations(codes: np.ndarray, out: np.ndarray) -> None:
+    _lookup_into(out[:, 1:], "rot", codes)
+    sq = _LUT["rot_sq"]
+    w = np.take(sq, codes[:, 0], mode="wrap") + np.take(sq, codes[:, 1], mode="wrap")
+    w += np.take(sq, codes[:, 2], mode="wrap")  # (x*x + y*y) + z*z, in float32 like the reference
+    np.subtract(_f32(1.0), w, out=w)
     np.maximum(w, 0, out=w)
-    rot[:, 0] = np.sqrt(w, out=w)
-    return rot
+    np.sqrt(w, out=out[:, 0])  # no renormalisation
 
 
-def unpack(header: SpzHeader, body: bytes) -> Splats:
-    """Decode a validated payload body into Splats (the reference's unpackGaussians)."""
+def unpack_into(header: SpzHeader, body: bytes, out: Splats) -> None:
+    """Decode a validated payload body into `out`'s arrays (views are fine): unpackGaussians."""
     n = header.num_points
     if len(body) < header.body_size:
         raise SpzError(f"truncated body: {len(body)} of {header.body_size} bytes")
-    buf = np.frombuffer(body, np.uint8, count=header.body_size)
+    if len(out) != n or out.sh_degree != header.sh_degree:
+        raise ValueError("output arrays do not match the header")
     k = sh_coeffs_for_degree(header.sh_degree)
-    sizes = [n * header.position_bytes, n, n * 3, n * 3, n * 3, n * 3 * k]
-    ends = np.cumsum(sizes)
-    pos, alpha, color, scale, rot, sh = np.split(buf, ends[:-1])
-    return Splats(
-        positions=_decode_positions(pos, n, header),
-        sh_dc=_lookup("color", color.reshape(n, 3)),
-        sh_rest=_lookup("sh", sh.reshape(n, k, 3)),
-        opacities=_lookup("alpha", alpha),
-        scales=_lookup("scale", scale.reshape(n, 3)),
-        rotations=_decode_rotations(rot.reshape(n, 3)),
+    buf = np.frombuffer(body, np.uint8, count=header.body_size)
+    at = n * header.position_bytes
+    alpha, color, scale, rot, sh = (
+        buf[at : at + n],
+        buf[at + n : at + 4 * n].reshape(n, 3),
+        buf[at + 4 * n : at + 7 * n].reshape(n, 3),
+        buf[at + 7 * n : at + 10 * n].reshape(n, 3),
+        buf[at + 10 * n :].reshape(n, k, 3),
     )
+    _decode_positions(body, header, out.positions)
+    _lookup_into(out.opacities, "alpha", alpha)
+    _lookup_into(out.sh_dc, "color", color)
+    _lookup_into(out.scales, "scale", scale)
+    _decode_rotations(rot, out.rotations)
+    if k:
+        _lookup_into(out.sh_rest, "sh", sh)
+
+
+def unpack(header: SpzHeader, body: bytes) -> Splats:
+    """Decode a validated payload body into new Splats."""
+    n, k = header.num_points, sh_coeffs_for_degree(header.sh_degree)
+    out = Splats(
+        positions=np.empty((n, 3), np.float32),
+        sh_dc=np.empty((n, 3), np.float32),
+        sh_rest=np.empty((n, k, 3), np.float32),
+        opacities=np.empty(n, np.float32),
+        scales=np.empty((n, 3), np.float32),
+        rotations=np.empty((n, 4), np.float32),
+    )
+    unpack_into(header, body, out)
+    return out
 
 
 def spz_to_splats(data: bytes) -> Splats:
@@ -301,4 +338,8 @@ def spz_to_splats(data: bytes) -> Splats:
 
 def decompress(spz_bytes: bytes, include_normals: bool) -> bytes:
     """pyspz.decompress: SPZ bytes -> PLY bytes in the 404 layout (SpzError on bad input)."""
-    return ply.write_ply(spz_to_splats(spz_bytes), include_normals=include_normals)
+    header, body = read_payload(spz_bytes)
+    # decode straight into the PLY table's columns: no intermediate arrays
+    table, columns = ply.empty_table(header.num_points, header.sh_degree, include_normals)
+    unpack_into(header, body, columns)
+    return ply.table_bytes(table, header.sh_degree, include_normals)
