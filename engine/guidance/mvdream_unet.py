@@ -15,32 +15,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-CAMERA_DIM = 16
+from engine.guidance.configs import SD21_UNET_CONFIG
 
-# stabilityai/stable-diffusion-2-1-base unet/config.json, with MVDream's 32x32 latents.
-SD21_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 32,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": (
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    ),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "attention_head_dim": (5, 10, 20, 20),  # diffusers' legacy name: these are head counts (64-d heads)
-    "cross_attention_dim": 1024,
-    "use_linear_projection": True,
-    "upcast_attention": False,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "act_fn": "silu",
-}
+CAMERA_DIM = 16
 
 
 def mvdream_unet_config(base: dict[str, Any] | None = None) -> dict[str, Any]:

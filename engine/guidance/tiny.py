@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from engine.guidance.configs import ddim_scheduler
 from engine.guidance.mvdream_unet import build_unet, mvdream_camera, mvdream_unet_config
 
 MAX_LENGTH = 77
@@ -105,20 +106,6 @@ TINY_UNET_CONFIG: dict[str, Any] = {
     "norm_eps": 1e-5,
     "act_fn": "silu",
 }
-
-
-def ddim_scheduler() -> DDIMScheduler:
-    """SD 2.1 / MVDream training schedule: scaled-linear 0.00085..0.012, 1000 steps, epsilon."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
 
 
 def tiny_components(seed: int = 0, multiview: bool = True) -> dict[str, Any]:
