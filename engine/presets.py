@@ -63,7 +63,7 @@ class Preset:
     # Gaussians
     num_pts: int = 5000
     min_output_gaussians: int = 7000
-    max_gaussians: int = 200_000
+    max_gaussians: int = 200_000  # densification cap during training (export may grow past it)
     # learning rates (position decays exponentially from init to final over the run)
     lr_position_init: float = 1e-3
     lr_position_final: float = 2e-5
@@ -90,7 +90,8 @@ class Preset:
         """Fields that determine the loaded models: equal keys mean a preset switch needs no reload."""
         # all model ids count: an MVDream build may borrow SD 2.1 parts (tokenizer, VAE config)
         ids = (self.mvdream_id, self.mvdream_ckpt, self.sd_id)
-        return (self.guidance, self.weights, *ids, self.dtype, self.device)
+        weight_seed = self.seed if self.weights == "random" else None  # random weights are seeded
+        return (self.guidance, self.weights, *ids, self.dtype, self.device, weight_seed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -299,7 +300,7 @@ def _check_consistency(p: Preset, path: Path) -> None:
         problems.append("'density_start_iter' must not exceed 'density_end_iter'")
     if p.lr_position_final > p.lr_position_init:
         problems.append("'lr_position_final' must not exceed 'lr_position_init'")
-    if p.num_pts > p.max_gaussians or p.min_output_gaussians > p.max_gaussians:
-        problems.append("'num_pts' and 'min_output_gaussians' must not exceed 'max_gaussians'")
+    if p.num_pts > p.max_gaussians:
+        problems.append("'num_pts' must not exceed 'max_gaussians'")
     if problems:
         raise PresetError(f"{path}: " + "; ".join(problems))

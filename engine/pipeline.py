@@ -1,0 +1,262 @@
+"""Text-to-3D generation: Gaussians optimised by score distillation (SDS) under a guidance model.
+
+One step (DreamGaussian / the 404 reference, with the seed guide's keys made real):
+  sample `batch_size` orbit views (groups of 4 views 90 degrees apart for MVDream), one random
+  white-or-black background, rasterise at `render_size`, SDS from the guidance (which resizes to
+  `ref_size` for the VAE and applies `guidance_scale`), backward, Adam, and on the preset's
+  schedule densify (clone/split by view-space gradient) and prune.
+At the end: prune faint Gaussians, grow to `min_output_gaussians` if short, export `Splats`.
+
+`warmup_rgb_loss`: in the reference it ramps an image-reconstruction (RGB MSE) loss weight with
+progress; that loss needs an input image, and a text prompt has none, so for text-to-3D the key
+is accepted and does nothing (it is logged at debug level). Every stage is timed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine import cameras
+from engine.gate import check_gate
+from engine.gaussians import GaussianModel, LearningRates
+from engine.presets import Preset, load_preset
+from engine.splats import Splats
+
+log = logging.getLogger("gen404.pipeline")
+
+STAGES = ("init", "prompt", "render", "guidance", "backward", "optimizer", "densify", "export")
+
+ProgressCallback = Callable[[float, str], None]
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass
+class GenerationResult:
+    splats: Splats
+    timings: dict[str, float]  # seconds per stage, keys STAGES
+    steps: int
+    preset: str
+    seed: int
+    grown_to_min: bool
+    total_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class _StageTimer:
+    """Wall time per stage; on CUDA it synchronises at stage edges so the split is honest."""
+
+    def __init__(self, device: torch.device, sync: bool) -> None:
+        self.timings = dict.fromkeys(STAGES, 0.0)
+        self._sync = sync and device.type == "cuda"
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if self._sync:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._sync:
+                torch.cuda.synchronize()
+            self.timings[stage] += time.perf_counter() - start
+
+
+class Generator:
+    """Holds the loaded guidance model; generate() may be called many times."""
+
+    def __init__(
+        self,
+        preset: Preset,
+        device: str | None = None,
+        random_weights: bool = False,
+        sync_timings: bool = True,
+    ) -> None:
+        self.preset = preset
+        self._device_arg = device
+        self.device = resolve_device(device or preset.device)
+        self.random_weights = random_weights
+        self.sync_timings = sync_timings
+        self.guidance = None
+        self._loaded_key: tuple | None = None
+
+    def _key_for(self, preset: Preset) -> tuple:
+        device = resolve_device(self._device_arg or preset.device)
+        random = self.random_weights or preset.weights == "random"
+        ids = (preset.mvdream_id, preset.mvdream_ckpt, preset.sd_id)
+        # random weights are seeded by the preset seed, so then the seed picks the model too
+        return (preset.guidance, random, *ids, preset.dtype, str(device), preset.seed if random else None)
+
+    def models_key(self) -> tuple:
+        return self._key_for(self.preset)
+
+    @property
+    def loaded(self) -> bool:
+        return self.guidance is not None
+
+    def load(self, progress: ProgressCallback | None = None) -> None:
+        from engine.guidance import build_guidance
+
+        report = progress or (lambda fraction, message: None)
+        p = self.preset
+        report(0.0, f"loading {p.guidance} guidance ({'random' if self.random_weights else p.weights} weights)")
+        self.guidance = None  # free the old model before building the next
+        self.device = resolve_device(self._device_arg or p.device)
+        self.guidance = build_guidance(p, self.device, random_weights=self.random_weights)
+        self._loaded_key = self.models_key()
+        report(1.0, "ready")
+
+    def set_preset(self, preset: Preset, progress: ProgressCallback | None = None) -> bool:
+        """Switch preset; reload models only if they differ. True when models were reloaded."""
+        reload = self.loaded and self._key_for(preset) != self._loaded_key
+        self.preset = preset
+        if reload:
+            self.load(progress)
+        return reload
+
+    def generate(self, prompt: str, seed: int | None = None, on_step: StepCallback | None = None) -> GenerationResult:
+        if not self.loaded:
+            self.load()
+        guidance = self.guidance
+        p = self.preset
+        seed = p.seed if seed is None else int(seed)
+        iters = p.iters
+        device = self.device
+        timer = _StageTimer(device, self.sync_timings)
+        notes: list[str] = []
+        started = time.perf_counter()
+
+        with timer("init"):
+            # one CPU generator drives init, cameras, backgrounds and split noise: same seed, same run
+            gen = torch.Generator().manual_seed(seed)
+            model = GaussianModel.random_init(p.num_pts, gen, device)
+            optimizer = model.setup_optimizer(_learning_rates(p))
+            if hasattr(guidance, "ref_size"):
+                guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
+            if hasattr(guidance, "reseed"):
+                guidance.reseed(seed)
+        if p.warmup_rgb_loss:
+            log.debug("warmup_rgb_loss: no reference image for a text prompt; nothing to warm up")
+
+        with timer("prompt"):
+            embeds = guidance.encode_prompt(prompt, p.negative_prompt)
+
+        from engine.render import rasterize
+
+        size = p.render_size
+        for step in range(1, iters + 1):
+            model.update_learning_rate(step, iters)
+            with timer("render"):
+                c2w = self._sample_cameras(gen, guidance.frames)
+                viewmats, ks = cameras.camera_tensors(c2w, p.fovy, size, size, device)
+                background = torch.full((3,), float(torch.rand(1, generator=gen) < 0.5), device=device)
+                images, info = rasterize(
+                    model.means,
+                    model.quats,
+                    model.scales,
+                    model.opacities,
+                    model.colors,
+                    viewmats,
+                    ks,
+                    size,
+                    size,
+                    background,
+                )
+                images = images.permute(0, 3, 1, 2)  # (B,3,H,W) for the guidance
+            with timer("guidance"):
+                c2w_t = torch.as_tensor(c2w, dtype=torch.float32, device=device)
+                loss = guidance.sds_loss(images, c2w_t, embeds, step, iters, p.guidance_scale)
+            with timer("backward"):
+                loss.backward()
+            in_window = p.density_start_iter <= step <= p.density_end_iter
+            with timer("densify"):
+                if in_window:
+                    model.add_densification_stats(info["means2d"], info["radii"], size, size)
+            with timer("optimizer"):
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if in_window and step % p.densification_interval == 0:
+                with timer("densify"):
+                    result = model.densify_and_prune(
+                        p.densify_grad_threshold,
+                        p.densify_scale_threshold,
+                        p.min_opacity,
+                        p.prune_max_scale,
+                        p.max_gaussians,
+                        gen,
+                    )
+                log.debug("step %d densify: %s", step, result)
+            if on_step is not None:
+                on_step(step, iters)
+
+        with timer("export"):
+            pruned = model.prune(p.min_opacity)
+            before = len(model)
+            added = model.grow_to(p.min_output_gaussians, gen)
+            splats = model.to_splats()
+        if pruned:
+            notes.append(f"final prune removed {pruned} Gaussians below opacity {p.min_opacity:g}")
+        if added:
+            message = (
+                f"grew from {before} to {len(splats)} Gaussians (min_output_gaussians {p.min_output_gaussians})"
+                " by splitting the largest"
+            )
+            notes.append(message)
+            log.info(message)
+        verdict = check_gate(splats)
+        if not verdict.passed:
+            notes.append(f"validator gate would fail: {verdict.reason}")
+            log.warning("validator gate would fail: %s", verdict.reason)
+        return GenerationResult(
+            splats=splats,
+            timings=timer.timings,
+            steps=iters,
+            preset=p.name,
+            seed=seed,
+            grown_to_min=bool(added),
+            total_s=time.perf_counter() - started,
+            notes=notes,
+        )
+
+    def _sample_cameras(self, gen: torch.Generator, frames: int) -> np.ndarray:
+        """OpenGL c2w (batch_size,4,4): 4-view groups for multi-view guidance, else independent."""
+        p = self.preset
+        radius_range, elevation_range = (p.radius_min, p.radius_max), (p.elevation_min, p.elevation_max)
+        if frames == 4:
+            return cameras.sample_orbit_group(gen, p.batch_size, radius_range, elevation_range, p.fovy)
+        u = torch.rand((p.batch_size, 3), generator=gen, dtype=torch.float64).numpy()
+        elevation = elevation_range[0] + u[:, 0] * (elevation_range[1] - elevation_range[0])
+        radius = radius_range[0] + u[:, 1] * (radius_range[1] - radius_range[0])
+        azimuth = -180.0 + 360.0 * u[:, 2]
+        return cameras.views(elevation, azimuth, radius, p.fovy, 1, 1).c2w
+
+
+def _learning_rates(p: Preset) -> LearningRates:
+    return LearningRates(
+        position_init=p.lr_position_init,
+        position_final=p.lr_position_final,
+        feature=p.lr_feature,
+        opacity=p.lr_opacity,
+        scaling=p.lr_scaling,
+        rotation=p.lr_rotation,
+    )
+
+
+def generate(prompt: str, preset: Preset | str, seed: int | None = None) -> GenerationResult:
+    """One-shot convenience: load the preset's models and generate once."""
+    if isinstance(preset, str):
+        preset = load_preset(preset)
+    return Generator(preset).generate(prompt, seed=seed)
