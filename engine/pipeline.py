@@ -112,7 +112,9 @@ class Generator:
 
         report = progress or (lambda fraction, message: None)
         p = self.preset
-        report(0.0, f"loading {p.guidance} guidance ({'random' if self.random_weights else p.weights} weights)")
+        report(
+            0.0, f"loading {p.guidance} guidance ({'random' if self.random_weights else p.weights} weights)"
+        )
         self.guidance = None  # free the old model before building the next
         self.device = resolve_device(self._device_arg or p.device)
         self.guidance = build_guidance(p, self.device, random_weights=self.random_weights)
@@ -127,7 +129,9 @@ class Generator:
             self.load(progress)
         return reload
 
-    def generate(self, prompt: str, seed: int | None = None, on_step: StepCallback | None = None) -> GenerationResult:
+    def generate(
+        self, prompt: str, seed: int | None = None, on_step: StepCallback | None = None
+    ) -> GenerationResult:
         if not self.loaded:
             self.load()
         guidance = self.guidance
