@@ -102,6 +102,10 @@ def test_copy_gives_writable_independent_arrays(hamburger: bytes) -> None:
     s = read_ply(hamburger)
     s.positions[0] = 99.0
     assert read_ply(hamburger).positions[0, 0] != 99.0
+    one = read_ply(make_ply(BASE, np.ones((1, 14))))  # a 1-row slice is "contiguous": still copied
+    for f in FIELDS:
+        arr = getattr(one, f)
+        assert arr.flags.c_contiguous and arr.flags.writeable, f
     view = read_ply(hamburger, copy=False)
     assert not view.positions.flags.writeable
 

@@ -124,10 +124,15 @@ def _take(table: np.ndarray, cols: list[int]) -> np.ndarray:
 
 
 def read_ply(data: bytes, *, copy: bool = True) -> Splats:
-    """Parse a Gaussian PLY. copy=False returns read-only views into `data` (no copy; for codecs)."""
+    """Parse a Gaussian PLY into contiguous float32 arrays.
+
+    copy=False returns views into `data` instead (strided, read-only for bytes): no copy, for
+    codecs that only read the values once.
+    """
     if isinstance(data, memoryview):
         data = data.tobytes()
     lines, offset = _header_lines(data)
+    n = 0
     if len(lines) > 1:
         _check_format(lines[1])
     if len(lines) > 2:
@@ -151,23 +156,24 @@ def read_ply(data: bytes, *, copy: bool = True) -> Splats:
     if have < need:
         raise PlyError(f"truncated body: {n} vertices x {stride} floats need {need} bytes, found {have}")
     table = np.frombuffer(data, dtype="<f4", count=n * stride, offset=offset).reshape(n, stride)
-    if copy:
-        table = table.copy()
 
     def cols(*keys: str) -> np.ndarray:
-        return _take(table, [names[k] for k in keys])
+        view = _take(table, [names[k] for k in keys])
+        return view.copy() if copy else view  # copy() is C-contiguous and writable
 
     k = len(sh_cols) // 3
     if k:
         # f_rest is channel-major on disk: f_rest[c*K + j] -> sh_rest[:, j, c]
         sh_rest = _take(table, sh_cols).reshape(n, 3, k).transpose(0, 2, 1)
+        if copy:
+            sh_rest = sh_rest.copy()
     else:
         sh_rest = np.zeros((n, 0, 3), np.float32)
     return Splats(
         positions=cols("x", "y", "z"),
         sh_dc=cols("f_dc_0", "f_dc_1", "f_dc_2"),
         sh_rest=sh_rest,
-        opacities=table[:, names["opacity"]],
+        opacities=cols("opacity")[:, 0],
         scales=cols("scale_0", "scale_1", "scale_2"),
         rotations=cols("rot_0", "rot_1", "rot_2", "rot_3"),
     )
