@@ -48,7 +48,9 @@ def main() -> None:
         "robocop decompress": lambda: spz.decompress(robocop, False),
         "hamburger compress": lambda: spz.compress(hamburger, 1),
     }
-    print(f"{'case':<22}{'ours ms':>10}{'ref ms':>10}{'ratio':>8}   (min of {args.repeats}; ratio = ours / ref)")
+    print(
+        f"{'case':<22}{'ours ms':>10}{'ref ms':>10}{'ratio':>8}   (min of {args.repeats}; ratio = ours / ref)"
+    )
     for name, fn in cases.items():
         ours = best_ms(fn, args.repeats)
         ref = REFERENCE_MS[name]
