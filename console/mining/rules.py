@@ -107,6 +107,7 @@ class SimulatedValidator:
         self.clock = clock
         self.rating = rating
         self.miner = MinerRecord()
+        self._finished_at: float | None = None
 
     def on_cooldown(self) -> bool:
         return self.clock.now() < self.miner.cooldown_until
@@ -130,9 +131,16 @@ class SimulatedValidator:
         result: bytes,
         score: float | None,
         signature_ok: bool = True,
+        finished_at: float | None = None,
     ) -> SubmitResponse:
-        """`score` is the validation score of `result`; None means the validation failed."""
+        """`score` is the validation score of `result`; None means the validation failed.
+
+        `finished_at` (default: now) is when the task counts as done for the cooldown formula: a
+        time-compressed rehearsal passes `assigned_at + the task's real duration` so a validator
+        judges the task by how long it really took, not by the scaled clock.
+        """
         m, r = self.miner, self.rules
+        self._finished_at = finished_at
         if m.assigned is None or m.assigned.id != task_id:
             return self._feedback(Outcome.WRONG_TASK, 0.0)
         if not signature_ok:
@@ -144,12 +152,15 @@ class SimulatedValidator:
             return self._fail(Outcome.VALIDATION_FAILED, 0.0)
         if score < r.quality_threshold:
             return self._fail(Outcome.REJECTED, r.cooldown_penalty)
-        now = self.clock.now()
+        now = self._now()
         fidelity = min(1.0, score)
         self._reset_task(r.task_cooldown)
         m.observations.append(now)
         m.fidelity = m.fidelity * (1 - r.moving_average_alpha) + r.moving_average_alpha * fidelity
         return self._feedback(Outcome.ACCEPTED, fidelity)
+
+    def _now(self) -> float:
+        return self._finished_at if self._finished_at is not None else self.clock.now()
 
     def accepted_in_window(self) -> int:
         horizon = self.clock.now() - self.rules.observation_window
@@ -161,7 +172,7 @@ class SimulatedValidator:
     def _reset_task(self, cooldown: float) -> None:
         m = self.miner
         assigned_at = m.assigned.assigned_at if m.assigned else None
-        m.cooldown_until = cooldown_until(self.clock.now(), assigned_at, cooldown, self.rules.throttle_period)
+        m.cooldown_until = cooldown_until(self._now(), assigned_at, cooldown, self.rules.throttle_period)
         m.penalised = cooldown > self.rules.task_cooldown
         m.assigned = None
         m.tasks_done += 1

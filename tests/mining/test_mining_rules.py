@@ -166,3 +166,12 @@ def test_wrong_task_id_changes_nothing(validator: SimulatedValidator, clock: Man
     sub = validator.submit("nope", b"x", 0.9)
     assert sub.outcome is Outcome.WRONG_TASK
     assert validator.miner.assigned == pull.task
+
+
+def test_finished_at_lets_a_compressed_rehearsal_charge_the_real_duration(
+    validator: SimulatedValidator, clock: ManualClock
+) -> None:
+    pull = validator.pull("p")
+    clock.advance(200)  # the scaled clock ran far while a 90 s task was generating
+    sub = validator.submit(pull.task.id, b"x", 0.9, finished_at=pull.task.assigned_at + 90)
+    assert sub.cooldown_until == pull.task.assigned_at + 90 + 270
