@@ -1,0 +1,110 @@
+"""Recent scores pane: a sparkline and a table (time, validator, prompt, endpoint, preset, time, score)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Sparkline, Static
+
+from console.mining.ledger import ResultRecord
+from console.mining.state import MiningState
+
+ROWS = 8
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def _endpoint(url: str | None) -> str:
+    if not url:
+        return "-"
+    return url.split("//", 1)[-1].rstrip("/")
+
+
+def score_cell(r: ResultRecord) -> tuple[str, str]:
+    """(text, style): the score and whether it made the 0.6 threshold."""
+    if r.outcome == "empty":
+        return "empty", "dim"
+    if r.outcome == "validation_failed":
+        return "failed", "dim"
+    mark = "✓" if r.accepted else "✗"
+    if r.score is None:
+        return f"gate ok {mark}" if r.gate_only else f"- {mark}", "green" if r.accepted else "red"
+    return f"{r.score:.2f} {mark}", "green" if r.accepted else "red"
+
+
+def score_rows(state: MiningState, limit: int = ROWS) -> list[dict[str, str]]:
+    rows = []
+    for r in reversed(list(state.recent)[-limit:]):
+        text, _ = score_cell(r)
+        rows.append(
+            {
+                "time": _clock(r.t),
+                "uid": str(r.uid),
+                "prompt": r.prompt,
+                "endpoint": _endpoint(r.endpoint),
+                "preset": r.preset or "-",
+                "gen": "-" if r.gen_time_s is None else f"{r.gen_time_s:.1f}s",
+                "score": text,
+            }
+        )
+    return rows
+
+
+class ScoresPane(Vertical):
+    DEFAULT_CSS = """
+    ScoresPane { height: auto; }
+    ScoresPane Sparkline { height: 2; margin: 0 0 0 0; }
+    ScoresPane #scores-caption { color: $text-muted; }
+    """
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.rows: list[dict[str, str]] = []
+        self.values: list[float] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("recent scores (threshold 0.60)", id="scores-caption")
+        yield Sparkline([], id="scores-spark")
+        yield Static(id="scores-table")
+
+    def show(self, state: MiningState) -> None:
+        self.rows = score_rows(state)
+        recent = list(state.recent)[-60:]
+        # the sparkline plots scores we know; gate-only results have none
+        self.values = [r.score for r in recent if r.score is not None]
+        gate_only = sum(1 for r in recent if r.gate_only)
+        caption = f"recent scores (threshold 0.60) · {len(state.recent)} results"
+        if gate_only:
+            caption += f" · {gate_only} gate-only (no quality score)"
+        self.query_one("#scores-caption", Static).update(caption)
+        self.query_one("#scores-spark", Sparkline).data = self.values or [0.0]
+        table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
+        for name, justify in (
+            ("time", "left"),
+            ("UID", "right"),
+            ("prompt", "left"),
+            ("endpoint", "left"),
+            ("preset", "left"),
+            ("gen", "right"),
+            ("score", "right"),
+        ):
+            table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+        records = list(reversed(list(state.recent)[-ROWS:]))
+        for row, r in zip(self.rows, records, strict=True):
+            text, style = score_cell(r)
+            table.add_row(
+                row["time"],
+                row["uid"],
+                row["prompt"],
+                row["endpoint"],
+                row["preset"],
+                row["gen"],
+                Text(text, style=style),
+            )
+        self.query_one("#scores-table", Static).update(table)
