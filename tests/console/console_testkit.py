@@ -125,3 +125,33 @@ class FakeNvml:
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: int) -> int:  # noqa: N802
         self._check("clock_events")
         return 0x4  # sw power cap
+
+
+# ---------------------------------------------------------------- Pilot helpers
+
+
+async def wait_until(pilot: Any, predicate: Any, timeout: float = 20.0, step: float = 0.1) -> None:
+    """Let the app run until predicate() is true; fail with the predicate's source on timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            if os.environ.get("CONSOLE_TEST_TIMING"):
+                print(f"waited {timeout - (deadline - time.monotonic()):.2f}s")
+            return
+        await pilot.pause(step)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {getattr(predicate, '__name__', predicate)}"
+    )
+
+
+def screen_text(app: Any) -> str:
+    """The current screen as plain text (from Textual's own SVG export; tags and escapes removed)."""
+    import html
+    import re
+
+    svg = app.export_screenshot()
+    body = svg[svg.find("<g class=") :]
+    text = re.sub(r"<[^>]+>", "", body)
+    return html.unescape(text).replace("\xa0", " ")

@@ -1,0 +1,269 @@
+"""Pilot tests of the console with deterministic fakes (fake NVML, stdlib fake endpoints):
+main-screen content, help, keymap, palette, refresh keys, no driver, actions on endpoints."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from console_testkit import FakeNvml, free_port_range, screen_text, wait_until
+
+from console.app import Gen404Console
+from console.config import ConsoleConfig, EndpointSpec
+from console.gpu import NvmlSampler
+from console.supervisor import EndpointView, proc_alive, read_state
+from console.widgets.endpoints import EndpointsTable
+from console.widgets.gpu import GpuPane
+from console.widgets.help import HelpScreen
+
+SIZE = (200, 50)
+
+
+def view(port: int, **kw: Any) -> EndpointView:
+    base: dict[str, Any] = dict(
+        name=f"gen-{port}",
+        port=port,
+        gpu="0",
+        preset="text_mv_fast",
+        status="ready",
+        pid=4242,
+        uptime_s=3725.0,
+        restarts=2,
+        queue=1,
+        in_flight=1,
+        done=118,
+        failed=3,
+        last_s=21.4,
+        mean_s=22.96,
+        p95_s=27.3,
+        per_hour=154.2,
+        message="",
+        log_path="/nonexistent.log",
+    )
+    base.update(kw)
+    return EndpointView(**base)
+
+
+def static_app(console_env: Path, nvml: FakeNvml | None = None, **cfg: Any) -> Gen404Console:
+    config = ConsoleConfig(endpoints=[], log_dir=console_env / "logs", **cfg)
+    return Gen404Console(config, sampler=NvmlSampler(nvml or FakeNvml(count=1)), supervise=False)
+
+
+async def test_main_screen_shows_gpus_endpoints_and_mining_room(console_env: Path) -> None:
+    app = static_app(console_env)
+    async with app.run_test(size=SIZE) as pilot:
+        app.show_endpoints(
+            [
+                view(10006),
+                view(
+                    10007,
+                    status="errored",
+                    gpu=None,
+                    preset="smoke",
+                    pid=None,
+                    message="10 quick crashes in a row",
+                ),
+            ]
+        )
+        await wait_until(pilot, lambda: app.query_one(GpuPane).snapshot is not None)
+        await pilot.pause()
+        table = app.query_one(EndpointsTable)
+        row = {
+            c: table.cell_text(10006, c)
+            for c in (
+                "name",
+                "port",
+                "gpu",
+                "preset",
+                "status",
+                "pid",
+                "uptime",
+                "restarts",
+                "queue",
+                "done",
+                "failed",
+                "last",
+                "mean",
+                "p95",
+                "per_hour",
+            )
+        }
+        assert row == {
+            "name": "gen-10006",
+            "port": "10006",
+            "gpu": "0",
+            "preset": "text_mv_fast",
+            "status": "ready",
+            "pid": "4242",
+            "uptime": "1h",
+            "restarts": "2",
+            "queue": "2",
+            "done": "118",
+            "failed": "3",
+            "last": "21.4s",
+            "mean": "23.0s",
+            "p95": "27.3s",
+            "per_hour": "154.2",
+        }
+        assert table.cell_text(10007, "status") == "errored" and table.cell_text(10007, "gpu") == "all"
+        text = screen_text(app)
+        for needle in (
+            "gen404-console",
+            "GPU0",
+            "NVIDIA H100 80GB HBM3",
+            "61°C",
+            "PWR 312/700W",
+            "gen-10006",
+            "gen-10007",
+            "errored",
+            "10 quick crashes",
+            "Mining",
+            "Endpoints",
+            "Help",
+            "Quit",
+        ):
+            assert needle in text, needle
+        assert app.query_one("#mining")  # the mining engineer's container
+        assert app.query_one("#reward-summary")
+
+
+async def test_no_driver_message_and_the_rest_works(console_env: Path) -> None:
+    app = static_app(console_env, nvml=FakeNvml(init_error=True))
+    async with app.run_test(size=SIZE) as pilot:
+        app.show_endpoints([view(10006)])
+        await wait_until(pilot, lambda: app.query_one(GpuPane).snapshot is not None)
+        assert "No GPU monitoring" in app.query_one(GpuPane).text
+        assert "NVIDIA driver not available" in screen_text(app)
+        assert app.query_one(EndpointsTable).cell_text(10006, "status") == "ready"
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_help_lists_every_key_and_keymap_remaps(console_env: Path) -> None:
+    app = static_app(console_env, keymap={"help": "f1", "refresh_slower": "ctrl+up"})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")  # remapped away
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        for binding in app.BINDINGS:
+            assert binding.id in text, binding.id
+        for key in ("n", "x", "r", "1", "2", "3", "!", "@", "#", "+", "-", "q", "ctrl+p", "f1"):
+            assert f"{key} " in text or f" {key}" in text, key
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("ctrl+up")
+        assert app.refresh_interval == 2.0
+
+
+async def test_refresh_keys(console_env: Path) -> None:
+    app = static_app(console_env)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("plus")
+        assert app.refresh_interval == 2.0
+        await pilot.press("minus", "minus", "minus")
+        assert app.refresh_interval == 0.25
+        await pilot.pause()
+        assert "refresh 0.25s" in screen_text(app)
+
+
+async def test_palette_and_keys_drive_fake_endpoints(
+    console_env: Path, fake_launcher: Any, reaper: list[int]
+) -> None:
+    first = free_port_range(4)
+    config = ConsoleConfig(
+        endpoints=[EndpointSpec(first, "auto")], log_dir=console_env / "logs", refresh=0.25, first_port=first
+    )
+    app = Gen404Console(
+        config,
+        sampler=NvmlSampler(FakeNvml()),
+        launcher=fake_launcher,
+        gpu_count=lambda: (0, "none"),
+        have_weights=lambda: False,
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        sup = app.supervisor
+        table = app.query_one(EndpointsTable)
+        await wait_until(pilot, lambda: table.cell_text(first, "status") == "ready")
+        assert table.cell_text(first, "preset") == "smoke"
+        assert "smoke preset" in " ".join(app.banner_messages)
+        # palette: ctrl+p, type, enter -> a second endpoint on the next free port
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"spawn")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        second = first + 1
+        await wait_until(pilot, lambda: table.cell_text(second, "status") == "ready")
+        assert table.selected_port == second
+        # `1` on the selected endpoint, `@` on all
+        await pilot.press("1")
+        await wait_until(pilot, lambda: table.cell_text(second, "preset") == "text_mv_ultra_fast")
+        assert table.cell_text(first, "preset") == "smoke"
+        await pilot.press("at")
+        await wait_until(
+            pilot,
+            lambda: (
+                table.cell_text(first, "preset") == "text_mv_fast"
+                and table.cell_text(second, "preset") == "text_mv_fast"
+            ),
+        )
+        assert sup.endpoints[first].spec.preset == "text_mv_fast"  # restarts keep it
+        # kill from outside -> restarted with a new pid
+        pid = sup.endpoints[second].process.pid
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(
+            pilot,
+            lambda: (
+                table.cell_text(second, "restarts") == "1" and table.cell_text(second, "status") == "ready"
+            ),
+        )
+        assert table.cell_text(second, "pid") != str(pid)
+        # stop: `x`, `n` keeps it; `x`, `y` stops it
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        assert sup.endpoints[second].running
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(pilot, lambda: table.cell_text(second, "status") == "stopped")
+        assert not sup.endpoints[second].running
+        assert [i["port"] for i in read_state(app.state_file)] == [first]
+        # `r` on a stopped endpoint starts it again
+        await pilot.press("r")
+        await wait_until(pilot, lambda: table.cell_text(second, "status") == "ready")
+        # quit, leaving them running: the state file keeps both for the next console
+        pids = {p: ep.process.pid for p, ep in sup.endpoints.items()}
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("l")
+        await pilot.pause(0.3)
+    assert {i["port"]: i["pid"] for i in read_state(app.state_file)} == pids
+    reaper.extend(pids.values())
+    # the next console adopts them (no new process) and can stop them
+    app2 = Gen404Console(
+        config,
+        sampler=NvmlSampler(FakeNvml()),
+        launcher=fake_launcher,
+        gpu_count=lambda: (0, "none"),
+        have_weights=lambda: False,
+    )
+    async with app2.run_test(size=SIZE) as pilot:
+        table = app2.query_one(EndpointsTable)
+        await wait_until(pilot, lambda: table.cell_text(second, "status") == "ready")
+        assert table.cell_text(second, "pid") == str(pids[second])
+        assert table.cell_text(second, "name") == f"gen-{second} *"
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("s")
+        await pilot.pause(0.5)
+    assert read_state(app2.state_file) == []
+    assert not any(proc_alive(pid, None) for pid in pids.values())
