@@ -9,12 +9,17 @@ in .../diffusionmodules/model.py) and the OpenCLIP text tower, as sd-v2-base.yam
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from diffusers import AutoencoderKL
+from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from engine.guidance import build_guidance
 from engine.guidance.configs import SD21_TEXT_CONFIG, SD21_VAE_CONFIG
 from engine.guidance.convert import (
     SCHEDULE_BUFFERS,
@@ -22,7 +27,9 @@ from engine.guidance.convert import (
     load_mvdream_unet,
     load_original_mvdream,
 )
-from engine.guidance.mvdream_unet import build_unet, mvdream_unet_config
+from engine.guidance.mvdream import load_original_components
+from engine.guidance.mvdream_unet import build_unet, mvdream_camera, mvdream_unet_config
+from engine.guidance.sds import SDSGuidance
 from engine.guidance.tiny import TINY_TEXT_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_components
 
 Shapes = dict[str, tuple[int, ...]]
@@ -309,3 +316,75 @@ def test_tiny_unet_config_is_sd21_shaped() -> None:
         and TINY_VAE_CONFIG["down_block_types"][0] == "DownEncoderBlock2D"
     )
     assert build_unet(mvdream_unet_config(TINY_UNET_CONFIG)).config.class_embed_type == "projection"
+
+
+# --- loading from files: the real loaders on tiny files -----------------------------------------
+
+
+def _write_clip_tokenizer(folder: Path) -> None:
+    """A CLIP BPE tokenizer folder in SD 2.1's layout (vocab.json, merges.txt, tokenizer_config.json):
+    the 256 byte-level symbols and the two specials, no merges, so it fits the tiny text encoder."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    symbols = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
+    vocab = {s: i for i, s in enumerate(symbols)} | {"<|startoftext|>": 256, "<|endoftext|>": 257}
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    config = {
+        "model_max_length": 77,
+        "pad_token": "!",
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config | {"unk_token": "<|endoftext|>"}))
+
+
+def _sds_runs(guidance: SDSGuidance) -> None:
+    images = torch.rand(4, 3, 32, 32, requires_grad=True)
+    c2w = torch.eye(4).repeat(4, 1, 1)
+    c2w[:, 2, 3] = 3.0
+    loss = guidance.sds_loss(images, c2w, guidance.encode_prompt("a chair", ""), 5, 10, 7.5)
+    loss.backward()
+    assert torch.isfinite(loss) and images.grad.abs().sum() > 0
+
+
+def test_diffusers_port_folder_loads_through_build_guidance(tmp_path: Path) -> None:
+    # ashawkey/mvdream-sd2.1-diffusers layout; unet/config.json holds MultiViewUNetModel's params
+    prefix = "model.diffusion_model."
+    port = {k[len(prefix) :]: v.contiguous() for k, v in tiny_checkpoint().items() if k.startswith(prefix)}
+    (tmp_path / "unet").mkdir()
+    save_file(port, tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    ldm = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [1]}
+    ldm |= {"num_head_channels": 16, "context_dim": 32, "camera_dim": 16, "in_channels": 4, "out_channels": 4}
+    (tmp_path / "unet" / "config.json").write_text(json.dumps(ldm))
+    parts = tiny_components(seed=2)
+    parts["vae"].save_pretrained(tmp_path / "vae")
+    parts["text_encoder"].save_pretrained(tmp_path / "text_encoder")
+    _write_clip_tokenizer(tmp_path / "tokenizer")
+
+    preset = SimpleNamespace(guidance="mvdream", mvdream_id=str(tmp_path), ref_size=32, seed=0, dtype="fp32")
+    guidance = build_guidance(preset, "cpu")
+    assert torch.equal(guidance.unet.class_embedding.linear_2.weight, port["camera_embed.2.weight"])
+    assert torch.equal(guidance.vae.encoder.conv_in.weight, parts["vae"].encoder.conv_in.weight)
+    assert guidance.tokenizer(["ab"]).input_ids[0][:2] == [256, ord("a") - ord("!")]  # the CLIP BPE tokenizer
+    _sds_runs(guidance)
+
+
+def test_original_checkpoint_file_loads_with_sd_tokenizer(tmp_path: Path) -> None:
+    ckpt = tiny_checkpoint()
+    torch.save(ckpt, tmp_path / "sd-v2.1-base-4view.pt")
+    _write_clip_tokenizer(tmp_path / "sd" / "tokenizer")
+    parts = load_original_components(
+        tmp_path / "sd-v2.1-base-4view.pt",
+        tmp_path / "sd",
+        unet_config=mvdream_unet_config(TINY_UNET_CONFIG),
+        vae_config=TINY_VAE_CONFIG,
+        text_config=TINY_TEXT_CONFIG,
+    )
+    key = "first_stage_model.encoder.mid.attn_1.proj_out.weight"
+    assert torch.equal(parts["vae"].encoder.mid_block.attentions[0].to_out[0].weight, ckpt[key][:, :, 0, 0])
+    _sds_runs(SDSGuidance(**parts, frames=4, ref_size=32, device="cpu", camera_fn=mvdream_camera))

@@ -1,0 +1,105 @@
+"""`gen404 models list | pull`: what guidance weights are on this machine, and fetching them.
+
+Torch-free: listing only looks at the filesystem and the Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from engine.cli import CliError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models", help="guidance weights: list what is present, pull what a preset needs"
+    )
+    sub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    ls = sub.add_parser("list", help="weights present locally (sizes) and which presets can run")
+    ls.set_defaults(func=run_list)
+    pull = sub.add_parser("pull", help="download the weights a preset needs into the Hugging Face cache")
+    pull.add_argument("--preset", default="text_mv", help="preset whose weights to fetch (default text_mv)")
+    pull.set_defaults(func=run_pull)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _presets() -> dict[str, Any]:
+    from engine.presets import PresetError, list_presets, load_preset
+
+    found: dict[str, Any] = {}
+    for name in list_presets():
+        try:
+            found[name] = load_preset(name)
+        except PresetError as exc:
+            found[name] = exc
+    return found
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from engine.guidance import preset_value
+    from engine.models import locate, models_dir, pull_command, requirements, size_on_disk
+
+    presets = _presets()
+    sources = {}
+    for preset in presets.values():
+        if not isinstance(preset, Exception):
+            for source in requirements(preset):
+                sources.setdefault((source.label, source.components), source)
+    root = models_dir()
+    hf_home = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    print(f"weights (GEN404_MODELS_DIR={root or 'unset'}, HF cache {hf_home}):")
+    if not sources:
+        print("  (no preset needs pretrained weights)")
+    for source in sources.values():
+        path = locate(source)
+        state = f"present  {_gb(size_on_disk(path, source.components)):>9}  {path}" if path else "missing"
+        parts = f" [{', '.join(source.components)}]" if source.components else ""
+        print(f"  {source.role:<20} {source.label}{parts}: {state}")
+    print("presets:")
+    for name, preset in presets.items():
+        if isinstance(preset, Exception):
+            print(f"  {name:<20} invalid: {preset}")
+            continue
+        needed = requirements(preset)
+        missing = [s for s in needed if locate(s) is None]
+        if not needed:
+            kind = "tiny" if preset_value(preset, "guidance") == "tiny_mvdream" else "full-size"
+            print(f"  {name:<20} ready ({kind} random weights)")
+        elif missing:
+            labels = ", ".join(s.label for s in missing)
+            print(f"  {name:<20} missing {labels}: run `{pull_command(name)}`")
+        else:
+            print(f"  {name:<20} ready")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from engine.models import locate, pull, requirements
+    from engine.presets import PresetError, load_preset
+
+    try:
+        preset = load_preset(args.preset)
+    except PresetError as exc:
+        raise CliError(str(exc)) from None
+    needed = requirements(preset)
+    if not needed:
+        print(f"preset {args.preset} uses random weights: nothing to download")
+        return 0
+    for source in needed:
+        if (path := locate(source)) is not None:
+            print(f"{source.label}: already present at {path}")
+            continue
+        print(f"{source.label}: downloading ({source.role})", flush=True)
+        try:
+            path = pull(source)
+        except Exception as exc:  # offline, unknown repo, gated, disk full: one line, no traceback
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CliError(f"cannot download {source.label}: {type(exc).__name__}: {reason[:200]}") from None
+        print(f"{source.label}: ready at {path}")
+    return 0

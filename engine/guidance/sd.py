@@ -1,0 +1,46 @@
+"""Plain Stable Diffusion 2.1-base SDS guidance: one view per sample, no camera conditioning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from engine.guidance import preset_value
+from engine.guidance.configs import ddim_scheduler
+from engine.guidance.mvdream import random_components
+from engine.guidance.sds import SDSGuidance, torch_dtype
+
+
+def load_sd_components(folder: Any) -> dict[str, Any]:
+    """A diffusers SD folder (stabilityai/stable-diffusion-2-1-base layout); our DDIM schedule."""
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")  # SDPA attention by default
+    return {
+        "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+        "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
+        "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae"),
+        "unet": unet,
+        "scheduler": ddim_scheduler(),
+    }
+
+
+def build_sd(preset: Any, device: str | torch.device, random_weights: bool = False) -> SDSGuidance:
+    from engine.models import require, requirements
+
+    seed = int(preset_value(preset, "seed"))
+    if random_weights:
+        components = random_components(device, seed, multiview=False)
+    else:
+        name = preset_value(preset, "name")
+        components = load_sd_components(require(requirements(preset)[0], name))
+    return SDSGuidance(
+        **components,
+        frames=1,
+        ref_size=int(preset_value(preset, "ref_size")),
+        device=device,
+        dtype=torch_dtype(preset_value(preset, "dtype")),
+        camera_fn=None,
+        seed=seed,
+    )
