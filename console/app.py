@@ -162,6 +162,15 @@ class Gen404Console(App[None]):
         `#cooldowns-placeholder` / `#scores-placeholder`; `#reward-summary` (a Static) is the
         one-line reward summary to update. Domain work (miner loop) should run as a worker.
         """
+        from console.widgets.mining import MiningPanes, endpoints_from_ports
+
+        box = self.query_one("#mining")
+        self.query_one("#cooldowns-placeholder").remove()
+        self.query_one("#scores-placeholder").remove()
+        ports = endpoints_from_ports(lambda: [s.port for s in self.config.endpoints])
+        reward = self.query_one("#reward-summary", Static)
+        self.mining = MiningPanes(self, box, self.config.mining, ports, reward)
+        self.mining.mount(before=reward)
 
     async def on_mount(self) -> None:
         self.query_one("#mining").border_title = "Mining"
@@ -429,6 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gen404-console: error: {exc}", file=sys.stderr)
         return 2
+    if config.once and config.mining.miner_log is not None:
+        from console.mining.once import run_once_mining
+
+        return run_once_mining(config.mining, as_json=config.json)
     if config.once:
         from console.snapshot import run_once
 

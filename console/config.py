@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from console import paths
+from console.mining.controller import MiningOptions, add_mining_arguments, mining_options
 
 DEFAULT_PORT = 10006
 DEFAULT_REFRESH = 1.0
@@ -64,6 +65,7 @@ class ConsoleConfig:
     first_port: int = DEFAULT_PORT  # `n` spawns on the next free port from here
     once: bool = False
     json: bool = False
+    mining: MiningOptions = field(default_factory=MiningOptions)  # console/mining (issue 6)
 
 
 def available_presets() -> list[str]:
@@ -214,6 +216,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--once", action="store_true", help="print one snapshot of GPUs and endpoints, then exit")
     p.add_argument("--json", action="store_true", help="with --once: print JSON")
+    add_mining_arguments(p)
     return p
 
 
@@ -248,6 +251,10 @@ def load_config(argv: Sequence[str] | None = None) -> ConsoleConfig:
         cfg.spawn = False
     cfg.once = args.once
     cfg.json = args.json
+    try:
+        cfg.mining = mining_options(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return cfg
 
 

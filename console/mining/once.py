@@ -1,0 +1,44 @@
+"""`gen404-console --miner-log PATH --once [--json]`: the state read from the miner's log, printed once."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TextIO
+
+from console.mining.controller import MiningOptions
+from console.mining.live import state_from_log
+from console.mining.validators import ValidatorsFileError, load_validators
+
+
+def run_once_mining(options: MiningOptions, as_json: bool = True, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    assert options.miner_log is not None
+    if not options.miner_log.is_file():
+        print(f"gen404-console: error: --miner-log {options.miner_log}: no such file", file=sys.stderr)
+        return 2
+    try:
+        validators = load_validators(options.validators_file)
+    except ValidatorsFileError as exc:
+        print(f"gen404-console: error: {exc}", file=sys.stderr)
+        return 2
+    state = state_from_log(options.miner_log, validators)
+    now = time.time()
+    data = state.snapshot(now)
+    data["log"] = {"path": str(options.miner_log), "last_event_t": state.last_event_t or None}
+    if as_json:
+        json.dump(data, out, indent=2)
+        out.write("\n")
+        return 0
+    led = data["ledger"]
+    out.write(f"miner log {options.miner_log}: {data['counters']['events']} events\n")
+    for v in data["validators"]:
+        score = "-" if v["last_score"] is None else f"{v['last_score']:.2f}"
+        out.write(
+            f"  [{v['uid']:>3}] {v['state']:<9} {v['cooldown_left_s']:>6.0f}s left  last {score:<5} "
+            f"violations {v['violations']}  tasks {v['tasks_done']}\n"
+        )
+    mean = "-" if led["mean_score"] is None else f"{led['mean_score']:.2f}"
+    out.write(f"  accepted (4h) {led['accepted']} of {led['results']}, mean score {mean}\n")
+    return 0

@@ -1,0 +1,68 @@
+"""Glue between the app and the mining panes: mount them into `#mining`, run the controller as a
+worker, refresh the panes on a timer. Textual-side only; the domain lives in console/mining."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from textual.app import App
+from textual.widget import Widget
+from textual.widgets import Static
+
+from console.mining.controller import MiningController, MiningOptions
+from console.mining.miner_loop import EndpointSpec
+from console.widgets.cooldowns import CooldownsPane
+from console.widgets.reward import reward_line
+from console.widgets.scores import ScoresPane
+
+REFRESH_S = 0.5
+
+
+class MiningPanes:
+    """Owns the controller and the three panes inside `container`."""
+
+    def __init__(
+        self,
+        app: App,
+        container: Widget,
+        options: MiningOptions,
+        endpoints: Callable[[], Sequence[EndpointSpec]],
+        reward: Static,
+        controller: MiningController | None = None,
+    ) -> None:
+        self.app = app
+        self.container = container
+        self.controller = controller or MiningController(options, endpoints)
+        self.reward = reward
+        self.cooldowns = CooldownsPane(id="cooldowns")
+        self.scores = ScoresPane(id="scores")
+
+    def mount(self, before: Widget | str | None = None) -> None:
+        self.container.mount(self.cooldowns, self.scores, before=before)
+        self.container.border_subtitle = self.controller.title()
+        self.app.run_worker(self.controller.run(), name="mining", group="mining", exit_on_error=False)
+        self.app.set_interval(REFRESH_S, self.refresh)
+
+    def refresh(self) -> None:
+        c = self.controller
+        now = c.now()
+        self.container.border_subtitle = c.title()
+        self.cooldowns.show(c.state, now)
+        if self.scores.is_mounted:
+            self.scores.show(c.state)
+        line = reward_line(c.state, now)
+        if c.message:
+            line = f"{c.message} · {line}"
+        self.reward.update(line)
+        self.reward_text = line
+
+    reward_text: str = ""
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def endpoints_from_ports(
+    ports: Callable[[], Sequence[int]], host: str = "127.0.0.1"
+) -> Callable[[], list[EndpointSpec]]:
+    return lambda: [EndpointSpec(f"http://{host}:{p}") for p in ports()]
