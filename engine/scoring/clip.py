@@ -1,0 +1,183 @@
+"""open_clip loading (local weights only) and the validator's image/text embedding.
+
+Preprocessing read from 404-Repo/three-gen-subnet, validation/engine/metrics/alignment_scorer.py
+(TextVSImageMetric.preprocess_images / score_text_alignment): the uint8 renders / 255, float16 on
+the GPU, bicubic resize to 224 (align_corners=False, no antialias), then torchvision Normalize with
+the CLIP mean and std *both multiplied by 3* (what validators run, so we do the same), image and
+text features L2-normalised under autocast, cosine = their dot product in float32.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFAULT_MODEL = "convnext_large_d"
+DEFAULT_PRETRAINED = "laion2b_s26b_b102k_augreg"
+TINY_MODEL = "gen404-tiny"  # a small random CLIP built in code, for tests
+CLIP_IMAGE_SIZE = 224
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+VALIDATOR_NORM_FACTOR = 3.0  # the subnet scales mean and std by 3 (alignment_scorer.py)
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+MODELS_DIR_ENV = "GEN404_MODELS_DIR"
+TEXT_CACHE_SIZE = 64
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {
+        "image_size": CLIP_IMAGE_SIZE,
+        "layers": 2,
+        "width": 64,
+        "head_width": 32,
+        "patch_size": 32,
+    },
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+class WeightsMissing(RuntimeError):
+    """The requested pretrained weights are not on this machine (one-line, actionable message)."""
+
+
+def local_models_dir() -> Path:
+    return Path(os.environ.get(MODELS_DIR_ENV) or Path.home() / ".cache" / "gen404" / "models")
+
+
+def resolve_clip_weights(model_name: str, pretrained: str) -> str:
+    """Path of a local open_clip checkpoint for (model, pretrained); never touches the network.
+
+    Looked up in order: `pretrained` as a file path; <models dir>/open_clip/<model>/<pretrained>/;
+    the Hugging Face cache (where open_clip itself puts what it downloads).
+    """
+    if Path(pretrained).expanduser().is_file():
+        return str(Path(pretrained).expanduser())
+    folder = local_models_dir() / "open_clip" / model_name / pretrained
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return str(folder / name)
+    cached = _hf_cached_weights(model_name, pretrained)
+    if cached:
+        return cached
+    raise WeightsMissing(
+        f"CLIP weights {model_name}/{pretrained} are not on this machine: fetch them with "
+        f"`gen404 models pull clip`, put {WEIGHT_FILES[0]} in {folder}, or pass --pretrained PATH "
+        "(--random-weights scores with an untrained model)"
+    )
+
+
+def _hf_cached_weights(model_name: str, pretrained: str) -> str | None:
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    hub = (cfg or {}).get("hf_hub", "")
+    if not hub:
+        return None
+    repo_id, filename = os.path.split(hub)  # "org/name/" means the default file names
+    for name in [filename] if filename else WEIGHT_FILES:
+        hit = try_to_load_from_cache(repo_id, name)
+        if isinstance(hit, str) and Path(hit).is_file():
+            return hit
+    return None
+
+
+def build_clip(
+    model_name: str, pretrained: str | None, device: torch.device, random_weights: bool
+) -> tuple[torch.nn.Module, object]:
+    """(model in eval mode on `device`, tokenizer). Random weights skip every weight look-up."""
+    import open_clip
+
+    if model_name == TINY_MODEL:
+        if not random_weights:
+            raise WeightsMissing(f"{TINY_MODEL} is a test architecture: it only has random weights")
+        model = open_clip.CLIP(**TINY_CONFIG)
+        tokenizer = open_clip.SimpleTokenizer(context_length=TINY_CONFIG["text_cfg"]["context_length"])
+    else:
+        if model_name not in open_clip.list_models():
+            raise ValueError(f"unknown open_clip model {model_name!r}")
+        weights = None if random_weights else resolve_clip_weights(model_name, pretrained or "")
+        model = open_clip.create_model(model_name, pretrained=weights, device="cpu")
+        tokenizer = open_clip.get_tokenizer(model_name)
+    return model.to(device).eval(), tokenizer
+
+
+def preprocess_views(images: torch.Tensor, size: int = CLIP_IMAGE_SIZE) -> torch.Tensor:
+    """uint8 (C, H, W, 3) renders -> normalised (C, 3, size, size), as the validator feeds CLIP."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    if x.is_cuda:
+        x = x.half()  # the validator resizes and normalises in float16 on the GPU
+    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR
+    return (x - mean) / std
+
+
+class ClipEmbedder:
+    """One loaded open_clip model; text embeddings cached per prompt."""
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        pretrained: str | None = DEFAULT_PRETRAINED,
+        device: str | torch.device | None = None,
+        random_weights: bool = False,
+    ) -> None:
+        self.model_name = model_name
+        self.pretrained = None if random_weights else pretrained
+        self.random_weights = random_weights
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._model: torch.nn.Module | None = None
+        self._tokenizer = None
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        if self._model is None:
+            self._model, self._tokenizer = build_clip(
+                self.model_name, self.pretrained, self.device, self.random_weights
+            )
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, enabled=self.device.type == "cuda")
+
+    @torch.no_grad()
+    def text_features(self, prompt: str) -> torch.Tensor:
+        self.load()
+        hit = self._text_cache.get(prompt)
+        if hit is not None:
+            self._text_cache.move_to_end(prompt)
+            return hit
+        tokens = self._tokenizer(prompt).to(self.device)
+        with self._autocast():
+            feats = self._model.encode_text(tokens)
+            feats = feats / feats.norm(dim=-1, keepdim=True)
+        self._text_cache[prompt] = feats
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return feats
+
+    @torch.no_grad()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        self.load()
+        x = preprocess_views(images.to(self.device))
+        with self._autocast():
+            feats = self._model.encode_image(x)
+            feats = feats / feats.norm(dim=-1, keepdim=True)
+        return feats
+
+    def cosines(self, images: torch.Tensor, prompt: str) -> np.ndarray:
+        """Per-view cosine between each uint8 (C, H, W, 3) render and the prompt, float32 (C,)."""
+        image = self.image_features(images)
+        text = self.text_features(prompt)
+        with self._autocast():
+            scores = image @ text.T
+        return scores.float().reshape(-1).cpu().numpy()
