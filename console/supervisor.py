@@ -41,6 +41,7 @@ class Status(str, Enum):
     BUSY = "busy"
     UNHEALTHY = "unhealthy"
     RESTARTING = "restarting"
+    STOPPING = "stopping"
     STOPPED = "stopped"
     ERRORED = "errored"
 
@@ -377,9 +378,10 @@ class Supervisor:
 
     async def stop(self, port: int) -> None:
         ep = self.endpoints[port]
-        ep.status = Status.STOPPED  # first, so the exit is not taken for a crash
+        ep.status = Status.STOPPING  # first, so the exit is not taken for a crash
         ep.restart_due = None
         await self._terminate(ep)
+        ep.status = Status.STOPPED
         ep.message = "stopped by user"
         ep.probe = None
         self.save_state()

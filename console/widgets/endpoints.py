@@ -37,6 +37,7 @@ STATUS_STYLE = {
     "busy": "bold yellow",
     "unhealthy": "bold red",
     "restarting": "magenta",
+    "stopping": "magenta",
     "stopped": "dim",
     "errored": "bold white on red",
 }
