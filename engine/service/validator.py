@@ -1,0 +1,194 @@
+"""Local validation service (`gen404 validator`): the subnet's validation API on our scorer.
+
+API as the subnet's validation server (404-Repo/three-gen-subnet, validation/server/app.py,
+validation/engine/data_structures.py): `POST /validate_txt_to_3d_ply/` with JSON
+`{prompt, data (base64), compression (0 PLY, 2 SPZ)}` answering `{score, iqa, alignment_score,
+ssim, lpips}`, and `GET /version/`. We add `alignment_raw`, `gate`, `views`, `kept`, `splats` and
+`timings`; the fields we do not compute (iqa, ssim, lpips) are null. `score` is our fidelity
+estimate (engine.scoring.alignment.fidelity_estimate).
+
+Every failure answers `{"score": 0.0, "error": ...}`: 400 for input we cannot score (prompt,
+base64, compression code, undecodable data), 413 past the body limit, 422 for a malformed JSON
+body, 500 for anything else. Scoring runs on one worker thread (requests queue, as the subnet's
+single-worker executor), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from engine.prompts import validate_prompt
+from engine.scoring.scorer import COMPRESSION_PLY, COMPRESSION_SPZ, ResultDecodeError, Scorer, ScoreReport
+from engine.service.security import ASGIApp, Message, Receive, RequestGuard, Scope, Send
+
+VALIDATE_PATH = "/validate_txt_to_3d_ply/"
+DEFAULT_PORT = 8094
+DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("gen404")
+    except Exception:
+        return "unknown"
+
+
+GEN404_VERSION = _package_version()
+SERVICE_VERSION = f"gen404-validator {GEN404_VERSION}"
+
+log = logging.getLogger("gen404.validator")
+
+
+class ValidationRequest(BaseModel):
+    prompt: str | None = Field(default=None, description="the text prompt of the task")
+    data: str = Field(description="the result, base64: PLY bytes or 404 SPZ bytes")
+    compression: int = Field(default=COMPRESSION_PLY, description="0 = PLY, 2 = SPZ")
+
+
+class InputError(ValueError):
+    """Input we cannot score: answered 400."""
+
+
+def failure(status: int, message: str, detail: Any = None) -> JSONResponse:
+    return JSONResponse({"score": 0.0, "error": message, "detail": detail}, status_code=status)
+
+
+def report_response(report: ScoreReport, extra_timings: dict[str, float]) -> dict[str, Any]:
+    computed = report.gate_passed
+    return {
+        "score": report.fidelity,
+        "alignment_score": report.alignment if computed else None,
+        "alignment_raw": report.alignment_raw,
+        "iqa": None,
+        "ssim": None,
+        "lpips": None,
+        "gate": {"passed": report.gate_passed, "reason": report.gate_reason},
+        "views": report.cosines,
+        "kept": report.kept,
+        "splats": report.splats,
+        "timings": {**report.timings, **extra_timings},
+        "model": report.model,
+        "size": report.size,
+        "device": report.device,
+    }
+
+
+def _decode_and_score(scorer: Scorer, request: ValidationRequest, prompt: str) -> tuple[ScoreReport, float]:
+    t0 = time.perf_counter()
+    try:
+        data = base64.b64decode(request.data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"data is not valid base64: {exc}") from None
+    if not data:
+        raise InputError("data is empty")
+    b64_s = time.perf_counter() - t0
+    try:
+        return scorer.score(data, prompt, request.compression), b64_s
+    except ResultDecodeError as exc:
+        raise InputError(str(exc)) from None
+
+
+def create_app(scorer: Scorer, body_limit: int = DEFAULT_BODY_LIMIT, api_key: str | None = None) -> ASGIApp:
+    """The ASGI app: FastAPI behind the shared request guard (API key, body limit)."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gen404-validate")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, scorer.load)  # models load once, before serving
+        log.info("scorer ready: %s on %s/%s", scorer.clip.model_name, scorer.device, scorer.backend)
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="gen404 local validation service", version=GEN404_VERSION, lifespan=lifespan)
+    app.state.scorer = scorer
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return failure(422, "invalid request body", errors)
+
+    @app.get("/version/")
+    async def version() -> str:
+        return SERVICE_VERSION
+
+    @app.post(VALIDATE_PATH)
+    async def validate_txt_to_3d_ply(request: ValidationRequest) -> JSONResponse:
+        t0 = time.perf_counter()
+        try:
+            prompt = validate_prompt(request.prompt if request.prompt is not None else "")
+        except ValueError as exc:
+            return failure(400, "bad prompt", str(exc))
+        if request.compression not in (COMPRESSION_PLY, COMPRESSION_SPZ):
+            return failure(400, "unsupported compression", f"{request.compression}: use 0 (PLY) or 2 (SPZ)")
+        loop = asyncio.get_running_loop()
+        try:
+            report, b64_s = await loop.run_in_executor(executor, _decode_and_score, scorer, request, prompt)
+        except InputError as exc:
+            return failure(400, "cannot score this data", str(exc))
+        except Exception as exc:  # the service stays up; the caller gets score 0
+            log.exception("validation failed")
+            return failure(500, "validation failed", f"{type(exc).__name__}: {exc}")
+        body = report_response(report, {"base64": b64_s, "request": time.perf_counter() - t0})
+        log.info("score %.3f alignment %s for %r", body["score"], body["alignment_score"], prompt[:80])
+        return JSONResponse(body)
+
+    guarded = RequestGuard(app, api_key=api_key, body_limits={VALIDATE_PATH: body_limit})
+    return ScoreOnError(guarded, paths=(VALIDATE_PATH,))
+
+
+class ScoreOnError:
+    """ASGI wrapper: a JSON error answered by an outer layer (the guard's 401/413) on a validation
+    path gains `"score": 0.0`, so every failure has the subnet's shape."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def patched_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message  # hold it: the body may change length
+                return
+            if start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            try:
+                payload = json.loads(body)
+                if isinstance(payload, dict) and "score" not in payload:
+                    body = json.dumps({"score": 0.0, **payload}).encode()
+            except ValueError:
+                pass
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, patched_send)

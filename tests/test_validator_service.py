@@ -1,0 +1,169 @@
+"""The local validation service end to end: a real `gen404 validator` subprocess on a loopback
+port, the subnet's API with PLY and SPZ payloads, and every bad input answered without harm."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.formats.ply import read_ply, write_ply
+from engine.splats import Splats
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VALIDATE = "/validate_txt_to_3d_ply/"
+BODY_LIMIT_MB = 8
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("validator") / "service.log"
+    cmd = [sys.executable, "-m", "engine.cli", "validator", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--size", "32", "--model", "gen404-tiny", "--random-weights", "--device", "cpu"]
+    cmd += ["--max-body-mb", str(BODY_LIMIT_MB), "--log-level", "warning"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"validator exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/version/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"validator did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+        assert proc.poll() is None, "the service died during the tests"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _post(url: str, body: dict | bytes, **kw) -> httpx.Response:
+    if isinstance(body, bytes):
+        return httpx.post(url + VALIDATE, content=body, timeout=120, **kw)
+    return httpx.post(url + VALIDATE, json=body, timeout=120, **kw)
+
+
+def test_version(service: str) -> None:
+    r = httpx.get(service + "/version/", timeout=10)
+    assert r.status_code == 200 and r.json().startswith("gen404-validator")
+
+
+def test_ply_payload_scores_off_the_event_loop(service: str, vectors_dir: Path) -> None:
+    body = {
+        "prompt": "a hamburger",
+        "data": _b64((vectors_dir / "hamburger.ply").read_bytes()),
+        "compression": 0,
+    }
+    done: list[str] = []
+    result: dict = {}
+
+    def score() -> None:
+        result["r"] = _post(service, body)
+        done.append("score")
+
+    worker = threading.Thread(target=score)
+    worker.start()
+    time.sleep(0.5)  # the validation is running on the worker thread now
+    assert httpx.get(service + "/version/", timeout=30).status_code == 200
+    done.append("version")
+    worker.join(timeout=120)
+    assert done == ["version", "score"], "GET /version/ waited for the scoring: event loop blocked"
+    r = result["r"]
+    assert r.status_code == 200
+    d = r.json()
+    assert set(d) >= {"score", "alignment_score", "iqa", "ssim", "lpips", "gate", "views", "timings"}
+    assert d["iqa"] is None and d["ssim"] is None and d["lpips"] is None
+    assert d["gate"]["passed"] is True and d["splats"] == 52709
+    assert len(d["views"]) == 16 and len(d["kept"]) == 16
+    assert 0.0 <= d["alignment_score"] <= 1.0 and 0.0 <= d["score"] <= 1.0
+    assert d["score"] == (d["alignment_score"] if d["alignment_score"] >= 0.3 else 0.0)
+    assert d["timings"]["render"] > 0 and d["timings"]["request"] >= d["timings"]["total"]
+
+
+def test_spz_payload(service: str, vectors_dir: Path) -> None:
+    body = {
+        "prompt": "a hamburger",
+        "data": _b64((vectors_dir / "hamburger.spz").read_bytes()),
+        "compression": 2,
+    }
+    r = _post(service, body)
+    assert r.status_code == 200
+    d = r.json()
+    assert d["gate"]["passed"] is True and d["splats"] == 52709 and len(d["views"]) == 16
+
+
+def test_gate_failure_is_a_zero_score_not_an_error(service: str, vectors_dir: Path) -> None:
+    s = read_ply((vectors_dir / "hamburger.ply").read_bytes())
+    few = Splats(**{k: getattr(s, k)[:5000] for k in Splats.__dataclass_fields__})
+    r = _post(service, {"prompt": "a hamburger", "data": _b64(write_ply(few)), "compression": 0})
+    assert r.status_code == 200
+    d = r.json()
+    assert d["score"] == 0.0 and d["gate"]["passed"] is False and "too few" in d["gate"]["reason"]
+    assert d["alignment_score"] is None and d["views"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"prompt": "a hamburger", "data": "%%% not base64 %%%", "compression": 0}, 400, "base64"),
+        ({"prompt": "a hamburger", "data": _b64(b"ply\nformat ascii 1.0\n"), "compression": 0}, 400, "PLY"),
+        ({"prompt": "a hamburger", "data": _b64(b"hello"), "compression": 2}, 400, "SPZ"),
+        ({"prompt": "a hamburger", "data": _b64(b"hello"), "compression": 1}, 400, "compression"),
+        ({"prompt": "x" * 1025, "data": _b64(b"hello"), "compression": 0}, 400, "1024"),
+        ({"prompt": "   ", "data": _b64(b"hello"), "compression": 0}, 400, "prompt"),
+        ({"prompt": "a hamburger", "data": "", "compression": 0}, 400, "empty"),
+        ({"prompt": "a hamburger", "compression": 0}, 422, "data"),
+        (b"{not json", 422, "invalid request"),
+    ],
+)
+def test_bad_inputs_answer_score_zero_with_an_error(
+    service: str, body: dict | bytes, status: int, needle: str
+) -> None:
+    headers = {"content-type": "application/json"} if isinstance(body, bytes) else None
+    r = _post(service, body, headers=headers)
+    assert r.status_code == status
+    d = r.json()
+    assert d["score"] == 0.0 and d["error"]
+    assert needle.lower() in (str(d["error"]) + " " + str(d.get("detail"))).lower()
+
+
+def test_body_over_the_limit_is_refused(service: str) -> None:
+    big = b'{"prompt": "a hamburger", "compression": 0, "data": "' + b"A" * (BODY_LIMIT_MB << 20) + b'"}'
+    r = _post(service, big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    d = r.json()
+    assert d["score"] == 0.0 and "too large" in d["error"]
+
+
+def test_service_survives_everything(service: str) -> None:
+    assert httpx.get(service + "/version/", timeout=10).status_code == 200
