@@ -177,3 +177,14 @@ def test_preset_values_come_from_attributes_mappings_or_defaults() -> None:
     assert preset_value(object(), "mvdream_id") == "ashawkey/mvdream-sd2.1-diffusers"
     with pytest.raises(ValueError, match="unknown guidance"):
         build_guidance(SimpleNamespace(guidance="dalle"), "cpu")
+
+
+def test_mvdream_camera_from_the_generators_orbit_cameras() -> None:
+    from engine.cameras import orbit_c2w
+
+    flip_yz = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+    # the validator's orbit puts negative elevations above the object; MVDream's positive ones
+    for elevation, azimuth in [(-15.0, 0.0), (20.0, 135.0)]:
+        ours = mvdream_camera(torch.tensor(orbit_c2w(elevation, azimuth, 3.0), dtype=torch.float32)[None])
+        expected = flip_yz @ _orbit_c2w_opengl(-elevation, azimuth, 1.0)
+        assert np.allclose(ours[0].numpy(), expected.reshape(16), atol=1e-5)

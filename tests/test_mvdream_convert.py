@@ -28,7 +28,12 @@ from engine.guidance.convert import (
     load_original_mvdream,
 )
 from engine.guidance.mvdream import load_original_components
-from engine.guidance.mvdream_unet import build_unet, mvdream_camera, mvdream_unet_config
+from engine.guidance.mvdream_unet import (
+    MultiViewAttnProcessor,
+    build_unet,
+    mvdream_camera,
+    mvdream_unet_config,
+)
 from engine.guidance.sds import SDSGuidance
 from engine.guidance.tiny import TINY_TEXT_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_components
 
@@ -388,3 +393,20 @@ def test_original_checkpoint_file_loads_with_sd_tokenizer(tmp_path: Path) -> Non
     key = "first_stage_model.encoder.mid.attn_1.proj_out.weight"
     assert torch.equal(parts["vae"].encoder.mid_block.attentions[0].to_out[0].weight, ckpt[key][:, :, 0, 0])
     _sds_runs(SDSGuidance(**parts, frames=4, ref_size=32, device="cpu", camera_fn=mvdream_camera))
+
+
+def test_sd_folder_loads_as_single_view_guidance(tmp_path: Path) -> None:
+    parts = tiny_components(seed=3, multiview=False)
+    for name in ("unet", "vae", "text_encoder"):
+        parts[name].save_pretrained(tmp_path / name)
+    _write_clip_tokenizer(tmp_path / "tokenizer")
+    guidance = build_guidance(SimpleNamespace(guidance="sd", sd_id=str(tmp_path), ref_size=32), "cpu")
+    assert guidance.frames == 1 and guidance.camera_fn is None and guidance.unet.class_embedding is None
+    assert not any(isinstance(p, MultiViewAttnProcessor) for p in guidance.unet.attn_processors.values())
+    assert torch.equal(guidance.unet.conv_in.weight, parts["unet"].conv_in.weight)
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)  # any batch: one view per sample
+    loss = guidance.sds_loss(
+        images, torch.eye(4).repeat(2, 1, 1), guidance.encode_prompt("a cup", ""), 1, 2, 7.5
+    )
+    loss.backward()
+    assert torch.isfinite(loss) and images.grad.abs().sum() > 0
