@@ -170,31 +170,41 @@ def test_plyerror_is_a_valueerror() -> None:
 
 
 _HEADER_LINES = st.sampled_from(
-    [f"property float {n}" for n in [*BASE, "f_rest_0", "nx"]]
+    [f"property float {n}" for n in [*BASE, "f_rest_0", "f_rest_1", "f_rest_2", "nx", "p"]]
     + ["property double x", "comment x", "element vertex 2", "element face 1", "property float", ""]
 )
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None)
-@given(
-    st.one_of(
-        st.binary(max_size=400),
-        st.binary(max_size=400).map(lambda b: b"ply\n" + b),
-        st.builds(
-            lambda count, lines, body: (
-                (
-                    f"ply\nformat binary_little_endian 1.0\nelement vertex {count}\n"
-                    + "".join(x + "\n" for x in lines)
-                ).encode()
-                + b"end_header\n"
-                + body
-            ),
-            st.integers(-2, 20),
-            st.one_of(st.just([f"property float {n}" for n in BASE]), st.lists(_HEADER_LINES, max_size=20)),
-            st.binary(max_size=1200),
-        ),
+def _near_valid(count: int, lines: list[str], seed: int, extra: int) -> bytes:
+    """A header from `lines` and a random body sized for it, give or take `extra` bytes."""
+    head = f"ply\nformat binary_little_endian 1.0\nelement vertex {count}\n" + "".join(
+        x + "\n" for x in lines
     )
+    size = max(0, min(count, 20) * len(lines) * 4 + extra)  # huge counts get a short body
+    return head.encode() + b"end_header\n" + np.random.default_rng(seed).bytes(size)
+
+
+_PLY_INPUTS = st.one_of(
+    st.binary(max_size=400),
+    st.binary(max_size=400).map(lambda b: b"ply\n" + b),
+    st.builds(
+        _near_valid,
+        count=st.one_of(st.integers(1, 20), st.integers(-2, 2**31)),
+        lines=st.one_of(
+            st.permutations([f"property float {n}" for n in BASE]),
+            st.lists(_HEADER_LINES, max_size=24, unique=True).map(
+                lambda x: [f"property float {n}" for n in BASE] + x
+            ),
+            st.lists(_HEADER_LINES, max_size=20),
+        ),
+        seed=st.integers(0, 2**32 - 1),
+        extra=st.one_of(st.just(0), st.integers(-60, 60)),
+    ),
 )
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(_PLY_INPUTS)
 def test_read_ply_never_crashes(data: bytes) -> None:
     try:
         s = read_ply(data)

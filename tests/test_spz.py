@@ -248,29 +248,35 @@ def test_compress_refuses_bad_ply_with_spz_error() -> None:
         spz.compress(b"")
 
 
-def _frames() -> st.SearchStrategy[bytes]:
-    """Mostly well-formed zstd frames around plausible and implausible headers."""
-    fields = st.tuples(
-        st.sampled_from([MAGIC, MAGIC, 0, 0xFFFFFFFF]),
-        st.integers(0, 4),
-        st.one_of(st.integers(0, 64), st.integers(0, 2**32 - 1)),
-        st.integers(0, 255),
-        st.integers(0, 255),
-    )
-    return st.builds(
-        lambda f, body: zstd(HEADER.pack(*f, 0, 0) + body),
-        fields,
-        st.binary(max_size=3000),
-    )
+def _near_valid(n: int, degree: int, version: int, frac: int, seed: int, cut: int, flip: int) -> bytes:
+    """A zstd frame around a plausible header and random attribute bytes, then damaged a little:
+    `cut` drops bytes from the payload's end, `flip` overwrites one header byte."""
+    per_point = (6 if version == 1 else 9) + 10 + 3 * ((degree + 1) ** 2 - 1)
+    raw = bytearray(header(n, degree, version, frac=frac) + np.random.default_rng(seed).bytes(n * per_point))
+    if flip:
+        raw[flip % 16] = seed % 256
+    return zstd(bytes(raw[: max(0, len(raw) - cut)]))
+
+
+_SPZ_INPUTS = st.one_of(
+    st.binary(max_size=600),
+    st.binary(max_size=600).map(lambda b: b"\x28\xb5\x2f\xfd" + b),
+    st.builds(
+        _near_valid,
+        n=st.integers(1, 24),
+        degree=st.integers(0, 3),
+        version=st.sampled_from([1, 2, 2]),
+        frac=st.one_of(st.just(12), st.integers(0, 255)),
+        seed=st.integers(0, 2**32 - 1),
+        cut=st.one_of(st.just(0), st.integers(0, 200)),
+        flip=st.one_of(st.just(0), st.integers(0, 15)),
+    ),
+)
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
-@given(
-    st.one_of(
-        st.binary(max_size=600), st.binary(max_size=600).map(lambda b: b"\x28\xb5\x2f\xfd" + b), _frames()
-    )
-)
+@given(_SPZ_INPUTS)
 def test_decompress_never_crashes(data: bytes) -> None:
     try:
         out = spz.decompress(data, include_normals=False)
