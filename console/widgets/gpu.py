@@ -36,7 +36,16 @@ def _clocks(events: list[str] | None) -> Text:
     return Text(", ".join(active), style="bold red" if bad else "yellow")
 
 
-def render_gpu(g: GpuSample, spark_width: int = 16) -> Text:
+def _meter(t: Text, label: str, percent: float | None, history: list[float], spark: int, style: str) -> None:
+    t.append(f"{label} ")
+    t.append(bar(percent, 8), style=_level(percent, 80, 95) if label == "MEM" else "green")
+    t.append(f" {num(percent, unit='%'):>4} ")
+    if spark:
+        t.append(sparkline(history, spark).ljust(spark), style=style)
+
+
+def render_gpu(g: GpuSample, width: int = 100) -> Text:
+    """Three lines when `width` allows utilisation and memory side by side, else four."""
     t = Text()
     t.append(f"GPU{g.index} ", style="bold")
     t.append(g.name or NA, style="bold cyan")
@@ -45,22 +54,28 @@ def render_gpu(g: GpuSample, spark_width: int = 16) -> Text:
     t.append(f"  FAN {num(g.fan, unit='%')}")
     t.append(f"  PWR {num(g.power)}/{num(g.power_limit, unit='W')}")
     t.append(f"  SM {num(g.sm_clock, unit=' MHz')}")
-    t.append("\n  UTL ")
-    t.append(bar(g.util), style=_level(g.util, 101, 102))
-    t.append(f" {num(g.util, unit='%'):>4} ")
-    t.append(sparkline(g.util_history, spark_width).ljust(spark_width), style="green")
-    t.append("  MEM ")
-    mem_pct = g.mem_percent
-    t.append(bar(mem_pct), style=_level(mem_pct, 80, 95))
-    t.append(f" {num(mem_pct, unit='%'):>4} ")
-    t.append(sparkline(g.mem_history, spark_width).ljust(spark_width), style="magenta")
-    t.append(f" {gib(g.mem_used)}/{gib(g.mem_total)} GiB")
+    mem = f" {gib(g.mem_used)}/{gib(g.mem_total)} GiB"
+    fixed = 2 * (2 + 4 + 8 + 6) + 2 + len(mem)  # both meters without sparklines, on one line
+    spark = min(24, (width - fixed) // 2)
+    if spark >= 6:
+        t.append("\n  ")
+        _meter(t, "UTL", g.util, g.util_history, spark, "green")
+        t.append("  ")
+        _meter(t, "MEM", g.mem_percent, g.mem_history, spark, "magenta")
+        t.append(mem)
+    else:
+        spark = max(0, min(24, width - 2 - 4 - 8 - 6 - len(mem)))
+        t.append("\n  ")
+        _meter(t, "UTL", g.util, g.util_history, spark, "green")
+        t.append("\n  ")
+        _meter(t, "MEM", g.mem_percent, g.mem_history, spark, "magenta")
+        t.append(mem)
     t.append("\n  clocks: ")
     t.append_text(_clocks(g.clock_events))
     return t
 
 
-def render_snapshot(snap: GpuSnapshot | None) -> Text:
+def render_snapshot(snap: GpuSnapshot | None, width: int = 100) -> Text:
     if snap is None:
         return Text("sampling GPUs…", style="dim")
     if snap.error:
@@ -75,7 +90,7 @@ def render_snapshot(snap: GpuSnapshot | None) -> Text:
     for i, g in enumerate(snap.gpus):
         if i:
             out.append("\n")
-        out.append_text(render_gpu(g))
+        out.append_text(render_gpu(g, width))
     return out
 
 
@@ -89,9 +104,13 @@ class GpuPane(Static):
 
     def show(self, snap: GpuSnapshot) -> None:
         self.snapshot = snap
-        self.update(render_snapshot(snap))
+        self.update(render_snapshot(snap, self.content_size.width or 100))
         self.border_subtitle = f"driver {snap.driver}" if snap.driver else ""
+
+    def on_resize(self) -> None:
+        if self.snapshot is not None:
+            self.update(render_snapshot(self.snapshot, self.content_size.width or 100))
 
     @property
     def text(self) -> str:
-        return render_snapshot(self.snapshot).plain
+        return render_snapshot(self.snapshot, self.content_size.width or 100).plain

@@ -39,7 +39,7 @@ class LogPane(Log):
         if path != self.path:
             self.path = path
             self._seen = None
-            self.border_title = f"log: {title}  {path}" if path else "log"
+        self.border_title = f"log: {title}  {path}" if path else "log"
         self.poll()
 
     def poll(self) -> None:
