@@ -1,0 +1,171 @@
+"""`gen404 serve`: one generation endpoint process (the HTTP contract in docs/endpoints.md).
+
+Runs uvicorn programmatically so this module owns shutdown: SIGTERM/SIGINT stop accepting,
+fail the waiting line with 503, give an in-flight generation `--shutdown-grace` seconds, and
+exit 0. The socket is bound here first, so a busy port is a one-line error, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Generator
+from typing import Any
+
+from engine.cli import CliError
+
+DEFAULT_PORT = 10006  # the subnet's reference generation service
+DEFAULT_PRESET = "text_mv_fast"
+LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+WORKER_EXIT_WAIT_S = 2.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run a generation endpoint (POST /generate/) for the miner")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--preset", default=DEFAULT_PRESET, help=f"preset to load at start (default {DEFAULT_PRESET})"
+    )
+    p.add_argument(
+        "--queue", type=int, default=4, help="requests that may wait behind the running one (default 4)"
+    )
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device (default auto)"
+    )
+    p.add_argument(
+        "--random-weights", action="store_true", help="full-size models with random weights (benchmarks)"
+    )
+    p.add_argument(
+        "--api-key", help="require Authorization: Bearer KEY (prefer env GEN404_API_KEY: argv is visible)"
+    )
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without an API key")
+    p.add_argument(
+        "--shutdown-grace", type=float, default=10.0, help="seconds an in-flight generation gets on stop"
+    )
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    p.set_defaults(func=run)
+
+
+def build_scorer(args: argparse.Namespace) -> Any:
+    """Self-scoring hook (`--self-score`, added by the scoring work): return a callable
+    `scorer(prompt, splats) -> float` or None. It runs on its own thread after each response
+    and its score appears in /stats recent[].score (see EndpointConfig.scorer)."""
+    return None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.presets import PresetError, load_preset
+    from engine.service.runtime import fault_spec_from_env
+    from engine.service.security import BindRefused, check_bind, resolve_api_key
+
+    if args.queue < 0:
+        raise CliError("--queue must be >= 0")
+    api_key = resolve_api_key(args.api_key)
+    try:
+        check_bind(args.host, api_key, args.insecure)
+    except BindRefused as exc:
+        raise CliError(str(exc)) from None
+    try:
+        load_preset(args.preset)  # unknown or malformed: a usage error before anything starts
+        faults = fault_spec_from_env()
+    except (PresetError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    sock = _bind(args.host, args.port)
+
+    import uvicorn
+
+    from engine.service.endpoint import EndpointConfig, create_app
+
+    config = EndpointConfig(
+        preset=args.preset,
+        device=args.device,
+        random_weights=args.random_weights,
+        queue=args.queue,
+        api_key=api_key,
+        faults=faults,
+        shutdown_grace_s=args.shutdown_grace,
+        scorer=build_scorer(args),
+    )
+    app = create_app(config)
+    uv_config = uvicorn.Config(
+        app,
+        log_config=None,  # keep our logging setup
+        log_level=args.log_level,
+        access_log=args.log_level == "debug",  # the console polls /health every second
+        timeout_graceful_shutdown=int(args.shutdown_grace) + 5,
+        limit_concurrency=max(64, 4 * (args.queue + 1)),
+    )
+    server = _make_server(uv_config, app.state.endpoint.begin_shutdown)
+    port = sock.getsockname()[1]
+    print(
+        f"gen404 serve: http://{args.host}:{port} preset {args.preset}, queue {args.queue}"
+        + (", API key required" if api_key else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    server.run(sockets=[sock])
+    endpoint = app.state.endpoint
+    endpoint.worker.stop()
+    if not endpoint.worker.join(timeout=WORKER_EXIT_WAIT_S):
+        # A generation is still inside torch past the grace: interpreter teardown under a
+        # running native thread can abort (SIGABRT), so leave at once with a clean status.
+        logging.getLogger("gen404.serve").warning("generation still running at exit; leaving it")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def _make_server(config: Any, on_exit: Callable[[], None]) -> Any:
+    """A uvicorn.Server whose signal handling starts our drain and then exits 0.
+
+    (Stock uvicorn re-raises the caught signal after a graceful stop, which turns a clean
+    SIGTERM into exit status -15; a supervisor should see 0.)
+    """
+    import asyncio
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            first = not self.should_exit
+            super().handle_exit(sig, frame)  # a second SIGINT forces the exit
+            if first:
+                with contextlib.suppress(RuntimeError):  # no loop running yet: nothing to drain
+                    asyncio.get_running_loop().call_soon_threadsafe(on_exit)
+
+    return Server(config)

@@ -1,0 +1,124 @@
+"""Start real server subprocesses for tests (gen404 serve, gen404 validator, ...).
+
+Reusable by any test module:
+
+    with running_server(["serve", "--preset", "smoke"], env=...) as server:
+        httpx.get(server.url("/health"))
+
+The process gets a free loopback port (`--port` is appended), its output goes to a file
+(a full pipe would stall it), and it is always stopped in `finally`: SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gen404_cmd(*args: str) -> list[str]:
+    """`gen404 ARGS` run with this interpreter (no reliance on PATH or the entry point).
+
+    Not `-m engine.cli`: that runs the CLI as __main__, a second copy of the module whose
+    CliError the subcommands' imports would not match."""
+    return [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())", *args]
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    headers: dict[str, str]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self, timeout: float = 2.0) -> dict[str, Any]:
+        return httpx.get(self.url("/health"), headers=self.headers, timeout=timeout).json()
+
+    def wait_health(self, accept: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
+        """Poll /health until `accept(health)`; fail with the server's output otherwise."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                last = self.health()
+                if accept(last):
+                    return last
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise AssertionError(f"/health never satisfied the condition; last: {last!r}\n{self.output()}")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait, SIGKILL if needed; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+
+@contextlib.contextmanager
+def running_server(
+    args: list[str],
+    env: Mapping[str, str] | None = None,
+    ready: Callable[[dict[str, Any]], bool] | None = lambda h: h.get("status") == "ready",
+    timeout: float = 90.0,
+    headers: Mapping[str, str] | None = None,
+    cmd: Callable[..., list[str]] = gen404_cmd,
+) -> Iterator[ServerProcess]:
+    """Run `gen404 ARGS --port P` until the block ends; waits for /health (and `ready`)."""
+    port = free_port()
+    fd, log_name = tempfile.mkstemp(prefix="gen404-server-", suffix=".log")
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen(
+            cmd(*args, "--port", str(port)),
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    server = ServerProcess(proc, port, Path(log_name), dict(headers or {}))
+    try:
+        server.wait_health(ready or (lambda h: True), timeout)
+        yield server
+    finally:
+        server.stop()
+        with contextlib.suppress(OSError):
+            os.unlink(log_name)

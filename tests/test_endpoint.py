@@ -1,0 +1,288 @@
+"""`gen404 serve` end to end: a real server subprocess on a free loopback port, tiny CPU presets.
+
+Test presets live in a temporary GEN404_PRESETS_DIR; all extend the bundled smoke preset and
+shrink it further so a generation takes about a second on a shared CPU. Faults are injected
+with the GEN404_FAULT_INJECT test hook, scoped by prompt text so test order does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from helpers_server import ServerProcess, running_server
+
+from engine.formats.ply import read_ply
+from engine.formats.spz import spz_to_splats
+from engine.gate import check_gate
+
+PRESETS = {
+    # same models as smoke (tiny random MVDream), far fewer and smaller steps
+    "svc_tiny": "extends: smoke\niters: 2\nrender_size: 32\nref_size: 32\nnum_pts: 500\n"
+    "densification_interval: 100\ndensity_start_iter: 0\ndensity_end_iter: 0\n",
+    "svc_tiny_b": "extends: svc_tiny\nguidance_scale: 30\n",  # same models: no reload
+    "svc_reload": "extends: svc_tiny\nseed: 1\n",  # random weights are seeded by the preset: a reload
+    "svc_slow": "extends: svc_tiny\niters: 6\n",  # same models, long enough to queue behind
+    "svc_broken": "iters: [1, 2\n",  # malformed YAML
+}
+FAULTS = "generate:RuntimeError@inject-runtime-error,generate:OutOfMemoryError@inject-oom"
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    presets_dir = tmp_path_factory.mktemp("presets")
+    for name, text in PRESETS.items():
+        (presets_dir / f"{name}.yaml").write_text(text)
+    env = {"GEN404_PRESETS_DIR": str(presets_dir), "GEN404_FAULT_INJECT": FAULTS}
+    args = ["serve", "--preset", "svc_tiny", "--queue", "1", "--device", "cpu", "--shutdown-grace", "0.5"]
+    with running_server(args, env=env) as proc:
+        yield proc
+
+
+def use_preset(server: ServerProcess, name: str) -> dict:
+    response = httpx.put(server.url("/preset"), json={"name": name}, timeout=30)
+    assert response.status_code == 200, response.text
+    server.wait_health(lambda h: h["status"] == "ready" and h["preset"] == name)
+    return response.json()
+
+
+def stats(server: ServerProcess) -> dict:
+    return httpx.get(server.url("/stats"), timeout=5).json()
+
+
+def post(server: ServerProcess, path: str = "/generate/", timeout: float = 120, **kwargs) -> httpx.Response:
+    return httpx.post(server.url(path), timeout=timeout, **kwargs)
+
+
+def wait_stats(server: ServerProcess, accept, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = stats(server)
+        if accept(current):
+            return current
+        time.sleep(0.02)
+    raise AssertionError(f"/stats never satisfied the condition: {current}")
+
+
+def test_miner_style_urlencoded_post_returns_a_valid_404_ply(server: ServerProcess) -> None:
+    use_preset(server, "svc_tiny")
+    before = stats(server)["requests"]["ok"]
+    prompt = "a red sports car with chrome wheels " * 8  # 288 chars: /stats keeps 200
+    started = time.perf_counter()
+    response = post(server, data={"prompt": prompt})  # what aiohttp data={"prompt": ...} sends
+    elapsed = time.perf_counter() - started
+
+    assert response.request.headers["content-type"] == URLENCODED
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    splats = read_ply(response.content)
+    assert check_gate(splats).passed
+    assert int(response.headers["x-splats"]) == len(splats)
+    assert response.headers["x-preset"] == "svc_tiny"
+    engine_s = float(response.headers["x-generation-time"])
+    assert 0 < engine_s <= elapsed
+    timings = json.loads(response.headers["x-timings"])
+    assert {"render", "guidance", "backward", "export", "encode"} <= set(timings)
+
+    current = stats(server)
+    assert current["requests"]["ok"] == before + 1
+    last = current["recent"][-1]
+    assert last["prompt"] == prompt.strip()[:200]
+    assert last["splats"] == len(splats) and last["preset"] == "svc_tiny" and last["score"] is None
+    assert last["time_s"] == pytest.approx(engine_s, abs=1e-3)
+    assert current["throughput_per_hour"] > 0
+    assert current["gpu_memory"] is None  # CPU
+    assert current["queue_limit"] == 1 and current["in_flight"] == 0 and current["queue_depth"] == 0
+
+
+def test_same_models_switch_is_immediate_and_multipart_post_follows_it(server: ServerProcess) -> None:
+    use_preset(server, "svc_tiny")
+    response = httpx.put(server.url("/preset"), json={"name": "svc_tiny_b"}, timeout=30)
+    assert response.status_code == 200
+    assert response.json() == {"preset": "svc_tiny_b", "reloaded": False, "status": "ready"}
+    health = server.health()
+    assert health["status"] == "ready" and health["preset"] == "svc_tiny_b"
+    assert httpx.get(server.url("/presets")).json()["current"] == "svc_tiny_b"
+
+    response = post(server, files={"prompt": (None, "a blue wooden chair")})
+    assert response.request.headers["content-type"].startswith("multipart/form-data")
+    assert response.status_code == 200, response.text
+    assert response.headers["x-preset"] == "svc_tiny_b"
+    assert check_gate(read_ply(response.content)).passed
+
+
+def test_switch_to_other_models_reloads_in_background_then_serves_spz(server: ServerProcess) -> None:
+    use_preset(server, "svc_tiny")
+    response = httpx.put(server.url("/preset"), json={"name": "svc_reload"}, timeout=30)
+    assert response.status_code == 200
+    assert response.json() == {"preset": "svc_reload", "reloaded": True, "status": "loading"}
+    during = post(server, data={"prompt": "a teapot"})
+    if server.health()["status"] == "loading":  # the reload takes seconds; the post came first
+        assert during.status_code == 503
+        assert int(during.headers["retry-after"]) >= 1
+        assert during.json()["error"] == "models are loading"
+    server.wait_health(lambda h: h["status"] == "ready")
+
+    response = post(server, "/generate_spz/", data={"prompt": "a green teapot"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-preset"] == "svc_reload"
+    splats = spz_to_splats(response.content)
+    assert len(splats) == int(response.headers["x-splats"]) and check_gate(splats).passed
+
+
+def _chunks(total: int) -> Iterator[bytes]:
+    yield b"prompt="
+    for _ in range(total // 8192):
+        yield b"a" * 8192
+
+
+MULTIPART_BAD = b'--XyZ\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n\xff\xfe chair\r\n--XyZ--\r\n'
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "says"),
+    [
+        ({"data": {"text": "a chair"}}, 422, "missing form field 'prompt'"),
+        ({"data": {"prompt": ""}}, 422, "empty"),
+        ({"data": {"prompt": " \t\n "}}, 422, "whitespace"),
+        ({"data": {"prompt": "x" * 1025}}, 422, "1024"),
+        ({"content": b"prompt=%FF%FEchair", "headers": {"content-type": URLENCODED}}, 400, "UTF-8"),
+        ({"content": b"prompt=caf\xe9", "headers": {"content-type": URLENCODED}}, 400, "UTF-8"),
+        (
+            {"content": MULTIPART_BAD, "headers": {"content-type": "multipart/form-data; boundary=XyZ"}},
+            400,
+            "UTF-8",
+        ),
+        ({"json": {"prompt": "a chair"}}, 415, "Content-Type"),
+        ({"data": {"prompt": "y" * 70_000}}, 413, "too large"),
+        ({"chunked_bytes": 80_000, "headers": {"content-type": URLENCODED}}, 413, "too large"),
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "whitespace",
+        "too-long",
+        "bad-percent",
+        "bad-bytes",
+        "bad-multipart",
+        "json",
+        "over-64k",
+        "over-64k-chunked",
+    ],  # fmt: skip
+)
+def test_bad_input_gets_a_clear_4xx_and_the_endpoint_keeps_serving(
+    server: ServerProcess, kwargs: dict, status: int, says: str
+) -> None:
+    if "chunked_bytes" in kwargs:  # no Content-Length: the limit must hold while streaming
+        kwargs = dict(kwargs)
+        kwargs["content"] = _chunks(kwargs.pop("chunked_bytes"))
+    response = post(server, timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert says in body["error"] + str(body.get("detail"))
+    assert server.health()["status"] in ("ready", "busy")
+
+
+def test_oversized_body_is_refused_before_it_is_read(server: ServerProcess) -> None:
+    """Content-Length says 10 MiB; only the headers and 1 KiB are sent, and 413 comes back."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        head = (
+            "POST /generate/ HTTP/1.1\r\nHost: test\r\n"
+            f"Content-Type: {URLENCODED}\r\nContent-Length: {10 * 1024 * 1024}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"prompt=" + b"a" * 1024)
+        reply = sock.recv(65536).decode("latin-1")
+    assert reply.startswith("HTTP/1.1 413"), reply
+
+
+def test_preset_errors(server: ServerProcess) -> None:
+    use_preset(server, "svc_tiny")
+    unknown = httpx.put(server.url("/preset"), json={"name": "no_such_preset"})
+    assert unknown.status_code == 404
+    assert "no_such_preset" in unknown.json()["error"]
+    assert "svc_tiny" in unknown.json()["detail"]["available"]
+
+    broken = httpx.put(server.url("/preset"), json={"name": "svc_broken"})
+    assert broken.status_code == 422
+    assert "svc_broken" in broken.json()["detail"]
+    assert httpx.get(server.url("/presets")).json()["current"] == "svc_tiny"
+    assert server.health()["preset"] == "svc_tiny"
+
+    assert httpx.put(server.url("/preset"), content=b"svc_tiny").status_code == 400
+    assert httpx.put(server.url("/preset"), json={"preset": "svc_tiny"}).status_code == 422
+    assert httpx.get(server.url("/no/such/path")).json()["error"] == "Not Found"
+
+
+def test_generation_faults_answer_500_and_the_next_request_works(server: ServerProcess) -> None:
+    use_preset(server, "svc_tiny_b")
+    failed_before = stats(server)["requests"]["failed"]
+    for prompt, kind in [("inject-runtime-error", "RuntimeError"), ("inject-oom", "OutOfMemoryError")]:
+        response = post(server, data={"prompt": prompt})
+        assert response.status_code == 500
+        assert response.json()["error"] == "generation failed"
+        assert kind in response.json()["detail"]
+    assert stats(server)["requests"]["failed"] == failed_before + 2
+    response = post(server, data={"prompt": "a lamp"})
+    assert response.status_code == 200, response.text
+    assert check_gate(read_ply(response.content)).passed
+
+
+def _queued_request(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    body = b"prompt=a+queued+request"
+    head = f"POST /generate/ HTTP/1.1\r\nHost: test\r\nContent-Type: {URLENCODED}\r\nContent-Length: {len(body)}\r\n\r\n"
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def test_full_queue_refuses_at_once_and_a_disconnected_waiter_leaves_the_queue(server: ServerProcess) -> None:
+    use_preset(server, "svc_slow")
+    before = stats(server)["requests"]
+    result: dict[str, httpx.Response] = {}
+    first = threading.Thread(target=lambda: result.update(a=post(server, data={"prompt": "a slow vase"})))
+    first.start()
+    try:
+        wait_stats(server, lambda s: s["in_flight"] == 1)
+        waiter = _queued_request(server.port)  # --queue 1: this one waits
+        wait_stats(server, lambda s: s["queue_depth"] == 1)
+
+        refused = post(server, data={"prompt": "one too many"}, timeout=10)
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "queue full"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert first.is_alive(), "the 503 must come at once, not after the running generation"
+
+        waiter.close()  # the client gives up while queued
+        after = wait_stats(
+            server, lambda s: s["queue_depth"] == 0 and s["requests"]["dropped"] == before["dropped"] + 1
+        )
+        assert after["requests"]["rejected"] == before["rejected"] + 1
+    finally:
+        first.join(120)
+    assert result["a"].status_code == 200 and result["a"].headers["x-preset"] == "svc_slow"
+    final = stats(server)["requests"]
+    assert final["ok"] == before["ok"] + 1  # the dropped waiter never generated
+
+
+def test_sigterm_stops_the_inflight_generation_within_the_grace_and_exits_0(server: ServerProcess) -> None:
+    """Runs last: it stops the module's server (--shutdown-grace 0.5, svc_slow in flight)."""
+    use_preset(server, "svc_slow")
+    result: dict[str, httpx.Response] = {}
+    inflight = threading.Thread(target=lambda: result.update(a=post(server, data={"prompt": "a slow bowl"})))
+    inflight.start()
+    wait_stats(server, lambda s: s["in_flight"] == 1)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    inflight.join(30)
+    assert server.proc.wait(20) == 0
+    assert time.monotonic() - started < 10
+    assert result["a"].status_code == 503
+    assert "shut down" in result["a"].json()["error"]
+    assert "Finished server process" in server.output()
