@@ -124,7 +124,10 @@ def test_switch_to_other_models_reloads_in_background_then_serves_spz(server: Se
     assert response.status_code == 200
     assert response.json() == {"preset": "svc_reload", "reloaded": True, "status": "loading"}
     during = post(server, data={"prompt": "a teapot"})
-    if server.health()["status"] == "loading":  # the reload takes seconds; the post came first
+    still_loading = server.health()["status"] == "loading"
+    if during.status_code == 200:  # only possible once the reload is done: never the old models
+        assert not still_loading and during.headers["x-preset"] == "svc_reload"
+    else:
         assert during.status_code == 503
         assert int(during.headers["retry-after"]) >= 1
         assert during.json()["error"] == "models are loading"
