@@ -84,6 +84,17 @@ def requirements(preset: Any) -> list[WeightSource]:
     return [WeightSource(ids["mvdream_id"], ("unet", "vae", "text_encoder", "tokenizer"), role="MVDream")]
 
 
+def known_sources() -> list[WeightSource]:
+    """The public weights gen404 can use, for `gen404 models list` (defaults, env overrides applied)."""
+    ids = model_ids(None)
+    full = ("unet", "vae", "text_encoder", "tokenizer")
+    return [
+        WeightSource(ids["mvdream_id"], full, role="MVDream"),
+        WeightSource(MVDREAM_CKPT_REPO, filename=MVDREAM_CKPT_FILE, role="MVDream (original)"),
+        WeightSource(ids["sd_id"], full, role="SD 2.1"),
+    ]
+
+
 def models_dir() -> Path | None:
     env = os.environ.get("GEN404_MODELS_DIR")
     return Path(env).expanduser() if env else None

@@ -43,10 +43,10 @@ def _presets() -> dict[str, Any]:
 
 def run_list(args: argparse.Namespace) -> int:
     from engine.guidance import preset_value
-    from engine.models import locate, models_dir, pull_command, requirements, size_on_disk
+    from engine.models import known_sources, locate, models_dir, pull_command, requirements, size_on_disk
 
     presets = _presets()
-    sources = {}
+    sources = {(s.label, s.components): s for s in known_sources()}
     for preset in presets.values():
         if not isinstance(preset, Exception):
             for source in requirements(preset):
@@ -54,8 +54,6 @@ def run_list(args: argparse.Namespace) -> int:
     root = models_dir()
     hf_home = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     print(f"weights (GEN404_MODELS_DIR={root or 'unset'}, HF cache {hf_home}):")
-    if not sources:
-        print("  (no preset needs pretrained weights)")
     for source in sources.values():
         path = locate(source)
         state = f"present  {_gb(size_on_disk(path, source.components)):>9}  {path}" if path else "missing"
