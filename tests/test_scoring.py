@@ -16,7 +16,7 @@ from engine.formats.ply import read_ply
 from engine.scoring.alignment import alignment_from_cosines
 from engine.scoring.clip import TINY_MODEL, WeightsMissing
 from engine.scoring.scorer import ResultDecodeError, Scorer, decode_result
-from engine.scoring.transform import validator_transform
+from engine.scoring.transform import ViewSplats, validator_transform
 from engine.scoring.views import render_orbit, render_view_set
 from engine.splats import SH_C0, Splats
 
@@ -40,6 +40,10 @@ def hamburger_report(scorer: Scorer, vectors_dir: Path):
     return scorer.score((vectors_dir / "hamburger.ply").read_bytes(), "a hamburger", keep_images=True)
 
 
+def _np(vs: ViewSplats) -> ViewSplats:
+    return ViewSplats(**{k: v.numpy() if hasattr(v, "numpy") else v for k, v in vars(vs).items()})
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10.0 * np.log10(255.0**2 / mse))
@@ -49,7 +53,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_transform_recentres_by_scalar_mean_and_scales_bbox(hamburger: Splats) -> None:
-    vs = validator_transform(hamburger)
+    vs = _np(validator_transform(hamburger))
     extent = vs.means.max(axis=0) - vs.means.min(axis=0)
     assert extent.max() == pytest.approx(1.5, rel=1e-5)
     # one scalar mean over all coordinates, not a per-axis centroid
@@ -66,11 +70,11 @@ def test_transform_clips_opacities_when_scaling_up() -> None:
     s = Splats.empty(2)
     s.positions[1] = [0.1, 0.0, 0.0]  # bbox 0.1 -> scaling 15: opacity 0.5 / 15
     s.opacities[:] = [0.0, 50.0]
-    vs = validator_transform(s)
+    vs = _np(validator_transform(s))
     assert vs.scaling == pytest.approx(15.0)
     assert vs.opacities[0] == pytest.approx(0.5 / 15.0)
     assert vs.opacities[1] == pytest.approx(1.0 / 15.0)
-    vs_down = validator_transform(s, bbox_size=0.01)  # scaling 0.1: alpha / 0.1 clips at 1
+    vs_down = _np(validator_transform(s, bbox_size=0.01))  # scaling 0.1: alpha / 0.1 clips at 1
     assert vs_down.opacities.max() == 1.0
 
 

@@ -114,6 +114,10 @@ class Scorer:
             self.clip.load()
             self.load_s = time.perf_counter() - t0
 
+    def _sync(self) -> None:
+        if self.device.type == "cuda":  # stage timings measure finished GPU work
+            torch.cuda.synchronize(self.device)
+
     def score(
         self, result: Splats | bytes, prompt: str, compression: int | None = None, keep_images: bool = False
     ) -> ScoreReport:
@@ -146,11 +150,11 @@ class Scorer:
         )
         if verdict.passed:
             t2 = time.perf_counter()
-            vs = validator_transform(splats)
+            vs = validator_transform(splats, device=self.device)
+            self._sync()
             t3 = time.perf_counter()
             images = render_validator_views(vs, self.size, self.views, self.device, self.backend)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+            self._sync()
             t4 = time.perf_counter()
             cosines = self.clip.cosines(images, prompt)
             t5 = time.perf_counter()

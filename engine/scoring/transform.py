@@ -1,13 +1,14 @@
-"""The validator's normalisation of a result before it renders it (numpy, torch-free).
+"""The validator's normalisation of a result before it renders it (torch, on the scoring device).
 
 Read from 404-Repo/three-gen-subnet, validation/engine/rendering/gaussian_splatting/gs_utils.py
 (transform_gs_data) and validation/engine/io/ply/loader.py (activations on load):
-- activations: alpha = sigmoid(opacity), scale = exp(log scale), unit quaternions, DC colour
-  rgb = 0.5 + C0 * f_dc (no clamp, higher SH ignored);
+- activations in float32: alpha = sigmoid(opacity), scale = exp(log scale), unit quaternions,
+  DC colour rgb = 0.5 + C0 * f_dc (no clamp, higher SH ignored);
 - re-centre by the mean of *all* coordinates (one scalar, not a per-axis centroid);
-- scale so the largest side of the axis-aligned bounding box is `bbox_size` (1.5 for the 16
-  scoring views; 1.0 for the reference render); scales are multiplied by the same factor;
+- scale so the largest side of the axis-aligned bounding box (float64) is `bbox_size` (1.5 for
+  the 16 scoring views; 1.0 for the reference render); scales are multiplied by the same factor;
 - opacities are divided by that factor and clipped to [0, 1] (their "volume scale").
+Done in torch on the render device: on a GPU this is ~1 ms where numpy took ~50 ms for 270k splats.
 """
 
 from __future__ import annotations
@@ -15,48 +16,51 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from engine.splats import Splats
+from engine.splats import SH_C0, Splats
 
 VALIDATOR_BBOX_SIZE = 1.5
 
 
 @dataclass(frozen=True)
 class ViewSplats:
-    """Activated splats in the validator's normalised frame, ready for the rasterizer."""
+    """Activated splats in the validator's normalised frame, float32 tensors ready for rasterize."""
 
-    means: np.ndarray  # (N, 3) float32
-    quats: np.ndarray  # (N, 4) float32, unit, wxyz
-    scales: np.ndarray  # (N, 3) float32, linear
-    opacities: np.ndarray  # (N,) float32 in [0, 1]
-    colors: np.ndarray  # (N, 3) float32 rgb (not clamped)
+    means: torch.Tensor  # (N, 3)
+    quats: torch.Tensor  # (N, 4) unit, wxyz
+    scales: torch.Tensor  # (N, 3) linear
+    opacities: torch.Tensor  # (N,) in [0, 1]
+    colors: torch.Tensor  # (N, 3) rgb (not clamped)
     scaling: float  # the factor applied to positions and scales
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
 
-def validator_transform(splats: Splats, bbox_size: float = VALIDATOR_BBOX_SIZE) -> ViewSplats:
+def validator_transform(
+    splats: Splats, bbox_size: float = VALIDATOR_BBOX_SIZE, device: str | torch.device = "cpu"
+) -> ViewSplats:
     """Normalise `splats` as the validator does; ValueError for a result it cannot frame."""
     if len(splats) == 0:
         raise ValueError("no splats to transform")
-    points = splats.positions.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(points)):
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device, non_blocking=True)
+
+    points = t(splats.positions)
+    lo, hi = torch.aminmax(points.double(), dim=0)
+    max_side = float((hi - lo).max())  # one host sync; also catches NaN / inf positions
+    if not np.isfinite(max_side) or not torch.isfinite(points).all():
         raise ValueError("positions contain NaN or infinite values")
-    extent = points.astype(np.float64).max(axis=0) - points.astype(np.float64).min(axis=0)
-    max_side = float(extent.max())
     if max_side <= 0.0:
         raise ValueError("all splats sit at one point: the bounding box is empty")
     scaling = bbox_size / max_side
-    centred = (points - points.mean()).astype(np.float32)  # float32 mean of all 3N values
-    with np.errstate(over="ignore"):  # logits of +-inf (SPZ alpha bytes 0/255) are legal
-        alphas = splats.alphas()
-    opacities = np.clip(alphas * np.float32(1.0 / scaling), 0.0, 1.0).astype(np.float32)
     return ViewSplats(
-        means=(centred * np.float32(scaling)).astype(np.float32),
-        quats=splats.unit_rotations(),
-        scales=(splats.linear_scales() * np.float32(scaling)).astype(np.float32),
-        opacities=opacities,
-        colors=splats.rgb(),
+        means=(points - points.mean()) * scaling,
+        quats=torch.nn.functional.normalize(t(splats.rotations), dim=-1),
+        scales=torch.exp(t(splats.scales)) * scaling,
+        opacities=torch.clamp(torch.sigmoid(t(splats.opacities)) * (1.0 / scaling), 0.0, 1.0),
+        colors=0.5 + SH_C0 * t(splats.sh_dc),
         scaling=scaling,
     )

@@ -26,23 +26,22 @@ WHITE = (1.0, 1.0, 1.0)
 def render_view_set(
     vs: ViewSplats,
     cameras: ViewSet,
-    device: str | torch.device = "cpu",
     backend: Backend = "auto",
     background: tuple[float, float, float] = WHITE,
 ) -> torch.Tensor:
-    """uint8 (C, H, W, 3) renders of transformed splats, on `device`."""
-    dev = torch.device(device)
+    """uint8 (C, H, W, 3) renders of transformed splats, on the splats' device."""
+    dev = vs.means.device
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)
 
     with torch.no_grad():
         images, _ = rasterize(
-            t(vs.means),
-            t(vs.quats),
-            t(vs.scales),
-            t(vs.opacities),
-            t(vs.colors),
+            vs.means,
+            vs.quats,
+            vs.scales,
+            vs.opacities,
+            vs.colors,
             t(cameras.viewmats),
             t(cameras.Ks),
             cameras.width,
@@ -61,8 +60,10 @@ def render_validator_views(
     backend: Backend = "auto",
 ) -> torch.Tensor:
     """The validator's scoring views (azimuth 0..360 in n steps, elevation -15, radius 2.5)."""
-    vs = splats if isinstance(splats, ViewSplats) else validator_transform(splats, VALIDATOR_BBOX_SIZE)
-    return render_view_set(vs, validator_views(n=n, size=size), device, backend)
+    vs = (
+        splats if isinstance(splats, ViewSplats) else validator_transform(splats, VALIDATOR_BBOX_SIZE, device)
+    )
+    return render_view_set(vs, validator_views(n=n, size=size), backend)
 
 
 def render_orbit(
@@ -78,4 +79,4 @@ def render_orbit(
 ) -> torch.Tensor:
     """One view through the validator's transform and camera path, uint8 (H, W, 3)."""
     cams = views(np.array([elevation]), np.array([azimuth]), radius, fovy, size, size)
-    return render_view_set(validator_transform(splats, bbox_size), cams, device, backend)[0]
+    return render_view_set(validator_transform(splats, bbox_size, device), cams, backend)[0]

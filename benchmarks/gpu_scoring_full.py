@@ -1,0 +1,175 @@
+"""Full-size validator-style scoring on one CUDA GPU, per stage: what one local validation costs.
+
+Default: convnext_large_d (the validators' CLIP architecture) with *random* weights (same
+arithmetic as the real ones, nothing downloaded), 16 views at 518 px through gsplat, as the
+subnet's validation service does. Inputs: the shared vectors (hamburger.ply, robocop.spz) when
+found, plus synthetic results of the sizes given; `--result FILE` adds others.
+
+    python benchmarks/gpu_scoring_full.py [--repeats 10] [--synthetic 50000 250000] [--result F ...]
+
+Needs torch with CUDA, open_clip_torch and (for the gsplat backend) gsplat; without gsplat it
+says so and uses the torch rasterizer. gsplat compiles its CUDA code on first use (about
+1-1.5 min on a fresh machine): that lands in the warm-up figure, reported apart. Prints a table
+on stderr and JSON on stdout (also written to $OUT/gpu_scoring_full.json when OUT is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from anywhere without installing
+
+from engine.formats.ply import write_ply  # noqa: E402
+from engine.render import gsplat_backend  # noqa: E402
+from engine.scoring.scorer import Scorer  # noqa: E402
+from engine.splats import Splats  # noqa: E402
+
+VECTOR_DIRS = [REPO / ".." / "shared" / "vectors", REPO / "shared" / "vectors", REPO / ".bench_data"]
+VECTOR_FILES = ["hamburger.ply", "robocop.spz"]
+STAGES = ["decode", "gate", "transform", "render", "clip", "total"]
+
+
+def synthetic_result(n: int, seed: int = 0) -> bytes:
+    """A plausible result: Gaussians in a ball, random colours, rotations and sizes (PLY bytes)."""
+    rng = np.random.default_rng(seed)
+    s = Splats.empty(n)
+    d = rng.normal(size=(n, 3))
+    s.positions[:] = 0.5 * d / np.linalg.norm(d, axis=1, keepdims=True) * rng.random((n, 1)) ** (1 / 3)
+    s.sh_dc[:] = rng.normal(0.0, 1.0, (n, 3))
+    s.opacities[:] = rng.normal(0.0, 2.0, n)
+    s.scales[:] = np.log(rng.uniform(0.003, 0.03, (n, 3)))
+    q = rng.normal(size=(n, 4))
+    s.rotations[:] = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return write_ply(s, include_normals=False)
+
+
+def inputs(args: argparse.Namespace) -> list[tuple[str, bytes]]:
+    found: list[tuple[str, bytes]] = []
+    for name in VECTOR_FILES:
+        for folder in VECTOR_DIRS:
+            if (folder / name).is_file():
+                found.append((name, (folder / name).read_bytes()))
+                break
+    found += [(Path(p).name, Path(p).read_bytes()) for p in args.result]
+    found += [(f"synthetic-{n}.ply", synthetic_result(n)) for n in args.synthetic]
+    return found
+
+
+def clip_microbench(scorer: Scorer, views: int, size: int, repeats: int) -> dict[str, float]:
+    """CLIP alone: 16 uint8 renders -> preprocess + image tower; text tower uncached and cached."""
+    images = torch.randint(0, 256, (views, size, size, 3), dtype=torch.uint8, device=scorer.device)
+    out: dict[str, list[float]] = {"image_tower_ms": [], "text_tower_ms": [], "text_cached_ms": []}
+    for i in range(repeats + 1):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        scorer.clip.image_features(images)
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        scorer.clip.text_features(f"a prompt never seen before {i}")
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        scorer.clip.text_features(f"a prompt never seen before {i}")
+        torch.cuda.synchronize()
+        t3 = time.perf_counter()
+        if i:  # the first round is warm-up
+            out["image_tower_ms"].append(1e3 * (t1 - t0))
+            out["text_tower_ms"].append(1e3 * (t2 - t1))
+            out["text_cached_ms"].append(1e3 * (t3 - t2))
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="convnext_large_d")
+    p.add_argument("--size", type=int, default=518)
+    p.add_argument("--views", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--backend", choices=("auto", "gsplat", "torch"), default="auto")
+    p.add_argument("--synthetic", type=int, nargs="*", default=[50_000, 250_000])
+    p.add_argument("--result", action="append", default=[], help="another PLY/SPZ result to time")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu_scoring_full: no CUDA device; run it on a GPU machine", file=sys.stderr)
+        return 2
+    if args.backend == "auto" and not gsplat_backend.available():
+        print(
+            "gpu_scoring_full: gsplat does not import: timing the torch rasterizer instead", file=sys.stderr
+        )
+
+    report: dict = {
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "gsplat": gsplat_backend.available(),
+        "model": args.model,
+        "weights": "random",
+        "size": args.size,
+        "views": args.views,
+        "repeats": args.repeats,
+    }
+    t0 = time.perf_counter()
+    scorer = Scorer(
+        args.model, size=args.size, views=args.views, device="cuda", random_weights=True, backend=args.backend
+    )
+    scorer.load()
+    torch.cuda.synchronize()
+    report["load_s"] = time.perf_counter() - t0
+    report["backend"] = scorer.backend
+    report["clip_only"] = clip_microbench(scorer, args.views, args.size, args.repeats)
+
+    report["results"] = []
+    for name, data in inputs(args):
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        first = scorer.score(data, "a hamburger with lettuce and cheese")
+        warm_s = time.perf_counter() - t0
+        runs = [
+            scorer.score(data, f"a hamburger with lettuce and cheese {i % 2}") for i in range(args.repeats)
+        ]
+        stages = {
+            s: {
+                "median_ms": 1e3 * statistics.median(r.timings.get(s, 0.0) for r in runs),
+                "min_ms": 1e3 * min(r.timings.get(s, 0.0) for r in runs),
+            }
+            for s in STAGES
+        }
+        entry = {
+            "name": name,
+            "bytes": len(data),
+            "splats": first.splats,
+            "gate": first.gate_reason,
+            "first_call_s": warm_s,
+            "stages": stages,
+            "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,
+        }
+        report["results"].append(entry)
+        print(
+            f"{name:22s} {first.splats:>8d} splats  first {warm_s:7.2f} s  "
+            + "  ".join(f"{s} {stages[s]['median_ms']:7.1f}" for s in STAGES)
+            + f" ms (median of {args.repeats})  peak {entry['peak_gpu_mib']:.0f} MiB",
+            file=sys.stderr,
+        )
+    c = report["clip_only"]
+    print(
+        f"load {report['load_s']:.1f} s; CLIP alone: images {c['image_tower_ms']:.1f} ms, text "
+        f"{c['text_tower_ms']:.1f} ms (cached {c['text_cached_ms']:.2f} ms) on {report['gpu']} ({scorer.backend})",
+        file=sys.stderr,
+    )
+    text = json.dumps(report, indent=2)
+    print(text)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "gpu_scoring_full.json").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
