@@ -265,15 +265,15 @@ def _lookup_into(dest: np.ndarray, table: str, codes: np.ndarray) -> None:
         dest[...] = np.take(lut, codes, mode="wrap")  # gather then one strided copy: faster
 
 
-def _decode_positions(body: bytes, header: SpzHeader, out: np.ndarray) -> None:
-    n = header.num_points
+def _decode_positions(body: bytes, header: SpzHeader, rows: slice, out: np.ndarray) -> None:
+    count = rows.stop - rows.start
     if header.version == 1:
-        out[...] = np.frombuffer(body, "<f2", count=n * 3).reshape(n, 3)
+        out[...] = np.frombuffer(body, "<f2", count=count * 3, offset=rows.start * 6).reshape(count, 3)
         out[np.isnan(out)] = np.nan  # the reference returns a canonical quiet NaN
         return
     # Read each 24-bit value as an unaligned int32 (3-byte stride; the alphas always follow, so
     # the last read stays inside the body), then shift the 4th byte out: sign extension for free.
-    fixed = np.ndarray((n, 3), "<i4", buffer=body, strides=(9, 3)) << 8
+    fixed = np.ndarray((count, 3), "<i4", buffer=body, offset=rows.start * 9, strides=(9, 3)) << 8
     fixed >>= 8
     # float scale = 1.0 / (1 << fractionalBits): x86 masks the shift count and int32 wraps
     denom = np.array(1, np.int32) << np.int32(header.fractional_bits & 31)
@@ -290,12 +290,14 @@ def _decode_rotations(codes: np.ndarray, out: np.ndarray) -> None:
     np.sqrt(w, out=out[:, 0])  # no renormalisation
 
 
-def unpack_into(header: SpzHeader, body: bytes, out: Splats) -> None:
-    """Decode a validated payload body into `out`'s arrays (views are fine): unpackGaussians."""
+def unpack_into(header: SpzHeader, body: bytes, out: Splats, rows: slice | None = None) -> None:
+    """Decode splats `rows` (default all) of a validated payload body into `out`'s arrays
+    (views are fine): the reference's unpackGaussians."""
     n = header.num_points
+    rows = slice(0, n) if rows is None else slice(*rows.indices(n))
     if len(body) < header.body_size:
         raise SpzError(f"truncated body: {len(body)} of {header.body_size} bytes")
-    if len(out) != n or out.sh_degree != header.sh_degree:
+    if len(out) != rows.stop - rows.start or out.sh_degree != header.sh_degree:
         raise ValueError("output arrays do not match the header")
     k = sh_coeffs_for_degree(header.sh_degree)
     buf = np.frombuffer(body, np.uint8, count=header.body_size)
@@ -307,13 +309,13 @@ def unpack_into(header: SpzHeader, body: bytes, out: Splats) -> None:
         buf[at + 7 * n : at + 10 * n].reshape(n, 3),
         buf[at + 10 * n :].reshape(n, k, 3),
     )
-    _decode_positions(body, header, out.positions)
-    _lookup_into(out.opacities, "alpha", alpha)
-    _lookup_into(out.sh_dc, "color", color)
-    _lookup_into(out.scales, "scale", scale)
-    _decode_rotations(rot, out.rotations)
+    _decode_positions(body, header, rows, out.positions)
+    _lookup_into(out.opacities, "alpha", alpha[rows])
+    _lookup_into(out.sh_dc, "color", color[rows])
+    _lookup_into(out.scales, "scale", scale[rows])
+    _decode_rotations(rot[rows], out.rotations)
     if k:
-        _lookup_into(out.sh_rest, "sh", sh)
+        _lookup_into(out.sh_rest, "sh", sh[rows])
 
 
 def unpack(header: SpzHeader, body: bytes) -> Splats:
@@ -336,10 +338,19 @@ def spz_to_splats(data: bytes) -> Splats:
     return unpack(*read_payload(data))
 
 
+DECODE_ROWS = 16384  # rows decoded at a time: each block of the PLY table stays in cache
+
+
 def decompress(spz_bytes: bytes, include_normals: bool) -> bytes:
     """pyspz.decompress: SPZ bytes -> PLY bytes in the 404 layout (SpzError on bad input)."""
     header, body = read_payload(spz_bytes)
-    # decode straight into the PLY table's columns: no intermediate arrays
-    table, columns = ply.empty_table(header.num_points, header.sh_degree, include_normals)
-    unpack_into(header, body, columns)
-    return ply.table_bytes(table, header.sh_degree, include_normals)
+    n, degree = header.num_points, header.sh_degree
+    # decode straight into blocks of the PLY table, block by block: every column pass over a
+    # block hits cache, and the final join is the only full-size copy
+    parts: list[bytes | np.ndarray] = [ply.ply_header(n, degree, include_normals)]
+    for start in range(0, n, DECODE_ROWS):
+        rows = slice(start, min(n, start + DECODE_ROWS))
+        table, columns = ply.empty_table(rows.stop - rows.start, degree, include_normals)
+        unpack_into(header, body, columns, rows)
+        parts.append(table)
+    return b"".join(parts)
