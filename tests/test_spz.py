@@ -172,7 +172,7 @@ def test_scale_clamping_and_sh_ties_round_up() -> None:
     assert out.sh_rest[0, 3, 0] == (144 - 128) / 128
 
 
-def test_version_1_float16_positions_are_accepted(vec) -> None:
+def test_version_1_float16_positions_are_accepted(vec, monkeypatch: pytest.MonkeyPatch) -> None:
     v2 = spz.payload(vec("lut256_sh3.spz"))
     n = 256
     half = np.linspace(-3, 3, n * 3).astype("<f2")
@@ -184,6 +184,10 @@ def test_version_1_float16_positions_are_accepted(vec) -> None:
     np.testing.assert_array_equal(s.positions, expected_pos)
     assert s.positions.view(np.uint32)[1, 2] == 0x7FC00000  # canonical quiet NaN, as the reference
     np.testing.assert_array_equal(s.rotations, spz.spz_to_splats(vec("lut256_sh3.spz")).rotations)
+    # the PLY path (block-wise) reads the same float16 positions, blocks not aligned to 256
+    monkeypatch.setattr(spz, "DECODE_ROWS", 100)
+    out = ply.read_ply(spz.decompress(zstd(header(n, degree=3, version=1) + body), include_normals=True))
+    np.testing.assert_array_equal(out.positions, expected_pos)
 
 
 # ---------------------------------------------------------------- hostile input
