@@ -99,7 +99,11 @@ class Ledger:
         return sum(1 for r in self.window(now) if r.accepted)
 
     def mean_score(self, now: float) -> float | None:
-        scores = [r.score for r in self.window(now) if r.score is not None]
+        """Mean of known scores; None when none is known or some result is gate-only (unscored)."""
+        window = self.window(now)
+        if any(r.gate_only and r.score is None for r in window):
+            return None
+        scores = [r.score for r in window if r.score is not None]
         return sum(scores) / len(scores) if scores else None
 
     def acceptance_rate(self, now: float) -> float | None:
@@ -130,6 +134,8 @@ class Ledger:
             if not times:
                 continue
             scores = [r.score for r in recs if r.score is not None]
+            if any(r.gate_only and r.score is None and r.accepted for r in recs):
+                scores = []  # quality unknown for the results that passed the gate: no score to project
             judged = [r for r in recs if r.outcome != "validation_failed"]
             acceptance = sum(r.accepted for r in judged) / len(judged) if judged else 1.0
             out[preset] = project(

@@ -169,6 +169,8 @@ class MiningState:
         v.tasks_done += 1
         v.last_outcome = outcome
         shown = ev.measured_score if ev.measured_score is not None else ev.score
+        if ev.gate_only:  # the stand-in knows only the gate: a fail is a real 0, a pass has no score
+            shown = 0.0 if ev.gate_passed is False else None
         if outcome in ("empty", "validation_failed"):
             shown = None  # no quality was judged
         v.last_score = shown
@@ -186,7 +188,7 @@ class MiningState:
             endpoint=ev.endpoint or (gen.endpoint if gen else None),
             preset=ev.preset or (gen.preset if gen else None),
             gen_time_s=gen_time,
-            score=None if ev.gate_only else shown,
+            score=shown,
             accepted=accepted,
             outcome=outcome,
             gate_only=ev.gate_only,

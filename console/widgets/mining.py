@@ -40,8 +40,15 @@ class MiningPanes:
     def mount(self, before: Widget | str | None = None) -> None:
         self.container.mount(self.cooldowns, self.scores, before=before)
         self.container.border_subtitle = self.controller.title()
-        self.app.run_worker(self.controller.run(), name="mining", group="mining", exit_on_error=False)
+        self.app.run_worker(self._run(), name="mining", group="mining", exit_on_error=False)
         self.app.set_interval(REFRESH_S, self.refresh)
+
+    async def _run(self) -> None:
+        try:
+            await self.controller.run()
+        except Exception as exc:  # shown on the reward line instead of vanishing in the worker
+            self.controller.message = f"mining stopped: {type(exc).__name__}: {exc}"
+            raise
 
     def refresh(self) -> None:
         c = self.controller
