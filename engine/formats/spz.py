@@ -114,7 +114,7 @@ def payload(data: bytes) -> bytes:
     return header.raw + body
 
 
-def _zstd_compress(raw: bytes, compression_level: int, workers: int) -> bytes:
+def _zstd_compress(raw: bytes | np.ndarray, compression_level: int, workers: int) -> bytes:
     level = min(max(int(compression_level), 1), 22)  # the reference raises levels below 1 to 1
     threads = -1 if workers < 0 else (workers if workers > 1 else 0)
     try:
@@ -183,7 +183,7 @@ def _encode_rotations(rot_wxyz: np.ndarray) -> np.ndarray:
         xyz = q[:3]
         xyz *= sign
         xyz += _f32(127.5)
-    return np.ascontiguousarray(_to_uint8(xyz).T)
+    return _to_uint8(xyz).T
 
 
 def _encode_alphas(opacity: np.ndarray) -> np.ndarray:
@@ -193,31 +193,38 @@ def _encode_alphas(opacity: np.ndarray) -> np.ndarray:
     return _to_uint8(s * _f32(255.0))
 
 
-def pack(splats: Splats, antialiased: bool = False) -> bytes:
-    """The uncompressed payload for `splats` (what the reference feeds to zstd)."""
+ENCODE_ROWS = 16384  # rows encoded at a time: the temporaries of each block stay in cache
+
+
+def pack(splats: Splats, antialiased: bool = False) -> np.ndarray:
+    """The uncompressed payload for `splats` (what the reference feeds to zstd), as uint8."""
     n, degree = len(splats), splats.sh_degree
     if n == 0:
         raise SpzError("no points to compress")
     if n > MAX_POINTS:
         raise SpzError(f"too many points: {n} > {MAX_POINTS} (the reference decoder refuses them)")
-    header = HEADER.pack(
-        MAGIC, VERSION, n, degree, FRACTIONAL_BITS, FLAG_ANTIALIASED if antialiased else 0, 0
+    k = sh_coeffs_for_degree(degree)
+    out = np.empty(HEADER.size + n * (19 + 3 * k), np.uint8)
+    flags = FLAG_ANTIALIASED if antialiased else 0
+    out[: HEADER.size] = np.frombuffer(
+        HEADER.pack(MAGIC, VERSION, n, degree, FRACTIONAL_BITS, flags, 0), np.uint8
     )
+    sections = np.split(out[HEADER.size :], np.cumsum([9 * n, n, 3 * n, 3 * n, 3 * n]))
+    pos, alpha, color, scale, rot = (a.reshape(n, -1) for a in sections[:5])
+    sh = sections[5].reshape(n, k, 3)
+    f = {name: np.asarray(getattr(splats, name), np.float32) for name in Splats.__dataclass_fields__}
     with np.errstate(all="ignore"):  # NaN/inf/overflow follow the reference's x86 semantics
-        parts = [
-            _fixed24(np.asarray(splats.positions, np.float32), FRACTIONAL_BITS),
-            _encode_alphas(np.asarray(splats.opacities, np.float32)),
-            _to_uint8(np.asarray(splats.sh_dc, np.float32) * _COLOR_MUL + _f32(127.5)),
-            _to_uint8((np.asarray(splats.scales, np.float32) + _f32(10.0)) * _f32(16.0)),
-            _encode_rotations(np.asarray(splats.rotations, np.float32)),
-        ]
-        if degree:
-            sh = np.asarray(splats.sh_rest, np.float32)
-            codes = np.empty(sh.shape, np.uint8)
-            codes[:, :3] = _quantize_sh(sh[:, :3], 8)  # degree 1: 5 bits
-            codes[:, 3:] = _quantize_sh(sh[:, 3:], 16)  # higher: 4 bits
-            parts.append(codes)
-    return b"".join([header, *parts])
+        for start in range(0, n, ENCODE_ROWS):
+            r = slice(start, start + ENCODE_ROWS)
+            pos[r] = _fixed24(f["positions"][r], FRACTIONAL_BITS)
+            alpha[r, 0] = _encode_alphas(f["opacities"][r])
+            color[r] = _to_uint8(f["sh_dc"][r] * _COLOR_MUL + _f32(127.5))
+            scale[r] = _to_uint8((f["scales"][r] + _f32(10.0)) * _f32(16.0))
+            rot[r] = _encode_rotations(f["rotations"][r])
+            if k:
+                sh[r, :3] = _quantize_sh(f["sh_rest"][r, :3], 8)  # degree 1: 5 bits
+                sh[r, 3:] = _quantize_sh(f["sh_rest"][r, 3:], 16)  # higher: 4 bits
+    return out
 
 
 def splats_to_spz(splats: Splats, compression_level: int = 1, *, level: int | None = None) -> bytes:
