@@ -167,3 +167,37 @@ def test_body_over_the_limit_is_refused(service: str) -> None:
 
 def test_service_survives_everything(service: str) -> None:
     assert httpx.get(service + "/version/", timeout=10).status_code == 200
+
+
+# ---- gen404 serve --self-score: the endpoint's hook wired to the Scorer -----------------------
+
+
+def test_serve_self_score_flag_builds_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.cli import build_parser
+    from engine.commands import score as score_cmd
+    from engine.commands.serve import build_scorer
+
+    calls: list[dict] = []
+
+    def fake_self_scorer(**kw: object) -> str:
+        calls.append(kw)
+        return "hook"
+
+    monkeypatch.setattr(score_cmd, "self_scorer", fake_self_scorer)
+    parser = build_parser()
+    assert build_scorer(parser.parse_args(["serve"])) is None
+    args = parser.parse_args(["serve", "--self-score", "--device", "cpu", "--random-weights"])
+    assert build_scorer(args) == "hook"
+    assert calls == [{"device": "cpu", "random_weights": True}]
+
+
+def test_self_scorer_returns_the_fidelity(vectors_dir: Path) -> None:
+    from engine.commands.score import self_scorer
+
+    score = self_scorer(device="cpu", random_weights=True, model="gen404-tiny", size=32, views=4)
+    s = read_ply((vectors_dir / "hamburger.ply").read_bytes())
+    part = Splats(**{k: getattr(s, k)[:8000] for k in Splats.__dataclass_fields__})
+    value = score("a hamburger", part)
+    assert isinstance(value, float) and 0.0 <= value <= 1.0
+    few = Splats(**{k: getattr(s, k)[:100] for k in Splats.__dataclass_fields__})
+    assert score("a hamburger", few) == 0.0  # the gate fails

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from engine.cli import CliError
 
@@ -80,6 +82,32 @@ def build_scorer(args: argparse.Namespace):  # -> engine.scoring.scorer.Scorer
     except (WeightsMissing, ValueError, RuntimeError) as exc:
         raise CliError(str(exc)) from None
     return scorer
+
+
+def self_scorer(
+    device: str = "auto",
+    random_weights: bool = False,
+    model: str = DEFAULT_MODEL,
+    size: int = 518,
+    views: int = 16,
+) -> Callable[[str, Any], float]:
+    """The endpoint's self-scoring hook (`gen404 serve --self-score`): a loaded Scorer wrapped as
+    `score(prompt, splats) -> fidelity`. Loads now, so missing weights stop the start."""
+    ns = argparse.Namespace(
+        size=size,
+        views=views,
+        model=model,
+        pretrained=DEFAULT_PRETRAINED,
+        random_weights=random_weights,
+        device=device,
+        backend="auto",
+    )
+    scorer = build_scorer(ns)
+
+    def score(prompt: str, splats: Any) -> float:
+        return scorer.score(splats, prompt).fidelity
+
+    return score
 
 
 def run_score(args: argparse.Namespace) -> int:
