@@ -50,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shutdown-grace", type=float, default=10.0, help="seconds an in-flight generation gets on stop"
     )
+    p.add_argument(
+        "--self-score",
+        action="store_true",
+        help="score each result after its response as a validator would (gen404 score); in /stats",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(func=run)
 
@@ -58,7 +63,11 @@ def build_scorer(args: argparse.Namespace) -> Any:
     """Self-scoring hook (`--self-score`, added by the scoring work): return a callable
     `scorer(prompt, splats) -> float` or None. It runs on its own thread after each response
     and its score appears in /stats recent[].score (see EndpointConfig.scorer)."""
-    return None
+    if not getattr(args, "self_score", False):
+        return None
+    from engine.commands.score import self_scorer
+
+    return self_scorer(device=args.device, random_weights=args.random_weights)
 
 
 def _bind(host: str, port: int) -> socket.socket:
