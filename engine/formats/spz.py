@@ -212,7 +212,8 @@ def pack(splats: Splats, antialiased: bool = False) -> np.ndarray:
     sections = np.split(out[HEADER.size :], np.cumsum([9 * n, n, 3 * n, 3 * n, 3 * n]))
     pos, alpha, color, scale, rot = (a.reshape(n, -1) for a in sections[:5])
     sh = sections[5].reshape(n, k, 3)
-    f = {name: np.asarray(getattr(splats, name), np.float32) for name in Splats.__dataclass_fields__}
+    fields = ("positions", "sh_dc", "sh_rest", "opacities", "scales", "rotations")
+    f = {name: np.asarray(getattr(splats, name), np.float32) for name in fields}
     with np.errstate(all="ignore"):  # NaN/inf/overflow follow the reference's x86 semantics
         for start in range(0, n, ENCODE_ROWS):
             r = slice(start, start + ENCODE_ROWS)
