@@ -384,6 +384,9 @@ class Gen404Console(App[None]):
         self.push_screen(QuitScreen(len(running)), done)
 
     async def _finish(self, stop: bool) -> None:
+        if stop:
+            self.notify("Stopping endpoints…", timeout=10)
+            await asyncio.sleep(0)  # let the notice paint before the (up to 5 s) wait
         self._stopping.set()
         self._gpu_wake.set()
         await self.supervisor.shutdown(stop_endpoints=stop)

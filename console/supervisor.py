@@ -625,24 +625,32 @@ class Supervisor:
     async def run(
         self, refresh: Callable[[], float], on_update: Callable[[list[EndpointView]], None]
     ) -> None:
-        """Supervise until shutdown(): exits/restarts every <=0.5 s, probes every `refresh` s."""
-        next_probe = 0.0
+        """Supervise until shutdown(): exits/restarts every <=0.5 s, probes every `refresh` s.
+
+        `on_update` gets fresh views after each probe round and after anything changed (an
+        exit, a restart, an action that woke the loop); idle wake-ups cost a few poll() calls.
+        """
+        last_probe = -1e18
+        woken = True
         while not self._closed:
-            self.check_processes()
-            now = self.clock()
-            if now >= next_probe:
+            changed = self.check_processes() or woken
+            if self.clock() >= last_probe + refresh():
                 await self.probe_all()
-                next_probe = self.clock() + refresh()
+                last_probe = self.clock()
+                changed = True
             if self._closed:
                 break
-            on_update(self.views())
-            wake_at = min(next_probe, self.clock() + 0.5)
+            if changed:
+                on_update(self.views())
+            wake_at = min(last_probe + refresh(), self.clock() + 0.5)
             due = self.next_due()
             if due is not None:
                 wake_at = min(wake_at, due)
             self._wake.clear()
+            woken = False
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.01, wake_at - self.clock()))
+                woken = True
 
 
 def read_state(path: Path | None) -> list[dict[str, Any]]:

@@ -8,10 +8,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from console_testkit import FakeNvml, free_port_range, screen_text, wait_until
+from console_testkit import FakeNvml, free_port_range, quiet_config, screen_text, wait_until
 
 from console.app import Gen404Console
-from console.config import ConsoleConfig, EndpointSpec
+from console.config import EndpointSpec
 from console.gpu import NvmlSampler
 from console.supervisor import EndpointView, proc_alive, read_state
 from console.widgets.endpoints import EndpointsTable
@@ -47,7 +47,7 @@ def view(port: int, **kw: Any) -> EndpointView:
 
 
 def static_app(console_env: Path, nvml: FakeNvml | None = None, **cfg: Any) -> Gen404Console:
-    config = ConsoleConfig(endpoints=[], log_dir=console_env / "logs", **cfg)
+    config = quiet_config(endpoints=[], log_dir=console_env / "logs", **cfg)
     return Gen404Console(config, sampler=NvmlSampler(nvml or FakeNvml(count=1)), supervise=False)
 
 
@@ -148,18 +148,17 @@ async def test_help_lists_every_key_and_keymap_remaps(console_env: Path) -> None
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("f1")
-        await pilot.pause()
-        assert isinstance(app.screen, HelpScreen)
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await wait_until(pilot, lambda: "binding id" in screen_text(app))
         text = screen_text(app)
         for binding in app.BINDINGS:
             assert binding.id in text, binding.id
         for key in ("n", "x", "r", "1", "2", "3", "!", "@", "#", "+", "-", "q", "ctrl+p", "f1"):
             assert f"{key} " in text or f" {key}" in text, key
         await pilot.press("escape")
-        await pilot.pause()
-        assert not isinstance(app.screen, HelpScreen)
+        await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen))
         await pilot.press("ctrl+up")
-        assert app.refresh_interval == 2.0
+        await wait_until(pilot, lambda: app.refresh_interval == 2.0)
 
 
 async def test_refresh_keys(console_env: Path) -> None:
@@ -177,7 +176,7 @@ async def test_palette_and_keys_drive_fake_endpoints(
     console_env: Path, fake_launcher: Any, reaper: list[int]
 ) -> None:
     first = free_port_range(4)
-    config = ConsoleConfig(
+    config = quiet_config(
         endpoints=[EndpointSpec(first, "auto")], log_dir=console_env / "logs", refresh=0.25, first_port=first
     )
     app = Gen404Console(

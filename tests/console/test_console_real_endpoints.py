@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_testkit import FakeNvml, free_port_range, wait_until
+from console_testkit import FakeNvml, free_port_range, quiet_config, wait_until
 
 from console.app import Gen404Console
-from console.config import ConsoleConfig, EndpointSpec
+from console.config import EndpointSpec
 from console.gpu import NvmlSampler
 from console.supervisor import proc_alive
 from console.widgets.endpoints import EndpointsTable
@@ -38,7 +38,7 @@ def health(port: int) -> dict:
 async def test_spawn_switch_kill_restart_stop_real_endpoints(console_env: Path, reaper: list[int]) -> None:
     first = free_port_range(3)
     second = first + 1
-    config = ConsoleConfig(
+    config = quiet_config(
         endpoints=[EndpointSpec(first, "smoke")], log_dir=console_env / "logs", refresh=0.5, first_port=first
     )
     app = Gen404Console(
