@@ -270,8 +270,18 @@ class Gen404Console(App[None]):
         return port
 
     # ------------------------------------------------------------------ actions
+    def _least_used_gpu(self) -> str | None:
+        """With several GPUs, pin a new endpoint to the one with the fewest endpoints."""
+        snap = self.query_one(GpuPane).snapshot
+        if snap is None or len(snap.gpus) < 2:
+            return None
+        used = [ep.spec.gpu for ep in self.supervisor.endpoints.values()]
+        return min((str(g.index) for g in snap.gpus), key=lambda idx: (used.count(idx), int(idx)))
+
     def action_spawn_endpoint(self) -> None:
-        ep = self.supervisor.spawn_next(self.default_preset, first=self.config.first_port)
+        ep = self.supervisor.spawn_next(
+            self.default_preset, gpu=self._least_used_gpu(), first=self.config.first_port
+        )
         self.show_endpoints(self.supervisor.views())
         self.query_one(EndpointsTable).select_port(ep.port)
         self.notify(f"Starting {ep.spec.name} ({ep.spec.preset}) on 127.0.0.1:{ep.port}")
@@ -281,6 +291,11 @@ class Gen404Console(App[None]):
         if port is None:
             return
         ep = self.supervisor.endpoints[port]
+        if ep.external:
+            self.notify(
+                f"{ep.spec.name} was not started by this console: stop it where it runs", severity="warning"
+            )
+            return
         pid = ep.process.pid if ep.process else None
 
         def done(yes: bool | None) -> None:

@@ -469,7 +469,7 @@ class Supervisor:
         if ep.external:
             ep.probe = None
             ep.status = Status.UNHEALTHY if ep.ever_healthy else Status.STARTING
-            ep.message = f"not answering ({probe.error})"
+            ep.message = f"watching: not answering ({probe.error})"
             return
         started = ep.started_at if ep.started_at is not None else self.clock()
         in_grace = not ep.ever_healthy and self.clock() - started < self.startup_grace
@@ -486,7 +486,7 @@ class Supervisor:
     def _status_from_health(ep: ManagedEndpoint, probe: Probe) -> Status:
         health = probe.health or {}
         state = str(health.get("status", "")).lower()
-        ep.message = str(health.get("message") or "")
+        ep.message = ("watching: " if ep.external else "") + str(health.get("message") or "")
         if state == "loading":
             return Status.LOADING
         if state == "error":

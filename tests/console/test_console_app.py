@@ -8,12 +8,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from console_testkit import FakeNvml, free_port_range, quiet_config, screen_text, wait_until
+from console_testkit import FakeNvml, fake_command, free_port_range, quiet_config, screen_text, wait_until
 
 from console.app import Gen404Console
 from console.config import EndpointSpec
 from console.gpu import NvmlSampler
-from console.supervisor import EndpointView, proc_alive, read_state
+from console.supervisor import EndpointView, launch_endpoint, proc_alive, read_state
+from console.widgets.confirm import ConfirmScreen
 from console.widgets.endpoints import EndpointsTable
 from console.widgets.gpu import GpuPane
 from console.widgets.help import HelpScreen
@@ -266,3 +267,61 @@ async def test_palette_and_keys_drive_fake_endpoints(
         await pilot.pause(0.5)
     assert read_state(app2.state_file) == []
     assert not any(proc_alive(pid, None) for pid in pids.values())
+
+
+class _Proc:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.start_ticks, self.started_wall = pid, None, 0.0
+
+    def poll(self) -> int | None:
+        return None
+
+    def signal(self, sig: int) -> None:
+        pass
+
+
+async def test_new_endpoints_spread_over_gpus(console_env: Path) -> None:
+    launched: list[EndpointSpec] = []
+
+    def launcher(spec: EndpointSpec, log: Path) -> _Proc:
+        launched.append(spec)
+        return _Proc(90000 + len(launched))
+
+    base = free_port_range(3)
+    config = quiet_config(endpoints=[], log_dir=console_env / "logs", first_port=base)
+    app = Gen404Console(config, sampler=NvmlSampler(FakeNvml(count=2)), launcher=launcher, supervise=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.query_one(GpuPane).snapshot is not None)
+        await pilot.press("n", "n", "n")
+        await wait_until(pilot, lambda: len(launched) == 3)
+        assert [(s.port, s.gpu) for s in launched] == [(base, "0"), (base + 1, "1"), (base + 2, "0")]
+        assert app.query_one(EndpointsTable).cell_text(base + 1, "gpu") == "1"
+        app.supervisor.state_file = None
+
+
+async def test_attach_mode_watches_without_owning(console_env: Path, reaper: list[int]) -> None:
+    port = free_port_range(1)
+    outside = launch_endpoint(
+        EndpointSpec(port, "text_mv"), console_env / "outside.log", command=fake_command
+    )
+    reaper.append(outside.pid)
+    config = quiet_config(
+        endpoints=[EndpointSpec(port)], log_dir=console_env / "logs", spawn=False, refresh=0.25
+    )
+    app = Gen404Console(
+        config, sampler=NvmlSampler(FakeNvml()), gpu_count=lambda: (0, None), have_weights=lambda: False
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(EndpointsTable)
+        await wait_until(pilot, lambda: table.cell_text(port, "status") == "ready")
+        assert table.cell_text(port, "name") == f"gen-{port} *"
+        assert table.cell_text(port, "preset") == "text_mv" and table.cell_text(port, "pid") == str(
+            outside.pid
+        )
+        await pilot.press("x")
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, ConfirmScreen)  # refused: not ours
+        assert outside.poll() is None
+        await pilot.press("q")  # nothing of ours runs: quits without asking
+        await pilot.pause(0.3)
+    assert outside.poll() is None
