@@ -67,8 +67,14 @@ def _bindings() -> list[Binding]:
         Binding("minus", "refresh_faster", "Refresh-", id="refresh_faster"),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
+        # pm2 monit / nvitop habit: Ctrl-C leaves too (through the same stop-or-leave question)
+        Binding("ctrl+c", "quit", "Quit", show=False, id="quit_ctrl_c"),
     ]
     return out
+
+
+def binding_ids() -> set[str]:
+    return {b.id for b in _bindings() if b.id} | set(EndpointsTable.binding_ids())
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ class Gen404Console(App[None]):
     BINDINGS = _bindings()
     COMMANDS = App.COMMANDS | {ConsoleCommands}
 
+    banner_messages: list[str]
+
     def __init__(
         self,
         config: ConsoleConfig | None = None,
@@ -132,12 +140,17 @@ class Gen404Console(App[None]):
         self.supervisor.on_event = self._on_supervisor_event
         self.supervise = supervise
         self.default_preset = "smoke"
-        self.banner_messages: list[str] = []
+        self.banner_messages = []
         self.endpoint_views: list[EndpointView] = []
         self._gpu_wake = threading.Event()
         self._stopping = threading.Event()
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
+            unknown = sorted(set(self.config.keymap) - binding_ids())
+            if unknown:
+                self.banner_messages.append(
+                    f"keymap: unknown binding id(s) {', '.join(unknown)} (press ? for the ids)"
+                )
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -174,6 +187,7 @@ class Gen404Console(App[None]):
 
     async def on_mount(self) -> None:
         self.query_one("#mining").border_title = "Mining"
+        self.set_banner(self.banner_messages)
         self.query_one("#endpoints", EndpointsTable).focus()
         self.mount_mining_panes()
         self._update_status()
@@ -215,7 +229,8 @@ class Gen404Console(App[None]):
                 spec.preset = self.default_preset
         if self.default_preset == "smoke" and uses_auto:
             self.set_banner(
-                [
+                self.banner_messages
+                + [
                     f"Endpoints run the CPU smoke preset ({reason}): its output is NOT meaningful for mining. "
                     "A CUDA box with MVDream weights (`gen404 models pull`) gets text_mv_fast."
                 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -69,6 +70,15 @@ def row_cells(v: EndpointView) -> dict[str, str | Text]:
 
 class EndpointsTable(DataTable[object]):
     """Rows keyed by port; updating keeps the cursor on the same endpoint."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="table.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="table.up"),
+    ]
+
+    @classmethod
+    def binding_ids(cls) -> list[str]:
+        return [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]

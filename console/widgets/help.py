@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 EXTRA_KEYS: tuple[tuple[str, str, str], ...] = (
-    ("↑ ↓ / j k", "(table)", "select an endpoint; its log shows below"),
+    ("↑ ↓ / j k", "table.down/up", "select an endpoint; its log shows below (* = not started here)"),
     ("ctrl+p", "(palette)", "command palette: every action by name"),
     ("esc", "", "close this help / a dialog"),
 )

@@ -126,6 +126,11 @@ async def test_main_screen_shows_gpus_endpoints_and_mining_room(console_env: Pat
             "Quit",
         ):
             assert needle in text, needle
+        assert table.selected_port == 10006
+        await pilot.press("j")  # k9s/vim row keys
+        assert table.selected_port == 10007
+        await pilot.press("k")
+        assert table.selected_port == 10006
         assert app.query_one("#mining")  # the mining engineer's container
         assert app.query_one("#reward-summary")
 
@@ -143,8 +148,9 @@ async def test_no_driver_message_and_the_rest_works(console_env: Path) -> None:
 
 
 async def test_help_lists_every_key_and_keymap_remaps(console_env: Path) -> None:
-    app = static_app(console_env, keymap={"help": "f1", "refresh_slower": "ctrl+up"})
+    app = static_app(console_env, keymap={"help": "f1", "refresh_slower": "ctrl+up", "helpp": "f2"})
     async with app.run_test(size=SIZE) as pilot:
+        assert any("unknown binding id(s) helpp" in m for m in app.banner_messages)
         await pilot.press("question_mark")  # remapped away
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)
