@@ -58,4 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module so `CliError` raised by subcommands is this same class.
+    from engine.cli import main as _main
+
+    sys.exit(_main())
