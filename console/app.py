@@ -1,5 +1,18 @@
 """`gen404-console`: the Textual operations console for 404-GEN miners.
 
+    gen404-console                      # one endpoint on 10006, best runnable preset
+    gen404-console --endpoints 4 --gpus 0,1 --preset text_mv_fast
+    gen404-console --attach             # start nothing; watch/adopt what runs
+    gen404-console --once [--json]      # one snapshot for scripts and cron (exit 1 if one is down)
+
+Keys (each binding has an id; remap in the config file's `keymap:` section, `?` lists them):
+    n new endpoint (next free port from 10006)   x stop selected (asks)   r restart selected
+    1 2 3  selected endpoint -> text_mv_ultra_fast / text_mv_fast / text_mv (PUT /preset)
+    ! @ #  (shift+1/2/3) the same preset on every endpoint
+    + -    refresh interval slower / faster      ? help   ctrl+p command palette
+    q / ctrl+c  quit: stop the endpoints, or leave them running for the next console to adopt
+    j k / arrows  select an endpoint; its log tail shows below
+
 Panes (one module each under console/widgets/): status line + banner, GPUs, the mining column
 (cooldowns, scores, reward line: filled by `mount_mining_panes`), endpoints table, log tail.
 Domain work runs off the UI: NVML sampling in a thread worker, the supervisor (process
