@@ -7,6 +7,7 @@ with the GEN404_FAULT_INJECT test hook, scoped by prompt text so test order does
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -21,6 +22,7 @@ from helpers_server import ServerProcess, running_server
 from engine.formats.ply import read_ply
 from engine.formats.spz import spz_to_splats
 from engine.gate import check_gate
+from engine.service.queue import GenerationQueue, QueueFull, ShuttingDown, Worker
 
 PRESETS = {
     # same models as smoke (tiny random MVDream), far fewer and smaller steps
@@ -274,6 +276,18 @@ def test_full_queue_refuses_at_once_and_a_disconnected_waiter_leaves_the_queue(s
     assert final["ok"] == before["ok"] + 1  # the dropped waiter never generated
 
 
+def test_a_client_leaving_mid_generation_stops_it_at_the_next_step(server: ServerProcess) -> None:
+    use_preset(server, "svc_slow")
+    before = stats(server)["requests"]
+    client = _queued_request(server.port)  # runs at once: nothing else is in flight
+    wait_stats(server, lambda s: s["in_flight"] == 1)
+    client.close()
+    after = wait_stats(server, lambda s: s["in_flight"] == 0, timeout=60)
+    assert after["requests"]["dropped"] == before["dropped"] + 1
+    assert after["requests"]["ok"] == before["ok"]  # stopped, not finished and thrown away
+    assert "client went away" in server.output()
+
+
 def test_sigterm_stops_the_inflight_generation_within_the_grace_and_exits_0(server: ServerProcess) -> None:
     """Runs last: it stops the module's server (--shutdown-grace 0.5, svc_slow in flight)."""
     use_preset(server, "svc_slow")
@@ -283,9 +297,66 @@ def test_sigterm_stops_the_inflight_generation_within_the_grace_and_exits_0(serv
     wait_stats(server, lambda s: s["in_flight"] == 1)
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
-    inflight.join(30)
-    assert server.proc.wait(20) == 0
-    assert time.monotonic() - started < 10
-    assert result["a"].status_code == 503
+    inflight.join(60)
+    assert result["a"].status_code == 503  # stopped at its next step, not run to the end
     assert "shut down" in result["a"].json()["error"]
+    assert server.proc.wait(30) == 0
+    # bound: grace + uvicorn's hard stop (grace + 5 s) + 2 s for the worker; slack for a busy CPU
+    assert time.monotonic() - started < 30
     assert "Finished server process" in server.output()
+
+
+# --- the admission queue alone (no server: exact interleavings the HTTP tests cannot force) ---
+
+
+async def test_queue_keeps_the_slot_while_the_thread_runs_and_passes_it_on_in_order() -> None:
+    worker = Worker("test-worker")
+    queue = GenerationQueue(worker, max_waiting=2)
+    release = threading.Event()
+    order: list[str] = []
+
+    def job(name: str, block: bool = False):
+        def run() -> str:
+            if block:
+                release.wait(10)
+            order.append(name)
+            return name
+
+        return run
+
+    first = asyncio.ensure_future(queue.run(job("a", block=True)))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(queue.run(job("b")))
+    third = asyncio.ensure_future(queue.run(job("c")))
+    await asyncio.sleep(0.05)
+    assert queue.in_flight == 1 and queue.depth == 2
+    with pytest.raises(QueueFull):
+        await queue.run(job("d"))
+
+    first.cancel()  # the caller gives up, but its thread still runs: the slot stays taken
+    await asyncio.sleep(0.05)
+    assert queue.in_flight == 1 and queue.depth == 2 and order == []
+    release.set()
+    assert await second == "b" and await third == "c"
+    assert order == ["a", "b", "c"]
+    queue.close()
+    with pytest.raises(ShuttingDown):
+        await queue.run(job("e"))
+    worker.stop()
+
+
+async def test_queue_close_fails_the_waiting_line() -> None:
+    worker = Worker("test-worker")
+    queue = GenerationQueue(worker, max_waiting=1)
+    release = threading.Event()
+    running = asyncio.ensure_future(queue.run(lambda: release.wait(10)))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.ensure_future(queue.run(lambda: "never"))
+    await asyncio.sleep(0.05)
+    queue.close()
+    with pytest.raises(ShuttingDown):
+        await waiting
+    release.set()
+    assert await running is True
+    assert queue.in_flight == 0
+    worker.stop()

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 from helpers_server import ServerProcess, free_port, gen404_cmd, running_server
 
 from engine.prompts import MAX_PROMPT_CHARS, validate_prompt
-from engine.service.security import BindRefused, check_bind, is_loopback_host, resolve_api_key
+from engine.service.security import BindRefused, RequestGuard, check_bind, is_loopback_host, resolve_api_key
 
 API_KEY = "test-key-3f9a1c-do-not-log"
 
@@ -108,3 +108,31 @@ def test_a_load_failure_is_reported_and_generation_answers_503(keyed_server: Ser
     assert response.status_code == 503
     assert response.json()["error"] == "models failed to load"
     assert "retry-after" in response.headers
+
+
+async def test_request_guard_answers_413_even_when_the_app_swallows_the_aborted_read() -> None:
+    """A chunked body (no Content-Length) past the limit: 413, whatever the app does next."""
+
+    async def app(scope, receive, send) -> None:  # reads everything, turns any error into a 400
+        try:
+            while (await receive()).get("more_body"):
+                pass
+            status = 200
+        except Exception:
+            status = 400
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guarded = RequestGuard(app, body_limits={"/upload": 1000})
+
+    async def chunks(total: int) -> AsyncIterator[bytes]:
+        for _ in range(total // 100):
+            yield b"x" * 100
+
+    transport = httpx.ASGITransport(app=guarded)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.post("/upload", content=chunks(900))).status_code == 200
+        over = await client.post("/upload", content=chunks(5000))
+        assert over.status_code == 413
+        assert over.json()["error"] == "request body too large"
+        assert (await client.post("/upload", content=b"x" * 1001)).status_code == 413  # Content-Length

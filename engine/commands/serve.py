@@ -83,7 +83,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:  # returns only on errors before serving
     from engine.presets import PresetError, load_preset
     from engine.service.runtime import fault_spec_from_env
     from engine.service.security import BindRefused, check_bind, resolve_api_key
@@ -139,14 +139,14 @@ def run(args: argparse.Namespace) -> int:
     endpoint = app.state.endpoint
     endpoint.worker.stop()
     if not endpoint.worker.join(timeout=WORKER_EXIT_WAIT_S):
-        # A generation is still inside torch past the grace: interpreter teardown under a
-        # running native thread can abort (SIGABRT), so leave at once with a clean status.
         logging.getLogger("gen404.serve").warning("generation still running at exit; leaving it")
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+    # Leave without interpreter teardown: with a generation still inside torch it can abort
+    # (SIGABRT), and even when idle, tearing down torch takes seconds on a busy CPU, which a
+    # supervisor restarting us would wait for. Everything worth keeping is flushed first.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if server.started else 1)  # not started: uvicorn already logged why
 
 
 def _make_server(config: Any, on_exit: Callable[[], None]) -> Any:

@@ -36,7 +36,7 @@ from engine.service.runtime import (
     NotReady,
     Output,
     UnknownPreset,
-    _default_factory,
+    default_factory,
     gpu_memory,
 )
 from engine.service.security import RequestGuard
@@ -83,15 +83,13 @@ class Endpoint:
         )
         self.stats = ServiceStats(queue_limit=config.queue)
         self.shutting_down = False
-        self._running: set[threading.Event] = set()  # cancel flags of generations in flight
+        self.cancel_flags: set[threading.Event] = set()  # one per open generate request
         self._scorer_worker: Worker | None = Worker("gen404-score") if config.scorer else None
-        self._scores_pending = 0
+        self._score_slots = threading.BoundedSemaphore(SCORER_BACKLOG)
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: recent mean generation time x (queue + 1)."""
-        with self.stats._lock:
-            times = [e.time_s for e in self.stats._recent][-10:]
-        mean = sum(times) / len(times) if times else LOADING_RETRY_AFTER_S
+        mean = self.stats.mean_time_s(last=10) or LOADING_RETRY_AFTER_S
         return max(1, min(300, math.ceil(mean * (self.queue.depth + 1))))
 
     def begin_shutdown(self) -> None:
@@ -100,21 +98,17 @@ class Endpoint:
             return
         self.shutting_down = True
         self.queue.close()
-        log.info(
-            "shutting down: %d generation(s) in flight get %.0fs",
-            len(self._running),
-            self.config.shutdown_grace_s,
-        )
+        log.info("shutting down: the generation in flight (if any) gets %gs", self.config.shutdown_grace_s)
         asyncio.get_running_loop().call_later(self.config.shutdown_grace_s, self._cancel_running)
 
     def _cancel_running(self) -> None:
-        for flag in list(self._running):
+        for flag in list(self.cancel_flags):
             flag.set()
 
     def schedule_score(self, entry_id: int, prompt: str, gaussians: Any) -> BackgroundTask | None:
         scorer, worker = self.config.scorer, self._scorer_worker
-        if scorer is None or worker is None or self._scores_pending >= SCORER_BACKLOG:
-            return None
+        if scorer is None or worker is None or not self._score_slots.acquire(blocking=False):
+            return None  # no scorer, or too many waiting: skip rather than fall behind
 
         def score() -> None:
             try:
@@ -122,10 +116,9 @@ class Endpoint:
             except Exception:
                 log.warning("self-scoring failed", exc_info=True)
             finally:
-                self._scores_pending -= 1
+                self._score_slots.release()
 
         async def submit() -> None:  # runs after the response has been sent
-            self._scores_pending += 1
             worker.submit(score)
 
         return BackgroundTask(submit)
@@ -149,7 +142,7 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-def create_app(config: EndpointConfig, factory: GeneratorFactory = _default_factory) -> FastAPI:
+def create_app(config: EndpointConfig, factory: GeneratorFactory = default_factory) -> FastAPI:
     endpoint = Endpoint(config, factory)
 
     @asynccontextmanager
@@ -191,7 +184,7 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = _default_fact
             return _not_ready()
 
         cancel = threading.Event()
-        endpoint._running.add(cancel)
+        endpoint.cancel_flags.add(cancel)
         try:
             output: Output = await endpoint.queue.run(
                 lambda: endpoint.host.generate(prompt, encode, cancel),
@@ -225,7 +218,7 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = _default_fact
             )
             return error(500, "generation failed", f"{type(exc).__name__}: {exc}")
         finally:
-            endpoint._running.discard(cancel)
+            endpoint.cancel_flags.discard(cancel)
 
         total = time.perf_counter() - arrived
         entry = endpoint.stats.record_ok(output.time_s, output.splats, output.timings, prompt, output.preset)

@@ -98,7 +98,7 @@ def _take_fault(faults: dict[str, list[Fault]], stage: str, prompt: str = "") ->
     return None
 
 
-def _default_factory(preset: Preset, device: str | None, random_weights: bool) -> Any:
+def default_factory(preset: Preset, device: str | None, random_weights: bool) -> Any:
     from engine.pipeline import Generator  # torch-heavy: imported on the worker thread
 
     return Generator(preset, device=device, random_weights=random_weights)
@@ -120,7 +120,7 @@ class ModelHost:
         device: str | None = None,
         random_weights: bool = False,
         faults: dict[str, list[Fault]] | None = None,
-        factory: GeneratorFactory = _default_factory,
+        factory: GeneratorFactory = default_factory,
     ) -> None:
         self.worker = worker
         self.preset_name = preset_name

@@ -12,6 +12,7 @@ generation endpoint and the validation service apply the same rules the same way
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -129,28 +130,33 @@ class RequestGuard:
                 return
 
         received = 0
-        responded = False
+        app_responded = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:  # chunked body past the limit: stop reading it
+                if received > limit:  # a chunked body past the limit: answer now, stop reading
+                    if not app_responded and not refused:
+                        refused = True
+                        await _respond(send, 413, _too_large_body(limit))
                     raise _BodyTooLarge
             return message
 
         async def guarded_send(message: Message) -> None:
-            nonlocal responded
+            nonlocal app_responded
+            if refused:
+                return  # whatever the app makes of the aborted read, the client has its 413
             if message["type"] == "http.response.start":
-                responded = True
+                app_responded = True
             await send(message)
 
-        try:
+        # Apps may swallow the exception (FastAPI turns body errors into 400s): the 413 is sent
+        # from inside receive() so it wins either way.
+        with contextlib.suppress(_BodyTooLarge):
             await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
-            if not responded:
-                await _respond(send, 413, _too_large_body(limit))
 
 
 def _too_large_body(limit: int) -> bytes:

@@ -82,6 +82,12 @@ class ServiceStats:
                     return True
         return False
 
+    def mean_time_s(self, last: int = 10) -> float | None:
+        """Mean engine time of the last `last` generations; None before the first."""
+        with self._lock:
+            times = [e.time_s for e in list(self._recent)[-last:]]
+        return sum(times) / len(times) if times else None
+
     def throughput_per_hour(self, now: float | None = None) -> float:
         """Generations finished in the last hour, scaled up while uptime is under an hour."""
         now = time.monotonic() if now is None else now
