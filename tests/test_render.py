@@ -264,3 +264,15 @@ def test_projection_agrees_with_camera_maths() -> None:
     np.testing.assert_allclose(info["means2d"][0, 0].numpy(), expected, atol=1e-3)
     darkest = np.unravel_index(int(images[0].sum(-1).argmin()), (64, 64))
     assert (darkest[1], darkest[0]) == (int(expected[0]), int(expected[1]))
+
+
+def test_no_grad_path_renders_the_same_image() -> None:
+    # Without gradients the alphas of the pair search are reused instead of recomputed.
+    scene = random_scene(300, seed=2)
+    viewmats, ks = camera_tensors(np.stack([orbit_c2w(5, 40, 2.5)]), 49.1, 48, 48)
+    with torch.no_grad():
+        plain, _ = rasterize(*scene, viewmats, ks, 48, 48, WHITE)
+    leaves = [t.clone().requires_grad_(True) for t in scene]
+    tracked, _ = rasterize(*leaves, viewmats, ks, 48, 48, WHITE)
+    assert tracked.requires_grad and not plain.requires_grad
+    torch.testing.assert_close(plain, tracked.detach(), atol=2e-6, rtol=0)

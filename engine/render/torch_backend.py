@@ -21,6 +21,7 @@ Images are processed in row bands sized to a pair budget so memory stays bounded
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -111,24 +112,116 @@ def project(
     return means2d, conics, z, radii.to(torch.int32)
 
 
+class _Spans(NamedTuple):
+    """Per (Gaussian, image row): the run of pixels where alpha >= 1/255, front to back."""
+
+    gauss: Tensor  # index into the camera's Gaussians
+    row: Tensor
+    x_start: Tensor  # first pixel column of the run
+    width: Tensor  # run length (>= 1)
+    dx0: Tensor  # mean_x - (x_start + 0.5)
+    quad: Tensor  # (S,3): sigma(dx) = q0 dx^2 + q1 dx + q2, with -log(opacity) folded into q2
+
+
+def _row_spans(
+    means2d: Tensor, conics: Tensor, opacities: Tensor, gids: Tensor, radii: Tensor, width: int, height: int
+) -> _Spans:
+    """Solve, row by row, where each Gaussian's alpha reaches 1/255: sigma <= ln(255 opacity) is a
+    quadratic in dx for a fixed row, so every row gives one exact run of pixels and no pixel is
+    tested in vain. No gradients: this only decides which pairs contribute."""
+    mx, my = _take(means2d, gids).double().unbind(-1)
+    ry = _take(radii, gids)[:, 1].double()
+    a, b, c = _take(conics, gids).double().unbind(-1)
+    log_opac = torch.log(_take(opacities, gids).double())
+    y0 = torch.ceil(my - ry - 0.5).clamp(0, height - 1).long()
+    y1 = torch.floor(my + ry - 0.5).clamp(0, height - 1).long()
+    rows_per = (y1 - y0 + 1).clamp_min(0)
+    g = torch.repeat_interleave(torch.arange(len(gids), device=gids.device), rows_per)
+    first = _take(torch.cumsum(rows_per, 0) - rows_per, g)
+    row = _take(y0, g) + torch.arange(len(g), device=g.device) - first
+    a, b, c, mx, my, log_opac = (_take(t, g) for t in (a, b, c, mx, my, log_opac))
+    dy = my - (row + 0.5)
+    # alpha >= 1/255  <=>  0.5 a dx^2 + b dy dx + 0.5 c dy^2 <= ln(255 opacity)
+    disc = (b * dy) ** 2 - a * (c * dy * dy - 2.0 * (log_opac + math.log(255.0)))
+    root = torch.sqrt(disc.clamp_min(0))
+    dx_lo, dx_hi = (-b * dy - root) / a, (-b * dy + root) / a
+    x_start = torch.ceil(mx - dx_hi - 0.5).clamp_min(0)  # pixel centre x + 0.5 = mean_x - dx
+    x_end = torch.floor(mx - dx_lo - 0.5).clamp_max(width - 1)
+    run = torch.nonzero((disc >= 0) & (x_end >= x_start)).squeeze(1)
+    a, b, c, dy, mx, x_start, x_end, log_opac, g, row = (
+        _take(t, run) for t in (a, b, c, dy, mx, x_start, x_end, log_opac, g, row)
+    )
+    return _Spans(
+        gauss=g,
+        row=row,
+        x_start=x_start.long(),
+        width=(x_end - x_start).long() + 1,
+        dx0=mx - (x_start + 0.5),
+        quad=torch.stack([0.5 * a, b * dy, 0.5 * c * dy * dy - log_opac], dim=-1),
+    )
+
+
 def _row_bands(
-    y0: Tensor, y1: Tensor, w: Tensor, width: int, height: int, budget: int
+    row: Tensor, width_per_span: Tensor, width: int, height: int, budget: int
 ) -> list[tuple[int, int]]:
-    """Split image rows into bands whose summed box widths (pair counts) stay near `budget` and
-    whose pixel count fits 16-bit ids (numpy radix-sorts those, ~10x faster than a 64-bit sort)."""
+    """Split image rows into bands of about `budget` pairs whose pixel ids fit 16 bits (numpy
+    radix-sorts those, ~10x faster than a 64-bit sort)."""
     max_rows = max(1, 65536 // width)
-    per_row = torch.zeros(height + 1, dtype=torch.int64, device=y0.device)
-    per_row.index_add_(0, y0, w)
-    per_row.index_add_(0, y1 + 1, -w)
-    cost = torch.cumsum(per_row[:height], 0).tolist()
+    cost = (
+        torch.zeros(height, dtype=torch.int64, device=row.device).index_add_(0, row, width_per_span).tolist()
+    )
     bands, start, acc = [], 0, 0
-    for row, rc in enumerate(cost):
-        if acc and (acc + rc > budget or row - start >= max_rows):
-            bands.append((start, row))
-            start, acc = row, 0
+    for r, rc in enumerate(cost):
+        if acc and (acc + rc > budget or r - start >= max_rows):
+            bands.append((start, r))
+            start, acc = r, 0
         acc += rc
     bands.append((start, height))
     return bands
+
+
+def _stable_argsort_u16(keys: Tensor) -> Tensor:
+    """Stable argsort of keys in [0, 65536): numpy radix-sorts uint16 on CPU (~10x torch.sort)."""
+    if keys.device.type != "cpu":
+        return torch.sort(keys, stable=True).indices
+    return torch.from_numpy(np.argsort(keys.numpy().astype(np.uint16), kind="stable"))
+
+
+def _band_pairs(spans: _Spans, band_y0: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(Gaussian index, pixel id, alpha) of the contributing pairs of one band of spans, in
+    (pixel, depth) order: the pixels of each span, sorted by pixel, then cut where a pixel's
+    transmittance would fall to <= 1e-4. No gradients."""
+    counts = spans.width
+    span = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    k = torch.arange(len(span), device=span.device) - _take(torch.cumsum(counts, 0) - counts, span)
+    pix = _take((spans.row - band_y0) * width + spans.x_start, span) + k
+    dx = _take(spans.dx0, span) - k
+    q = _take(spans.quad, span)
+    alpha = torch.exp(-(q[:, 0] * dx * dx + q[:, 1] * dx + q[:, 2])).clamp_max(MAX_ALPHA)
+
+    # Spans are listed front to back, so a stable sort by pixel gives (pixel, depth) order.
+    perm = _stable_argsort_u16(pix)
+    pix, span, alpha = (_take(t, perm) for t in (pix, span, alpha))
+
+    # A pixel stops before the Gaussian that takes its transmittance to <= 1e-4.
+    log_t = torch.log1p(-alpha)
+    cum = torch.cumsum(log_t, 0)
+    alive = torch.nonzero(cum - _segment_first(cum - log_t, pix) > math.log(MIN_TRANSMITTANCE)).squeeze(1)
+    span, pix, alpha = (_take(t, alive) for t in (span, pix, alpha))
+    return _take(spans.gauss, span), pix + band_y0 * width, alpha
+
+
+def _take(t: Tensor, index: Tensor) -> Tensor:
+    """t[index] along dim 0 (index_select: much faster than advanced indexing on CPU)."""
+    return t.index_select(0, index)
+
+
+def _segment_first(values: Tensor, keys: Tensor) -> Tensor:
+    """For runs of equal sorted `keys`, each element's run-first value of `values`."""
+    starts = torch.ones_like(keys, dtype=torch.bool)
+    starts[1:] = keys[1:] != keys[:-1]
+    first = torch.nonzero(starts).squeeze(1)
+    return _take(_take(values, first), torch.cumsum(starts, 0) - 1)
 
 
 def _composite_camera(
@@ -146,113 +239,45 @@ def _composite_camera(
     """Render one camera -> (H,W,D). Inputs are that camera's (N,...) slices."""
     dim = colors.shape[-1]
     visible = torch.nonzero(radii.amax(-1) > 0).squeeze(1)
-    order = torch.argsort(depths.detach()[visible], stable=True)
-    gids = visible[order]  # visible Gaussians, front to back
+    gids = visible[torch.argsort(depths.detach()[visible], stable=True)]  # front to back
 
-    # Pixel boxes: pixel centres (x + 0.5) within mean +- radius, clipped to the image.
+    pair_g, pair_pix, pair_alpha = [], [], []
     with torch.no_grad():
-        mx, my = means2d.detach()[gids].unbind(-1)
-        rx, ry = radii[gids].unbind(-1)
-        x0 = torch.ceil(mx - rx - 0.5).clamp(0, width - 1).long()
-        x1 = torch.floor(mx + rx - 0.5).clamp(0, width - 1).long()
-        y0 = torch.ceil(my - ry - 0.5).clamp(0, height - 1).long()
-        y1 = torch.floor(my + ry - 0.5).clamp(0, height - 1).long()
-        w = (x1 - x0 + 1).clamp_min(0)
-        y1 = torch.maximum(y1, y0 - 1)  # empty boxes keep h = 0
-        # Per-Gaussian terms of the no-grad alpha test, packed for a single gather per pair.
-        con = conics.detach()[gids]
-        log_opac = torch.log(opacities.detach()[gids].clamp_min(1e-30))
-        test = torch.stack([x0 + 0.5 - mx, my, 0.5 * con[:, 0], con[:, 1], 0.5 * con[:, 2], log_opac], dim=-1)
-
-    pair_g, pair_pix = [], []
-    for b0, b1 in _row_bands(y0, y1, w, width, height, pair_budget) if len(gids) else []:
-        by0, by1 = y0.clamp_min(b0), y1.clamp_max(b1 - 1)
-        band = torch.nonzero((by1 >= by0) & (w > 0)).squeeze(1)  # still front to back
-        if len(band):
-            test_band = test[band]
-            test_band[:, 1] = by0[band] + 0.5 - test_band[:, 1]  # y0 + 0.5 - mean_y, band-clipped y0
-            g, p = _band_pairs(x0[band], w[band], by0[band], by1[band], test_band, b0, width)
-            pair_g.append(gids[band[g]])
-            pair_pix.append(p)
+        spans = _row_spans(means2d.detach(), conics.detach(), opacities.detach(), gids, radii, width, height)
+        for b0, b1 in _row_bands(spans.row, spans.width, width, height, pair_budget):
+            in_band = torch.nonzero((spans.row >= b0) & (spans.row < b1)).squeeze(1)  # keeps order
+            if len(in_band):
+                g, pix, alpha = _band_pairs(_Spans(*(_take(t, in_band) for t in spans)), b0, width)
+                pair_g.append(_take(gids, g))
+                pair_pix.append(pix)
+                pair_alpha.append(alpha)
     if not pair_g:
         return background.expand(height, width, dim).clone()
     g = torch.cat(pair_g)
     pix = torch.cat(pair_pix)
 
-    # Differentiable part, on the surviving pairs only, already in (pixel, depth) order.
-    params = torch.cat([means2d, conics, opacities[:, None], colors], dim=-1).index_select(0, g)
-    pix_xy = torch.stack([pix % width, pix // width], dim=-1).to(params.dtype) + 0.5
-    dx, dy = (params[:, 0:2] - pix_xy).unbind(-1)
-    sigma = 0.5 * (params[:, 2] * dx * dx + params[:, 4] * dy * dy) + params[:, 3] * dx * dy
-    alpha = torch.clamp_max(params[:, 5] * torch.exp(-sigma), MAX_ALPHA)
-    log_t = torch.log1p(-alpha.double())
-    starts = torch.ones_like(pix, dtype=torch.bool)
-    starts[1:] = pix[1:] != pix[:-1]
-    seg = torch.cumsum(starts, 0) - 1
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (means2d, conics, opacities, colors)
+    )
+    if needs_grad:  # recompute alpha differentiably on the surviving pairs
+        params = torch.cat([means2d, conics, opacities[:, None]], dim=-1).index_select(0, g)
+        pix_xy = torch.stack([pix % width, pix // width], dim=-1).to(params.dtype) + 0.5
+        dx, dy = (params[:, 0:2] - pix_xy).unbind(-1)
+        sigma = 0.5 * (params[:, 2] * dx * dx + params[:, 4] * dy * dy) + params[:, 3] * dx * dy
+        alpha = torch.clamp_max(params[:, 5] * torch.exp(-sigma), MAX_ALPHA)
+        log_t = torch.log1p(-alpha.double())
+    else:
+        log_t = torch.log1p(-torch.cat(pair_alpha))
+        alpha = torch.cat(pair_alpha).to(colors.dtype)
     excl = torch.cumsum(log_t, 0) - log_t
-    t_before = torch.exp(excl - excl[starts][seg]).to(alpha.dtype)  # transmittance before each pair
-    weighted = (alpha * t_before)[:, None] * params[:, 6:]
+    t_before = torch.exp(excl - _segment_first(excl, pix)).to(alpha.dtype)  # transmittance before
+    weighted = (alpha * t_before)[:, None] * colors.index_select(0, g)
 
     n_pix = height * width
     rgb = torch.zeros(n_pix, dim, dtype=colors.dtype, device=pix.device).index_add(0, pix, weighted)
     log_final = torch.zeros(n_pix, dtype=torch.float64, device=pix.device).index_add(0, pix, log_t)
     t_final = torch.exp(log_final).to(rgb.dtype)
     return (rgb + t_final[:, None] * background[None, :]).reshape(height, width, dim)
-
-
-def _stable_argsort_u16(keys: Tensor) -> Tensor:
-    """Stable argsort of keys in [0, 65536): numpy radix-sorts uint16 on CPU (~10x torch.sort)."""
-    if keys.device.type != "cpu":
-        return torch.sort(keys, stable=True).indices
-    return torch.from_numpy(np.argsort(keys.numpy().astype(np.uint16), kind="stable"))
-
-
-def _band_pairs(
-    x0: Tensor,
-    w: Tensor,
-    y0: Tensor,
-    y1: Tensor,
-    test: Tensor,
-    band_y0: int,
-    width: int,
-) -> tuple[Tensor, Tensor]:
-    """Contributing (Gaussian index into the given rows, pixel id) pairs of one row band, in
-    (pixel, depth) order. Boxes are clipped to the band and listed front to back; `test` holds
-    [x0 + 0.5 - mean_x, y0 + 0.5 - mean_y, a/2, b, c/2, log opacity] per Gaussian. No gradients: this only decides
-    which pairs contribute (alpha >= 1/255, before the transmittance cut-off).
-    """
-    with torch.no_grad():
-        counts = w * (y1 - y0 + 1)
-        box_row = y0 - band_y0  # first box row inside the band
-        rank = torch.repeat_interleave(torch.arange(len(x0), device=x0.device), counts)
-        local = torch.arange(len(rank), device=x0.device) - (torch.cumsum(counts, 0) - counts).index_select(
-            0, rank
-        )
-        wr = w.index_select(0, rank)
-        row = torch.div(local, wr, rounding_mode="floor")  # row and column inside the box
-        col = local - row * wr
-        del local, wr
-        t = test.index_select(0, rank)
-        dx = t[:, 0] + col
-        dy = t[:, 1] + row
-        log_alpha = t[:, 5] - (t[:, 2] * dx * dx + t[:, 4] * dy * dy + t[:, 3] * dx * dy)
-        keep = torch.nonzero(log_alpha >= math.log(ALPHA_THRESHOLD)).squeeze(1)
-        rank, log_alpha = rank[keep], log_alpha[keep]
-        pix = (row[keep] + box_row.index_select(0, rank)) * width + col[keep] + x0.index_select(0, rank)
-
-        # Pairs were emitted front to back, so a stable sort by pixel gives (pixel, depth) order.
-        perm = _stable_argsort_u16(pix)
-        pix, rank = pix.index_select(0, perm), rank.index_select(0, perm)
-        alpha = torch.exp(log_alpha.index_select(0, perm).double()).clamp_max(MAX_ALPHA)
-
-        # A pixel stops before the Gaussian that takes its transmittance to <= 1e-4.
-        log_t = torch.log1p(-alpha)
-        starts = torch.ones_like(pix, dtype=torch.bool)
-        starts[1:] = pix[1:] != pix[:-1]
-        cum = torch.cumsum(log_t, 0)
-        base = (cum - log_t)[starts][torch.cumsum(starts, 0) - 1]
-        alive = torch.nonzero((cum - base) > math.log(MIN_TRANSMITTANCE)).squeeze(1)
-        return rank[alive], pix[alive] + band_y0 * width
 
 
 def rasterize_torch(
