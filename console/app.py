@@ -475,6 +475,7 @@ ACTION_HELP = {
     "refresh_faster": "shorter refresh interval",
     "help": "this help",
     "quit": "quit: stop the endpoints, or leave them running for the next console",
+    "quit_ctrl_c": "same as q (endpoints run in their own sessions: Ctrl-C never reaches them)",
 }
 
 
