@@ -104,14 +104,6 @@ def default_factory(preset: Preset, device: str | None, random_weights: bool) ->
     return Generator(preset, device=device, random_weights=random_weights)
 
 
-def resolve_device(device: str | None) -> str:
-    if device and device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class ModelHost:
     def __init__(
         self,
@@ -189,7 +181,7 @@ class ModelHost:
         self._generator = generator
         self._preset = preset
         self.models = _describe_models(generator, preset)
-        self.device = str(getattr(generator, "device", None) or resolve_device(self.device_request))
+        self.device = str(generator.device)  # the pipeline resolved "auto"
         self._set("ready", f"ready in {time.perf_counter() - started:.1f}s", 1.0)
         log.info("preset %s ready on %s (%s)", name, self.device, self.message)
 
