@@ -18,6 +18,7 @@ from engine.scoring.clip import TINY_MODEL, WeightsMissing
 from engine.scoring.scorer import ResultDecodeError, Scorer, decode_result
 from engine.scoring.transform import ViewSplats, validator_transform
 from engine.scoring.views import render_orbit, render_view_set
+from engine.scoring.weights import require_clip
 from engine.splats import SH_C0, Splats
 
 SIZE = 64  # reduced render size for the 16 views on CPU
@@ -244,6 +245,22 @@ def test_missing_weights_is_one_actionable_line(tmp_path: Path, monkeypatch: pyt
     msg = str(info.value)
     assert "\n" not in msg
     assert "convnext_large_d/laion2b_s26b_b102k_augreg" in msg and "gen404 models pull" in msg
+
+
+def test_weights_found_in_models_dir_or_given_as_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEN404_MODELS_DIR", str(tmp_path))
+    repo = tmp_path / "laion" / "CLIP-convnext_large_d.laion2B-s26B-b102K-augreg"
+    repo.mkdir(parents=True)
+    (repo / "open_clip_pytorch_model.bin").write_bytes(b"x")
+    found = require_clip("convnext_large_d", "laion2b_s26b_b102k_augreg")
+    assert found == repo / "open_clip_pytorch_model.bin"
+    (repo / "open_clip_model.safetensors").write_bytes(b"x")  # safetensors preferred
+    assert require_clip("convnext_large_d", "laion2b_s26b_b102k_augreg").name == "open_clip_model.safetensors"
+    ckpt = tmp_path / "my.ckpt"
+    ckpt.write_bytes(b"x")
+    assert require_clip("convnext_large_d", str(ckpt)) == ckpt
 
 
 # ---- gen404 score ----------------------------------------------------------------------------

@@ -33,7 +33,16 @@ def _free_port() -> int:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("validator") / "service.log"
-    cmd = [sys.executable, "-m", "engine.cli", "validator", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from engine.cli import main; sys.exit(main())",
+        "validator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     cmd += ["--size", "32", "--model", "gen404-tiny", "--random-weights", "--device", "cpu"]
     cmd += ["--max-body-mb", str(BODY_LIMIT_MB), "--log-level", "warning"]
     with log.open("wb") as out:

@@ -9,23 +9,19 @@ text features L2-normalised under autocast, cosine = their dot product in float3
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULT_MODEL = "convnext_large_d"
-DEFAULT_PRETRAINED = "laion2b_s26b_b102k_augreg"
+from engine.scoring.weights import DEFAULT_MODEL, DEFAULT_PRETRAINED, WeightsMissing, require_clip
+
 TINY_MODEL = "gen404-tiny"  # a small random CLIP built in code, for tests
 CLIP_IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VALIDATOR_NORM_FACTOR = 3.0  # the subnet scales mean and std by 3 (alignment_scorer.py)
-WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-MODELS_DIR_ENV = "GEN404_MODELS_DIR"
 TEXT_CACHE_SIZE = 64
 
 TINY_CONFIG = {
@@ -39,52 +35,6 @@ TINY_CONFIG = {
     },
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-
-
-class WeightsMissing(RuntimeError):
-    """The requested pretrained weights are not on this machine (one-line, actionable message)."""
-
-
-def local_models_dir() -> Path:
-    return Path(os.environ.get(MODELS_DIR_ENV) or Path.home() / ".cache" / "gen404" / "models")
-
-
-def resolve_clip_weights(model_name: str, pretrained: str) -> str:
-    """Path of a local open_clip checkpoint for (model, pretrained); never touches the network.
-
-    Looked up in order: `pretrained` as a file path; <models dir>/open_clip/<model>/<pretrained>/;
-    the Hugging Face cache (where open_clip itself puts what it downloads).
-    """
-    if Path(pretrained).expanduser().is_file():
-        return str(Path(pretrained).expanduser())
-    folder = local_models_dir() / "open_clip" / model_name / pretrained
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return str(folder / name)
-    cached = _hf_cached_weights(model_name, pretrained)
-    if cached:
-        return cached
-    raise WeightsMissing(
-        f"CLIP weights {model_name}/{pretrained} are not on this machine: fetch them with "
-        f"`gen404 models pull clip`, put {WEIGHT_FILES[0]} in {folder}, or pass --pretrained PATH "
-        "(--random-weights scores with an untrained model)"
-    )
-
-
-def _hf_cached_weights(model_name: str, pretrained: str) -> str | None:
-    import open_clip
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-    hub = (cfg or {}).get("hf_hub", "")
-    if not hub:
-        return None
-    repo_id, filename = os.path.split(hub)  # "org/name/" means the default file names
-    for name in [filename] if filename else WEIGHT_FILES:
-        hit = try_to_load_from_cache(repo_id, name)
-        if isinstance(hit, str) and Path(hit).is_file():
-            return hit
-    return None
 
 
 def build_clip(
@@ -101,7 +51,7 @@ def build_clip(
     else:
         if model_name not in open_clip.list_models():
             raise ValueError(f"unknown open_clip model {model_name!r}")
-        weights = None if random_weights else resolve_clip_weights(model_name, pretrained or "")
+        weights = None if random_weights else str(require_clip(model_name, pretrained or ""))
         model = open_clip.create_model(model_name, pretrained=weights, device="cpu")
         tokenizer = open_clip.get_tokenizer(model_name)
     return model.to(device).eval(), tokenizer
