@@ -1,0 +1,258 @@
+"""Projected reward per preset on this machine: a short rehearsal per preset, printed as a table.
+
+What is measured and what is projected (nothing else is claimed):
+1. One real `gen404 serve` endpoint runs smoke's tiny models (CPU). Generation time is measured
+   at two iteration counts (`--iters-a`, `--iters-b`) and fitted as fixed + per-iteration cost.
+2. Each preset's time per generation on this machine is projected from that fit at the preset's
+   own iteration count: "smoke-sized models, the preset's step count". Real MVDream models cost
+   far more per step; the H200 column uses ../shared/docs/performance-anchors.md (measured there, not here).
+3. Per preset, a rehearsal runs the miner's loop (selector, simulated validators with the
+   subnet's rules, `--endpoints` workers) on a virtual clock for `--hours`, each task charged
+   the projected time; the endpoint's real output (captured in step 1) is replayed, SPZ-
+   compressed and scored for every task. Counts are scaled to the 4-hour window.
+4. Scores: the local validation service when it answers (`--validator-url`), else the gate-only
+   stand-in, which measures no quality: then "score x generations" cannot be computed and the
+   table says so; the last column multiplies by the seed guide's CLIP estimates, labelled as such.
+
+    python benchmarks/rehearsal_matrix.py [--hours 1] [--endpoints 2] [--port 18190]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from console.mining.clock import VirtualClock  # noqa: E402
+from console.mining.ledger import project  # noqa: E402
+from console.mining.miner_loop import EndpointSpec, RehearsalMiner, load_prompts  # noqa: E402
+from console.mining.scorers import pick_scorer  # noqa: E402
+from console.mining.state import MiningState  # noqa: E402
+from console.mining.validators import load_validators  # noqa: E402
+from engine.formats import spz  # noqa: E402
+from engine.presets import load_preset  # noqa: E402
+
+PRESETS = ["text_mv_ultra_fast", "text_mv_fast", "text_mv", "smoke"]
+GUIDE_CLIP = {"text_mv_ultra_fast": 0.62, "text_mv_fast": 0.70, "text_mv": 0.80}  # seed guide, not measured
+H200_MS_PER_ITER = 105.0  # ../shared/docs/performance-anchors.md: reference loop, full-size models, H200
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{cpu}, {os.cpu_count()} cores, load {load:.1f}, no GPU used"
+
+
+@dataclass
+class Fit:
+    fixed_s: float
+    per_iter_s: float
+    samples: dict[int, list[float]]
+
+    def time_for(self, iters: int) -> float:
+        return self.fixed_s + self.per_iter_s * iters
+
+
+def start_endpoint(port: int, presets_dir: Path, first: str, log: Path) -> subprocess.Popen:
+    gen404 = Path(sys.executable).parent / "gen404"
+    cmd = [str(gen404), "serve", "--port", str(port), "--preset", first, "--device", "cpu"]
+    env = {**os.environ, "GEN404_PRESETS_DIR": str(presets_dir)}
+    return subprocess.Popen(
+        cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def wait_ready(url: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).json().get("status") == "ready":
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def measure(url: str, iters: tuple[int, int], repeats: int) -> tuple[Fit, bytes]:
+    samples: dict[int, list[float]] = {}
+    output = b""
+    with httpx.Client(timeout=600) as client:
+        for n in iters:
+            r = client.put(url + "/preset", json={"name": f"smoke_it{n}"})
+            r.raise_for_status()
+            samples[n] = []
+            for i in range(repeats):
+                r = client.post(url + "/generate/", data={"prompt": f"a red ceramic teapot {i}"})
+                r.raise_for_status()
+                samples[n].append(float(r.headers["X-Generation-Time"]))
+                output = r.content
+    a, b = iters
+    ta, tb = statistics.median(samples[a]), statistics.median(samples[b])
+    per_iter = max(0.0, (tb - ta) / (b - a))
+    return Fit(max(0.0, ta - per_iter * a), per_iter, samples), output
+
+
+async def rehearse(
+    preset: str,
+    gen_s: float,
+    ply: bytes,
+    hours: float,
+    endpoints: int,
+    prompts: list[str],
+    validator_url: str | None,
+) -> dict:
+    validators = load_validators()
+    scorer = await pick_scorer(validator_url)
+    clock = VirtualClock(participants=endpoints + 2)
+
+    def replay(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=ply, headers={"X-Preset": preset})
+
+    state = MiningState()
+    miner = RehearsalMiner(
+        validators,
+        [EndpointSpec(f"http://endpoint-{i}", preset) for i in range(endpoints)],
+        prompts,
+        scorer,
+        clock,
+        state=state,
+        task_time=lambda _preset, _wall: gen_s,
+        seed=0,
+        transport=httpx.MockTransport(replay),
+    )
+    stop = asyncio.Event()
+
+    async def stopper() -> None:
+        await clock.sleep(hours * 3600)
+        clock.freeze()  # the rehearsal ends here: nothing moves while the workers are cancelled
+        stop.set()
+
+    t = asyncio.create_task(stopper())
+    await miner.run(stop)
+    await t
+    await scorer.aclose()
+    now = clock.now()
+    window = state.ledger.window(now)
+    scale = 4.0 / hours
+    acceptance = state.ledger.acceptance_rate(now)
+    return {
+        "results_4h": len(window) * scale,
+        "accepted_4h": state.ledger.accepted(now) * scale,
+        "acceptance": acceptance,
+        "mean_score": state.ledger.mean_score(now),
+        "gate_only": state.ledger.gate_only(now),
+        "missed_4h": state.ledger.missed_windows(now) * scale,
+        "scorer": scorer.label,
+        "rules": [v.rules for v in validators.validators],
+    }
+
+
+def fmt(x: float | None, f: str = "{:.1f}") -> str:
+    return "n/a" if x is None else f.format(x)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hours", type=float, default=1.0, help="virtual hours rehearsed per preset (default 1)")
+    p.add_argument("--endpoints", type=int, default=2, help="endpoints (miner workers) rehearsed (default 2)")
+    p.add_argument("--port", type=int, default=18190)
+    p.add_argument("--iters-a", type=int, default=2)
+    p.add_argument("--iters-b", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--prompts", type=Path, default=None)
+    p.add_argument("--validator-url", default="http://127.0.0.1:8094")
+    args = p.parse_args()
+
+    label = machine()
+    prompts = load_prompts(args.prompts)
+    url = f"http://127.0.0.1:{args.port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        presets_dir = Path(tmp)
+        for n in (args.iters_a, args.iters_b):
+            (presets_dir / f"smoke_it{n}.yaml").write_text(f"extends: smoke\niters: {n}\n")
+        proc = start_endpoint(args.port, presets_dir, f"smoke_it{args.iters_a}", presets_dir / "serve.log")
+        try:
+            print(f"endpoint starting ({url}, smoke models)...", file=sys.stderr)
+            wait_ready(url)
+            print("measuring generation time per iteration count...", file=sys.stderr)
+            fit, ply = measure(url, (args.iters_a, args.iters_b), args.repeats)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    t0 = time.perf_counter()
+    spz.compress(ply)
+    compress_s = time.perf_counter() - t0
+
+    rows = []
+    for name in PRESETS:
+        iters = load_preset(name).iters
+        gen_s = fit.time_for(iters) + compress_s
+        print(f"rehearsing {name}: {gen_s:.1f} s per task, {args.hours:g} virtual h...", file=sys.stderr)
+        r = asyncio.run(rehearse(name, gen_s, ply, args.hours, args.endpoints, prompts, args.validator_url))
+        analytic = project(
+            gen_s, r["rules"], args.endpoints, acceptance=r["acceptance"] or 1.0, score=r["mean_score"]
+        )
+        h200_s = iters * H200_MS_PER_ITER / 1000
+        h200 = project(h200_s, r["rules"], args.endpoints)
+        rows.append((name, iters, gen_s, r, analytic, h200_s, h200))
+
+    samples = "; ".join(f"{n} iters: {', '.join(f'{s:.2f}' for s in v)} s" for n, v in fit.samples.items())
+    print(f"\n# Projected reward per preset: {label}")
+    print(
+        f"# smoke-sized endpoint measured: {samples}; fit {fit.fixed_s:.2f} s + {fit.per_iter_s:.3f} s/iter;"
+    )
+    print(
+        f"# SPZ compression {compress_s:.2f} s. {args.endpoints} endpoints, validators from console/data/validators.yaml,"
+    )
+    print(f"# {args.hours:g} virtual h rehearsed per preset, scaled to 4 h. Scorer: {rows[0][3]['scorer']}.")
+    print()
+    print(
+        "| preset | iters | s/gen here (projected) | rehearsal gens/4h | accepted/4h | analytic gens/4h | bound by | "
+        "missed windows/4h | mean score | score x accepted | x guide CLIP est. | s/gen H200 (anchors) | H200 gens/4h |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, iters, gen_s, r, a, h200_s, h200 in rows:
+        score = r["mean_score"]
+        accepted = r["accepted_4h"]
+        reward = "gate-only: no score" if score is None else f"{score * accepted:.1f}"
+        clip = GUIDE_CLIP.get(name)
+        guide = "-" if clip is None else f"{clip:.2f} x {accepted:.0f} = {clip * accepted:.1f}"
+        print(
+            f"| {name} | {iters} | {gen_s:.1f} | {r['results_4h']:.0f} | {r['accepted_4h']:.0f} | "
+            f"{a.generations_4h:.0f} | {a.limited_by} | {r['missed_4h']:.0f} | {fmt(score, '{:.2f}')} | {reward} | "
+            f"{guide} | {h200_s:.1f} | {h200.generations_4h:.0f} |"
+        )
+    print(
+        "\nRehearsal counts include every submitted result; accepted/4h excludes rejected and duplicate ones (a task "
+        "longer than the miner's 300 s busy mark lets a second worker pull the same validator, which hands out the "
+        "same task again; the slower submit is refused). 'x guide CLIP est.' multiplies accepted/4h by the seed "
+        "guide's expected CLIP score (not measured). H200 columns: the subnet's reference loop at 105 ms/iteration "
+        "(../shared/docs/performance-anchors.md), analytic, no rejections."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
