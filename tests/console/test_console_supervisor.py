@@ -292,3 +292,25 @@ async def test_run_loop_restarts_a_crashed_real_process(tmp_path: Path) -> None:
         for p in launched:
             kill_group(p.pid)
     assert all(p.poll() is not None for p in launched)
+
+
+def test_serve_command_is_an_argv_bound_to_loopback() -> None:
+    from console.supervisor import serve_command
+
+    argv = serve_command(EndpointSpec(10007, "text_mv_fast", "1"))
+    assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
+    assert argv[-7:] == ["serve", "--port", "10007", "--preset", "text_mv_fast", "--host", "127.0.0.1"]
+    assert Path(argv[0]).name in ("gen404", Path(sys.executable).name)
+
+
+def test_gpu_pinning_sets_cuda_visible_devices(tmp_path: Path) -> None:
+    port = free_port()
+    script = "import os,sys; print('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', '-'), flush=True)"
+    log = tmp_path / "gpu.log"
+    proc = launch_endpoint(
+        EndpointSpec(port, "smoke", "1"), log, command=lambda s: [sys.executable, "-c", script]
+    )
+    deadline = time.time() + 10
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert "CVD=1" in log.read_text()
