@@ -360,3 +360,26 @@ async def test_queue_close_fails_the_waiting_line() -> None:
     assert await running is True
     assert queue.in_flight == 0
     worker.stop()
+
+
+async def test_served_connections_get_tcp_nodelay() -> None:
+    """The pre-bound listening socket must let asyncio set TCP_NODELAY on each connection
+    (else Nagle + delayed ACK add ~40 ms to keep-alive responses, the miner's case)."""
+    from engine.commands.serve import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = writer.get_extra_info("socket")
+        accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        assert await asyncio.wait_for(accepted, 10) != 0
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
