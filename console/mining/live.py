@@ -10,6 +10,8 @@ from console.mining.log_follower import LogFollower, LogInterpreter
 from console.mining.state import MiningState
 from console.mining.validators import ValidatorSet
 
+TAIL_BYTES = 64 * 2**20  # a long pm2 log: read its last 64 MiB (hours of lines) on start
+
 
 def live_state(validators: ValidatorSet | None = None) -> MiningState:
     """Validators appear as the log names them; known ones (YAML) get their own rules, e.g. UID 49's
@@ -29,8 +31,9 @@ class LiveSource:
         state: MiningState | None = None,
         tz: tzinfo | None = None,
         from_start: bool = True,
+        tail_bytes: int | None = TAIL_BYTES,
     ) -> None:
-        self.follower = LogFollower(path, from_start=from_start)
+        self.follower = LogFollower(path, from_start=from_start, tail_bytes=tail_bytes)
         self.interpreter = LogInterpreter(tz)
         self.state = state if state is not None else live_state()
 

@@ -219,9 +219,13 @@ class LogInterpreter:
 class LogFollower:
     """Tail one file by path; `poll()` returns the complete new lines."""
 
-    def __init__(self, path: Path | str, from_start: bool = True) -> None:
+    def __init__(self, path: Path | str, from_start: bool = True, tail_bytes: int | None = None) -> None:
+        """`from_start`: read what the file holds; with `tail_bytes`, only its last that many bytes
+        (from the first full line in them) on the first open: a long pm2 log's recent hours."""
         self.path = Path(path)
         self.from_start = from_start
+        self.tail_bytes = tail_bytes
+        self._first_open = True
         self._fh = None
         self._ino: int | None = None
         self._buf = b""
@@ -239,9 +243,14 @@ class LogFollower:
         except OSError:
             return False
         self._fh = fh
-        self._ino = os.fstat(fh.fileno()).st_ino
+        st = os.fstat(fh.fileno())
+        self._ino = st.st_ino
         if at_end:
             fh.seek(0, os.SEEK_END)
+        elif self._first_open and self.tail_bytes is not None and st.st_size > self.tail_bytes:
+            fh.seek(st.st_size - self.tail_bytes)
+            fh.readline()  # drop the partial line we landed in
+        self._first_open = False
         return True
 
     def _drain(self) -> None:

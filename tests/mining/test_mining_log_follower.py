@@ -173,3 +173,17 @@ def test_missing_file_then_created(tmp_path: Path) -> None:
     shutil.copy(FIXTURE, log)
     assert len(f.poll()) > 30
     f.close()
+
+
+def test_tail_bytes_starts_at_a_full_line_near_the_end(tmp_path: Path) -> None:
+    log = tmp_path / "big.log"
+    lines = [line(f"10:00:{i:02d}.000", f"Querying task from [{i}]. Stake: 5000.0") for i in range(50)]
+    log.write_text("".join(lines))
+    f = LogFollower(log, tail_bytes=len(lines[-1]) * 3 - 5)
+    got = f.poll()
+    assert len(got) == 2  # the partial third-last line is dropped
+    assert parse_line(got[-1], UTC).message.startswith("Querying task from [49]")
+    with log.open("a") as fh:
+        fh.write(line("10:01:00.000", "No available validators to pull the task."))
+    assert len(f.poll()) == 1  # later reads follow from where it was
+    f.close()
