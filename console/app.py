@@ -44,6 +44,7 @@ from console.config import (
     AUTO,
     ConfigError,
     ConsoleConfig,
+    available_presets,
     best_preset,
     load_config,
     step_refresh,
@@ -445,7 +446,8 @@ class Gen404Console(App[None]):
                 "Restart selected endpoint", "stop, then start again", self.action_restart_endpoint
             ),
         ]
-        for name in PRESET_KEYS:
+        extra = [n for n in available_presets() if n not in PRESET_KEYS]  # smoke, user presets
+        for name in (*PRESET_KEYS, *extra):
             cmds.append(
                 PaletteCommand(
                     f"Preset {name}: selected", "PUT /preset", partial(self.action_set_preset, name)

@@ -168,6 +168,18 @@ async def test_help_lists_every_key_and_keymap_remaps(console_env: Path) -> None
         await wait_until(pilot, lambda: app.refresh_interval == 2.0)
 
 
+async def test_palette_offers_every_preset(console_env: Path) -> None:
+    (console_env / "presets" / "my_tuned.yaml").write_text("extends: text_mv_fast\niters: 300\n")
+    app = static_app(console_env)
+    async with app.run_test(size=SIZE):
+        titles = [c.title for c in app.palette_commands()]
+    for name in ("text_mv_ultra_fast", "text_mv_fast", "text_mv", "smoke", "my_tuned"):
+        assert f"Preset {name}: selected" in titles and f"Preset {name}: all endpoints" in titles
+    assert {"Spawn endpoint", "Stop selected endpoint", "Restart selected endpoint", "Help: keys"} <= set(
+        titles
+    )
+
+
 async def test_refresh_keys(console_env: Path) -> None:
     app = static_app(console_env)
     async with app.run_test(size=SIZE) as pilot:
