@@ -88,6 +88,26 @@ def clip_microbench(scorer: Scorer, views: int, size: int, repeats: int) -> dict
     return {k: statistics.median(v) for k, v in out.items()}
 
 
+def reference_check(backend: str) -> dict | None:
+    """The validator's own render of hamburger.ply (1080 px, azimuth 45, elevation 0, radius 3,
+    bbox 1.0) against ours through the same backend: PSNR in dB, full size."""
+    from PIL import Image
+
+    from engine.formats.ply import read_ply
+    from engine.scoring.views import render_orbit
+
+    for folder in VECTOR_DIRS:
+        ply, png = folder / "hamburger.ply", folder / "hamburger_validator_render.png"
+        if ply.is_file() and png.is_file():
+            splats = read_ply(ply.read_bytes())
+            ours = render_orbit(splats, 0.0, 45.0, 3.0, 1080, bbox_size=1.0, device="cuda", backend=backend)
+            ref = np.asarray(Image.open(png).convert("RGB"), np.float64)
+            mse = float(np.mean((ours.cpu().numpy().astype(np.float64) - ref) ** 2))
+            exact = float(np.mean(ours.cpu().numpy() == ref.astype(np.uint8)))
+            return {"psnr_db": 10 * np.log10(255.0**2 / max(mse, 1e-12)), "equal_values": exact}
+    return None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="convnext_large_d")
@@ -125,6 +145,7 @@ def main() -> int:
     report["load_s"] = time.perf_counter() - t0
     report["backend"] = scorer.backend
     report["clip_only"] = clip_microbench(scorer, args.views, args.size, args.repeats)
+    report["reference_render"] = reference_check(scorer.backend)
 
     report["results"] = []
     for name, data in inputs(args):
@@ -156,6 +177,13 @@ def main() -> int:
             f"{name:22s} {first.splats:>8d} splats  first {warm_s:7.2f} s  "
             + "  ".join(f"{s} {stages[s]['median_ms']:7.1f}" for s in STAGES)
             + f" ms (median of {args.repeats})  peak {entry['peak_gpu_mib']:.0f} MiB",
+            file=sys.stderr,
+        )
+    if report["reference_render"]:
+        ref = report["reference_render"]
+        print(
+            f"reference render (1080 px) vs the validator's PNG: PSNR {ref['psnr_db']:.2f} dB, "
+            f"{ref['equal_values']:.1%} of values identical",
             file=sys.stderr,
         )
     c = report["clip_only"]
