@@ -150,6 +150,7 @@ class MiningController:
             endpoints = list(self._endpoints())
         if self.stop_event.is_set():
             return
+        self.message = f"waiting for {len(endpoints)} endpoint(s) to be ready"
         await asyncio.gather(*(wait_ready(ep.url, self.stop_event) for ep in endpoints))
         self.message = ""
         self.miner = RehearsalMiner(self.validators, endpoints, prompts, scorer, self.clock, state=self.state)

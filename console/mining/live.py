@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import tzinfo
 from pathlib import Path
 
 from console.mining.log_follower import LogFollower, LogInterpreter
+from console.mining.selector import BUSY_MARK_S
 from console.mining.state import MiningState
 from console.mining.validators import ValidatorSet
 
@@ -16,7 +18,9 @@ TAIL_BYTES = 64 * 2**20  # a long pm2 log: read its last 64 MiB (hours of lines)
 def live_state(validators: ValidatorSet | None = None) -> MiningState:
     """Validators appear as the log names them; known ones (YAML) get their own rules, e.g. UID 49's
     120 s cooldown, others the subnet defaults. Cooldowns after feedback are estimated from them."""
-    state = MiningState(mode="live", scorer_label="validators (read from the miner's log)")
+    state = MiningState(
+        mode="live", scorer_label="validators (read from the miner's log)", busy_limit_s=BUSY_MARK_S
+    )
     if validators is not None:
         state.known = {v.uid: (v.rules, v.name) for v in validators.validators}
     return state
@@ -58,6 +62,8 @@ class LiveSource:
         try:
             while stop is None or not stop.is_set():
                 self.poll()
+                # endpoints are known from the workers' start lines; free validators while all are busy
+                self.state.observe_capacity(time.time())
                 await asyncio.sleep(interval)
         finally:
             self.follower.close()

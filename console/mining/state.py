@@ -43,8 +43,12 @@ class ValidatorView:
     violations: int = 0
     tasks_done: int = 0
 
+    busy_limit_s: float | None = None  # live logs: a pull with no answer stops counting as busy
+
     def status(self, now: float) -> str:
-        if self.busy_since is not None:
+        if self.busy_since is not None and (
+            self.busy_limit_s is None or now - self.busy_since < self.busy_limit_s
+        ):
             return "busy"
         if now < self.cooldown_until:
             return "penalised" if self.penalised else "cooldown"
@@ -64,6 +68,7 @@ class MiningState:
     default_rules: ValidatorRules = field(default_factory=ValidatorRules)
     validators: dict[int, ValidatorView] = field(default_factory=dict)
     known: dict[int, tuple[ValidatorRules, str]] = field(default_factory=dict)  # rules by uid, from YAML
+    busy_limit_s: float | None = None  # see ValidatorView.busy_limit_s
     ledger: Ledger = field(default_factory=Ledger)
     recent: deque[ResultRecord] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
     endpoints: list[str] = field(default_factory=list)
@@ -86,7 +91,9 @@ class MiningState:
         view = self.validators.get(uid)
         if view is None:
             known_rules, known_name = self.known.get(uid, (self.default_rules, f"validator {uid}"))
-            view = ValidatorView(uid, rules or known_rules, name or known_name)
+            view = ValidatorView(
+                uid, rules or known_rules, name or known_name, busy_limit_s=self.busy_limit_s
+            )
             self.validators[uid] = view
         return view
 
@@ -203,13 +210,13 @@ class MiningState:
         self.miner = ev
 
     # -- capacity -----------------------------------------------------------------------------
-    def busy_count(self) -> int:
-        return sum(1 for v in self.validators.values() if v.busy_since is not None)
+    def busy_count(self, now: float) -> int:
+        return sum(1 for v in self.validators.values() if v.status(now) == "busy")
 
     def observe_capacity(self, now: float, endpoints_total: int | None = None) -> None:
         """Count a missed window for each validator that sits free while every endpoint is busy."""
         total = endpoints_total if endpoints_total is not None else len(self.endpoints)
-        all_busy = total > 0 and self.busy_count() >= total
+        all_busy = total > 0 and self.busy_count(now) >= total
         for uid, v in self.validators.items():
             free = v.status(now) == "ready"
             if all_busy and free:
