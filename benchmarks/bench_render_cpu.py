@@ -4,7 +4,7 @@ A freshly initialised scene as the reference generator makes it (404-reference s
 points in a ball of radius 0.5, near-grey colours, opacity 0.1, scale = mean distance to the
 3 nearest neighbours, identity rotations; one step renders 4 views 90 degrees apart.
 
-    python benchmarks/bench_render_cpu.py [--gaussians 2000 10000] [--size 64 128] [--repeats 5]
+    python benchmarks/bench_render_cpu.py [--gaussians 2000 10000] [--size 64 128] [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ def main() -> None:
     parser.add_argument("--gaussians", type=int, nargs="+", default=[2000, 5000, 10000])
     parser.add_argument("--size", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; 4 views per step, median of {args.repeats}"
     )
