@@ -12,9 +12,11 @@ as read from its CUDA sources (ProjectionEWA3DGSFused.cu, RasterizeToPixels3DGSF
   1/255, front to back by camera depth (ties by index), a pixel stops before the Gaussian
   that would take its transmittance to <= 1e-4, background weighted by the final transmittance.
 
-Instead of gsplat's per-tile lists, work is done on sparse (Gaussian, pixel) pairs: each visible
-Gaussian emits the pixels of its box, pairs below the alpha threshold are dropped, the rest are
-sorted by (pixel, depth) and composited with a segmented cumulative sum of log(1 - alpha).
+Instead of gsplat's per-tile lists, work is done on sparse (Gaussian, pixel) pairs: for each
+visible Gaussian and image row, the pixels where alpha >= 1/255 form one run found by solving a
+quadratic, so only contributing pairs are ever made; they are sorted by (pixel, depth) (a 16-bit
+radix sort) and composited with a segmented cumulative sum of log(1 - alpha). The pair search
+runs without autograd; with gradients, alpha is recomputed differentiably on the surviving pairs.
 Images are processed in row bands sized to a pair budget so memory stays bounded at any size.
 """
 
@@ -31,7 +33,7 @@ ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
 MAX_EXTEND = 3.33
-PAIR_BUDGET = 1 << 22  # (Gaussian, pixel) pairs per band before alpha pruning: ~4M
+PAIR_BUDGET = 1 << 22  # (Gaussian, pixel) pairs per row band: ~4M, a few hundred MB
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:
@@ -120,7 +122,7 @@ class _Spans(NamedTuple):
     x_start: Tensor  # first pixel column of the run
     width: Tensor  # run length (>= 1)
     dx0: Tensor  # mean_x - (x_start + 0.5)
-    quad: Tensor  # (S,3): sigma(dx) = q0 dx^2 + q1 dx + q2, with -log(opacity) folded into q2
+    quad: Tensor  # (S,3): -log(opacity exp(-sigma)) = q0 dx^2 + q1 dx + q2 along the row
 
 
 def _row_spans(
