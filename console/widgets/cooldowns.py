@@ -41,7 +41,7 @@ def cooldown_rows(state: MiningState, now: float) -> list[dict[str, str]]:
                 "uid": str(v.uid),
                 "state": status,
                 "countdown": ("≈" if v.estimated and left else "") + (countdown(left) if left else "-"),
-                "bar": cooldown_bar(v.fraction_left(now) if left else 0.0),
+                "bar": cooldown_bar(v.fraction_left(now)) if left else "",
                 "score": score_text(v, v.rules.quality_threshold).plain,
                 "violations": str(v.violations),
                 "tasks": str(v.tasks_done),

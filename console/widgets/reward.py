@@ -28,10 +28,8 @@ def reward_line(state: MiningState, now: float) -> str:
     ]
     if state.averages is not None:
         a = state.averages
-        rating = "" if a.rating is None else f", rating {a.rating:.0f}"
-        parts.append(
-            f"miner says: avg {a.average:.2f}{rating}, {a.accepted} in {a.window_h}h, reward {a.reward:g}"
-        )
+        rating = "" if a.rating is None else f" rating {a.rating:.0f},"
+        parts.append(f"miner: avg {a.average:.2f},{rating} {a.accepted}/{a.window_h}h, reward {a.reward:.0f}")
     endpoints = max(1, len(state.endpoints))
     rules = [v.rules for v in state.validators.values()]
     if rules:

@@ -13,7 +13,7 @@ from textual.widgets import Sparkline, Static
 from console.mining.ledger import ResultRecord
 from console.mining.state import MiningState
 
-ROWS = 8
+ROWS = 5
 
 
 def _clock(t: float) -> str:
@@ -59,7 +59,7 @@ def score_rows(state: MiningState, limit: int = ROWS) -> list[dict[str, str]]:
 class ScoresPane(Vertical):
     DEFAULT_CSS = """
     ScoresPane { height: auto; }
-    ScoresPane Sparkline { height: 2; margin: 0 0 0 0; }
+    ScoresPane Sparkline { height: 1; margin: 0 0 0 0; }
     ScoresPane #scores-caption { color: $text-muted; }
     """
 
@@ -85,16 +85,23 @@ class ScoresPane(Vertical):
         self.query_one("#scores-caption", Static).update(caption)
         self.query_one("#scores-spark", Sparkline).data = self.values or [0.0]
         table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
-        for name, justify in (
-            ("time", "left"),
-            ("UID", "right"),
-            ("prompt", "left"),
-            ("endpoint", "left"),
-            ("preset", "left"),
-            ("gen", "right"),
-            ("score", "right"),
+        for name, justify, width in (
+            ("time", "left", 8),
+            ("UID", "right", 3),
+            ("prompt", "left", None),
+            ("endpoint", "left", 15),
+            ("preset", "left", 10),
+            ("gen", "right", 6),
+            ("score", "right", 9),
         ):
-            table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+            table.add_column(
+                name,
+                justify=justify,  # type: ignore[arg-type]
+                no_wrap=True,
+                overflow="ellipsis",
+                min_width=width,
+                ratio=1 if width is None else None,
+            )
         records = list(reversed(list(state.recent)[-ROWS:]))
         for row, r in zip(self.rows, records, strict=True):
             text, style = score_cell(r)
