@@ -71,6 +71,7 @@ def measure(client: httpx.Client, base_url: str, prompt: str) -> dict[str, float
         "engine_s": engine_s,
         "overhead_s": client_s - engine_s,
         "encode_s": float(timings.get("encode", 0.0)),
+        "server_wait_s": float(response.headers.get("x-queue-time", 0.0)),
         "bytes": float(len(response.content)),
     }
 
@@ -105,6 +106,9 @@ def run(base_url: str, args: argparse.Namespace, headers: dict[str, str]) -> Non
     print(f"  engine time     {summarise(rows, 'engine_s')}")
     print(f"  overhead        {summarise(rows, 'overhead_s')}   <- client - X-Generation-Time")
     print(f"   of it: encode  {summarise(rows, 'encode_s')}")
+    print(
+        f"   server hops    {summarise(rows, 'server_wait_s')}   <- X-Queue-Time: parse, queue, thread hand-offs"
+    )
     print(f"  GET /health     {summarise(floor, 'health_s')}   <- bare HTTP round trip, for scale")
     if args.json:
         print(
