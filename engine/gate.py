@@ -30,9 +30,12 @@ def check_gate(splats: Splats) -> GateVerdict:
     transparent = float(np.mean(splats.alphas() < TRANSPARENT_ALPHA))
     if transparent > MAX_TRANSPARENT_FRACTION:
         return GateVerdict(
-            False, f"{transparent:.1%} of opacities below {TRANSPARENT_ALPHA:g} (limit {MAX_TRANSPARENT_FRACTION:.0%})"
+            False,
+            f"{transparent:.1%} of opacities below {TRANSPARENT_ALPHA:g} (limit {MAX_TRANSPARENT_FRACTION:.0%})",
         )
     identity = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
-    if np.all(splats.rotations == identity):
+    # as the validator: rotations normalised on load, then torch.allclose (rtol 1e-5, atol 1e-8)
+    # (404-Repo/three-gen-subnet validation/engine/utils/gs_data_checker_utils.py)
+    if np.allclose(splats.unit_rotations(), identity, rtol=1e-5, atol=1e-8):
         return GateVerdict(False, "all rotations are the identity (1, 0, 0, 0)")
     return GateVerdict(True, f"ok: {n} Gaussians, {transparent:.1%} transparent")
