@@ -203,12 +203,19 @@ def _gate_case(hamburger: Splats, case: str) -> Splats:
         s.opacities[: int(0.81 * len(s))] = -10.0  # alpha 4.5e-5 < 1e-3
     elif case == "identity":
         s.rotations[:] = [1.0, 0.0, 0.0, 0.0]
+    elif case == "scaled_identity":  # the validator normalises before comparing
+        s.rotations[:] = [2.0, 0.0, 0.0, 0.0]
     return s
 
 
 @pytest.mark.parametrize(
     ("case", "reason"),
-    [("too_few", "too few"), ("transparent", "opacities below"), ("identity", "identity")],
+    [
+        ("too_few", "too few"),
+        ("transparent", "opacities below"),
+        ("identity", "identity"),
+        ("scaled_identity", "identity"),
+    ],
 )
 def test_gate_failures_score_zero_without_rendering(
     scorer: Scorer, hamburger: Splats, case: str, reason: str
