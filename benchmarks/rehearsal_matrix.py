@@ -183,11 +183,22 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--prompts", type=Path, default=None)
     p.add_argument("--validator-url", default="http://127.0.0.1:8094")
+    p.add_argument(
+        "--gen-times",
+        metavar="PRESET=S,...",
+        help="seconds per generation measured elsewhere (e.g. `gen404 bench` on a GPU box): skips the "
+        "endpoint measurement when all presets are given; the table labels them 'given'",
+    )
     args = p.parse_args()
+    given = {
+        k: float(v) for k, v in (item.split("=", 1) for item in (args.gen_times or "").split(",") if item)
+    }
 
     label = machine()
     prompts = load_prompts(args.prompts)
     url = f"http://127.0.0.1:{args.port}"
+    if set(PRESETS) <= set(given):
+        return print_table(label, args, None, b"", 0.0, given, prompts)
     with tempfile.TemporaryDirectory() as tmp:
         presets_dir = Path(tmp)
         for n in (args.iters_a, args.iters_b):
@@ -204,11 +215,28 @@ def main() -> int:
     t0 = time.perf_counter()
     spz.compress(ply)
     compress_s = time.perf_counter() - t0
+    return print_table(label, args, fit, ply, compress_s, given, prompts)
 
+
+def print_table(
+    label: str,
+    args: argparse.Namespace,
+    fit: Fit | None,
+    ply: bytes,
+    compress_s: float,
+    given: dict[str, float],
+    prompts: list[str],
+) -> int:
+    if not ply:
+        ply = (REPO.parent / "shared" / "vectors" / "hamburger.ply").read_bytes()  # a real result to replay
     rows = []
     for name in PRESETS:
         iters = load_preset(name).iters
-        gen_s = fit.time_for(iters) + compress_s
+        if name in given:
+            gen_s = given[name]
+        else:
+            assert fit is not None
+            gen_s = fit.time_for(iters) + compress_s
         print(f"rehearsing {name}: {gen_s:.1f} s per task, {args.hours:g} virtual h...", file=sys.stderr)
         r = asyncio.run(rehearse(name, gen_s, ply, args.hours, args.endpoints, prompts, args.validator_url))
         analytic = project(
@@ -218,18 +246,23 @@ def main() -> int:
         h200 = project(h200_s, r["rules"], args.endpoints)
         rows.append((name, iters, gen_s, r, analytic, h200_s, h200))
 
-    samples = "; ".join(f"{n} iters: {', '.join(f'{s:.2f}' for s in v)} s" for n, v in fit.samples.items())
     print(f"\n# Projected reward per preset: {label}")
-    print(
-        f"# smoke-sized endpoint measured: {samples}; fit {fit.fixed_s:.2f} s + {fit.per_iter_s:.3f} s/iter;"
-    )
+    if fit is not None:
+        samples = "; ".join(
+            f"{n} iters: {', '.join(f'{s:.2f}' for s in v)} s" for n, v in fit.samples.items()
+        )
+        print(
+            f"# smoke-sized endpoint measured: {samples}; fit {fit.fixed_s:.2f} s + {fit.per_iter_s:.3f} s/iter;"
+        )
+    if given:
+        print(f"# given (not measured here) seconds per generation: {given}")
     print(
         f"# SPZ compression {compress_s:.2f} s. {args.endpoints} endpoints, validators from console/data/validators.yaml,"
     )
     print(f"# {args.hours:g} virtual h rehearsed per preset, scaled to 4 h. Scorer: {rows[0][3]['scorer']}.")
     print()
     print(
-        "| preset | iters | s/gen here (projected) | rehearsal gens/4h | accepted/4h | analytic gens/4h | bound by | "
+        "| preset | iters | s/gen | rehearsal gens/4h | accepted/4h | analytic gens/4h | bound by | "
         "missed windows/4h | mean score | score x accepted | x guide CLIP est. | s/gen H200 (anchors) | H200 gens/4h |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -239,15 +272,17 @@ def main() -> int:
         reward = "gate-only: no score" if score is None else f"{score * accepted:.1f}"
         clip = GUIDE_CLIP.get(name)
         guide = "-" if clip is None else f"{clip:.2f} x {accepted:.0f} = {clip * accepted:.1f}"
+        src = " (given)" if name in given else ""
         print(
-            f"| {name} | {iters} | {gen_s:.1f} | {r['results_4h']:.0f} | {r['accepted_4h']:.0f} | "
+            f"| {name} | {iters} | {gen_s:.1f}{src} | {r['results_4h']:.0f} | {r['accepted_4h']:.0f} | "
             f"{a.generations_4h:.0f} | {a.limited_by} | {r['missed_4h']:.0f} | {fmt(score, '{:.2f}')} | {reward} | "
             f"{guide} | {h200_s:.1f} | {h200.generations_4h:.0f} |"
         )
     print(
         "\nRehearsal counts include every submitted result; accepted/4h excludes rejected and duplicate ones (a task "
         "longer than the miner's 300 s busy mark lets a second worker pull the same validator, which hands out the "
-        "same task again; the slower submit is refused). 'x guide CLIP est.' multiplies accepted/4h by the seed "
+        "same task again; the slower submit is refused). A missed window: a validator free for 30 s or more while "
+        "every endpoint was busy. 'x guide CLIP est.' multiplies accepted/4h by the seed "
         "guide's expected CLIP score (not measured). H200 columns: the subnet's reference loop at 105 ms/iteration "
         "(../shared/docs/performance-anchors.md), analytic, no rejections."
     )

@@ -25,6 +25,7 @@ from console.mining.ledger import Ledger, ResultRecord
 from console.mining.rules import ValidatorRules, cooldown_until
 
 RECENT_LIMIT = 200
+MISSED_AFTER_S = 30.0
 
 
 @dataclass
@@ -84,7 +85,7 @@ class MiningState:
     _last_querying: int | None = None
     _pending: dict[str, tuple[int | None, float]] = field(default_factory=dict)  # prompt -> (uid, t)
     _gen_done: dict[str, GenerationDone] = field(default_factory=dict)
-    _missing_since: dict[int, float] = field(default_factory=dict)
+    _missing_since: dict[int, float | None] = field(default_factory=dict)
 
     # -- set-up -------------------------------------------------------------------------------
     def add_validator(self, uid: int, rules: ValidatorRules | None = None, name: str = "") -> ValidatorView:
@@ -214,15 +215,16 @@ class MiningState:
         return sum(1 for v in self.validators.values() if v.status(now) == "busy")
 
     def observe_capacity(self, now: float, endpoints_total: int | None = None) -> None:
-        """Count a missed window for each validator that sits free while every endpoint is busy."""
+        """Count a missed window for each validator that sits free while every endpoint is busy, once
+        that has lasted `MISSED_AFTER_S` (the throttle period: a wait the validator would not forgive)."""
         total = endpoints_total if endpoints_total is not None else len(self.endpoints)
         all_busy = total > 0 and self.busy_count(now) >= total
         for uid, v in self.validators.items():
-            free = v.status(now) == "ready"
-            if all_busy and free:
-                if uid not in self._missing_since:
-                    self._missing_since[uid] = now
+            if all_busy and v.status(now) == "ready":
+                since = self._missing_since.setdefault(uid, now)
+                if since is not None and now - since >= MISSED_AFTER_S:
                     self.ledger.note_missed(now, uid)
+                    self._missing_since[uid] = None  # counted; wait for the interval to end
             else:
                 self._missing_since.pop(uid, None)
 

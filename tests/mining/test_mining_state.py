@@ -17,23 +17,27 @@ def busy_two(state: MiningState) -> None:
     state.apply(TaskReceived(2.1, 27, "p2"))
 
 
-def test_missed_window_counted_once_per_free_interval() -> None:
+def test_missed_window_counted_once_per_free_interval_past_the_throttle() -> None:
     state = MiningState()
     busy_two(state)
     state.observe_capacity(3.0)
-    state.observe_capacity(4.0)  # still the same interval
-    assert state.ledger.missed_windows(4.0) == 1
-    state.apply(FeedbackReceived(5.0, 12, "p1", 0.8))  # an endpoint frees up
-    state.observe_capacity(5.0)
-    state.apply(Querying(6.0, 49))  # and takes 49 (12 now cools down)
-    state.apply(TaskReceived(6.1, 49, "p3"))
-    state.observe_capacity(6.2)
-    assert state.ledger.missed_windows(6.2) == 1  # nobody free while all busy
+    state.observe_capacity(20.0)
+    assert state.ledger.missed_windows(20.0) == 0  # 49 waited 17 s: under the throttle period
+    state.observe_capacity(33.0)
+    state.observe_capacity(40.0)  # still the same interval
+    assert state.ledger.missed_windows(40.0) == 1
+    state.apply(FeedbackReceived(45.0, 12, "p1", 0.8))  # an endpoint frees up
+    state.observe_capacity(45.0)
+    state.apply(Querying(46.0, 49))  # and takes 49 (12 now cools down)
+    state.apply(TaskReceived(46.1, 49, "p3"))
+    state.observe_capacity(46.2)
+    assert state.ledger.missed_windows(46.2) == 1  # nobody free while all busy
     state.apply(FeedbackReceived(500.0, 27, "p2", 0.8))
     state.apply(Querying(501.0, 27))
     state.apply(TaskReceived(501.0, 27, "p4"))
     state.observe_capacity(1000.0)  # 12's cooldown ran out while both endpoints are busy
-    assert state.ledger.missed_windows(1000.0) == 2
+    state.observe_capacity(1031.0)
+    assert state.ledger.missed_windows(1031.0) == 2
 
 
 def test_no_missed_window_while_an_endpoint_is_idle() -> None:
