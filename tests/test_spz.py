@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def vec(vectors_dir: Path):
+def vec(vectors_dir: Path) -> Callable[[str], bytes]:
     cache: dict[str, bytes] = {}
 
     def read(name: str) -> bytes:
