@@ -24,12 +24,12 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from engine.prompts import validate_prompt
 from engine.scoring.scorer import COMPRESSION_PLY, COMPRESSION_SPZ, ResultDecodeError, Scorer, ScoreReport
@@ -55,14 +55,35 @@ SERVICE_VERSION = f"gen404-validator {GEN404_VERSION}"
 log = logging.getLogger("gen404.validator")
 
 
-class ValidationRequest(BaseModel):
+class ValidationRequest(BaseModel):  # parsed by hand off the loop, see parse_request
     prompt: str | None = Field(default=None, description="the text prompt of the task")
     data: str = Field(description="the result, base64: PLY bytes or 404 SPZ bytes")
     compression: int = Field(default=COMPRESSION_PLY, description="0 = PLY, 2 = SPZ")
 
 
-class InputError(ValueError):
-    """Input we cannot score: answered 400."""
+@dataclass
+class RequestRefused(Exception):
+    """A request we cannot score, with the status and error it is answered with."""
+
+    status: int
+    error: str
+    detail: Any = None
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    prompt: str
+    compression: int
+    data: bytes
+    parse_s: float
+
+
+OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ValidationRequest.model_json_schema()}},
+    }
+}
 
 
 def failure(status: int, message: str, detail: Any = None) -> JSONResponse:
@@ -89,24 +110,34 @@ def report_response(report: ScoreReport, extra_timings: dict[str, float]) -> dic
     }
 
 
-def _decode_and_score(scorer: Scorer, request: ValidationRequest, prompt: str) -> tuple[ScoreReport, float]:
+def parse_request(raw: bytes) -> ParsedRequest:
+    """JSON body -> checked request with the result bytes; RequestRefused says what is wrong.
+    Runs on a worker thread: parsing and base64-decoding tens of MiB would stall the loop."""
     t0 = time.perf_counter()
+    try:
+        request = ValidationRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        raise RequestRefused(422, "invalid request body", errors) from None
+    try:
+        prompt = validate_prompt(request.prompt if request.prompt is not None else "")
+    except ValueError as exc:
+        raise RequestRefused(400, "bad prompt", str(exc)) from None
+    if request.compression not in (COMPRESSION_PLY, COMPRESSION_SPZ):
+        raise RequestRefused(400, "unsupported compression", f"{request.compression}: use 0 (PLY) or 2 (SPZ)")
     try:
         data = base64.b64decode(request.data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InputError(f"data is not valid base64: {exc}") from None
+        raise RequestRefused(400, "data is not valid base64", str(exc)) from None
     if not data:
-        raise InputError("data is empty")
-    b64_s = time.perf_counter() - t0
-    try:
-        return scorer.score(data, prompt, request.compression), b64_s
-    except ResultDecodeError as exc:
-        raise InputError(str(exc)) from None
+        raise RequestRefused(400, "data is empty")
+    return ParsedRequest(prompt, request.compression, data, time.perf_counter() - t0)
 
 
 def create_app(scorer: Scorer, body_limit: int = DEFAULT_BODY_LIMIT, api_key: str | None = None) -> ASGIApp:
     """The ASGI app: FastAPI behind the shared request guard (API key, body limit)."""
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gen404-validate")
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gen404-validate")  # one model
+    parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gen404-parse")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,38 +146,34 @@ def create_app(scorer: Scorer, body_limit: int = DEFAULT_BODY_LIMIT, api_key: st
         log.info("scorer ready: %s on %s/%s", scorer.clip.model_name, scorer.device, scorer.backend)
         yield
         executor.shutdown(wait=False, cancel_futures=True)
+        parser.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="gen404 local validation service", version=GEN404_VERSION, lifespan=lifespan)
     app.state.scorer = scorer
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return failure(422, "invalid request body", errors)
 
     @app.get("/version/")
     async def version() -> str:
         return SERVICE_VERSION
 
-    @app.post(VALIDATE_PATH)
-    async def validate_txt_to_3d_ply(request: ValidationRequest) -> JSONResponse:
+    @app.post(VALIDATE_PATH, openapi_extra=OPENAPI_BODY)
+    async def validate_txt_to_3d_ply(request: Request) -> JSONResponse:
         t0 = time.perf_counter()
-        try:
-            prompt = validate_prompt(request.prompt if request.prompt is not None else "")
-        except ValueError as exc:
-            return failure(400, "bad prompt", str(exc))
-        if request.compression not in (COMPRESSION_PLY, COMPRESSION_SPZ):
-            return failure(400, "unsupported compression", f"{request.compression}: use 0 (PLY) or 2 (SPZ)")
+        raw = await request.body()
         loop = asyncio.get_running_loop()
         try:
-            report, b64_s = await loop.run_in_executor(executor, _decode_and_score, scorer, request, prompt)
-        except InputError as exc:
+            parsed = await loop.run_in_executor(parser, parse_request, raw)
+            report = await loop.run_in_executor(
+                executor, scorer.score, parsed.data, parsed.prompt, parsed.compression
+            )
+        except RequestRefused as exc:
+            return failure(exc.status, exc.error, exc.detail)
+        except ResultDecodeError as exc:
             return failure(400, "cannot score this data", str(exc))
         except Exception as exc:  # the service stays up; the caller gets score 0
             log.exception("validation failed")
             return failure(500, "validation failed", f"{type(exc).__name__}: {exc}")
-        body = report_response(report, {"base64": b64_s, "request": time.perf_counter() - t0})
-        log.info("score %.3f alignment %s for %r", body["score"], body["alignment_score"], prompt[:80])
+        body = report_response(report, {"parse": parsed.parse_s, "request": time.perf_counter() - t0})
+        log.info("score %.3f alignment %s for %r", body["score"], body["alignment_score"], parsed.prompt[:80])
         return JSONResponse(body)
 
     guarded = RequestGuard(app, api_key=api_key, body_limits={VALIDATE_PATH: body_limit})
