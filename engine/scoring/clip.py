@@ -109,7 +109,7 @@ class ClipEmbedder:
         tokens = self._tokenizer(prompt).to(self.device)
         with self._autocast():
             feats = self._model.encode_text(tokens)
-            feats = feats / feats.norm(dim=-1, keepdim=True)
+            feats /= feats.norm(dim=-1, keepdim=True)  # in place: keeps autocast's fp16, as the validator
         self._text_cache[prompt] = feats
         if len(self._text_cache) > TEXT_CACHE_SIZE:
             self._text_cache.popitem(last=False)
@@ -121,13 +121,12 @@ class ClipEmbedder:
         x = preprocess_views(images.to(self.device))
         with self._autocast():
             feats = self._model.encode_image(x)
-            feats = feats / feats.norm(dim=-1, keepdim=True)
+            feats /= feats.norm(dim=-1, keepdim=True)
         return feats
 
     def cosines(self, images: torch.Tensor, prompt: str) -> np.ndarray:
         """Per-view cosine between each uint8 (C, H, W, 3) render and the prompt, float32 (C,)."""
         image = self.image_features(images)
         text = self.text_features(prompt)
-        with self._autocast():
-            scores = image @ text.T
+        scores = image @ text.T  # outside autocast, in the features' dtype, as the validator
         return scores.float().reshape(-1).cpu().numpy()
