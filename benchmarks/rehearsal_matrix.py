@@ -51,7 +51,7 @@ GUIDE_CLIP = {"text_mv_ultra_fast": 0.62, "text_mv_fast": 0.70, "text_mv": 0.80}
 H200_MS_PER_ITER = 105.0  # ../shared/docs/performance-anchors.md: reference loop, full-size models, H200
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -61,7 +61,19 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores, load {load:.1f}, no GPU used"
+    gpu = "no GPU used"
+    if device != "cpu":
+        try:
+            names = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            gpu = f"GPU {names.splitlines()[0]}" if names else "GPU (unnamed)"
+        except (OSError, subprocess.SubprocessError):
+            gpu = "GPU (nvidia-smi unavailable)"
+    return f"{cpu}, {os.cpu_count()} cores, load {load:.1f}, {gpu}"
 
 
 @dataclass
@@ -74,10 +86,25 @@ class Fit:
         return self.fixed_s + self.per_iter_s * iters
 
 
-def start_endpoint(port: int, presets_dir: Path, first: str, log: Path) -> subprocess.Popen:
-    gen404 = Path(sys.executable).parent / "gen404"
-    cmd = [str(gen404), "serve", "--port", str(port), "--preset", first, "--device", "cpu"]
-    env = {**os.environ, "GEN404_PRESETS_DIR": str(presets_dir)}
+def start_endpoint(
+    port: int, presets_dir: Path, first: str, log: Path, device: str = "cpu", random_weights: bool = False
+) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--preset",
+        first,
+        "--device",
+        device,
+    ]
+    if random_weights:
+        cmd.append("--random-weights")
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "GEN404_PRESETS_DIR": str(presets_dir), "PYTHONPATH": pythonpath}
     return subprocess.Popen(
         cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -184,6 +211,14 @@ def main() -> int:
     p.add_argument("--prompts", type=Path, default=None)
     p.add_argument("--validator-url", default="http://127.0.0.1:8094")
     p.add_argument(
+        "--direct",
+        action="store_true",
+        help="time the text_mv presets themselves (a GPU box; with --random-weights: full-size "
+        "architectures, random weights) instead of projecting from smoke-sized runs",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument(
         "--gen-times",
         metavar="PRESET=S,...",
         help="seconds per generation measured elsewhere (e.g. `gen404 bench` on a GPU box): skips the "
@@ -194,11 +229,13 @@ def main() -> int:
         k: float(v) for k, v in (item.split("=", 1) for item in (args.gen_times or "").split(",") if item)
     }
 
-    label = machine()
+    label = machine(args.device)
     prompts = load_prompts(args.prompts)
     url = f"http://127.0.0.1:{args.port}"
     if set(PRESETS) <= set(given):
         return print_table(label, args, None, b"", 0.0, given, prompts)
+    if args.direct:
+        return direct(args, label, url, prompts)
     with tempfile.TemporaryDirectory() as tmp:
         presets_dir = Path(tmp)
         for n in (args.iters_a, args.iters_b):
@@ -218,6 +255,50 @@ def main() -> int:
     return print_table(label, args, fit, ply, compress_s, given, prompts)
 
 
+def direct(args: argparse.Namespace, label: str, url: str, prompts: list[str]) -> int:
+    """Measure each text_mv preset on its own endpoint models (they share models: no reload)."""
+    names = [n for n in PRESETS if n != "smoke"]
+    times: dict[str, float] = {}
+    ply = b""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "serve.log"
+        proc = start_endpoint(args.port, Path(tmp), names[0], log, args.device, args.random_weights)
+        try:
+            print(f"endpoint starting ({url}, {names[0]}, {args.device})...", file=sys.stderr)
+            wait_ready(url, timeout=900)
+            with httpx.Client(timeout=900) as client:
+                for name in names:
+                    client.put(url + "/preset", json={"name": name}).raise_for_status()
+                    if name == names[0]:  # first use: kernels compile, caches fill (shared by all three)
+                        client.post(url + "/generate/", data={"prompt": "warm-up teapot"}).raise_for_status()
+                    samples: list[float] = []
+                    for i in range(args.repeats):
+                        if samples and samples[0] > 60:
+                            break  # a slow preset: one sample says enough
+                        t0 = time.perf_counter()
+                        r = client.post(url + "/generate/", data={"prompt": prompts[i % len(prompts)]})
+                        r.raise_for_status()
+                        samples.append(time.perf_counter() - t0)
+                        ply = r.content
+                    times[name] = statistics.median(samples)
+                    print(f"{name}: {', '.join(f'{x:.2f}' for x in samples)} s", file=sys.stderr)
+        except Exception:
+            print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
+            raise
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    t0 = time.perf_counter()
+    spz.compress(ply)
+    compress_s = time.perf_counter() - t0
+    measured = {k: v + compress_s for k, v in times.items()}
+    print(
+        f"# measured here (client wall time + SPZ), random weights={args.random_weights}: {measured}",
+        file=sys.stderr,
+    )
+    return print_table(label, args, None, ply, compress_s, measured, prompts, only=names, source="measured")
+
+
 def print_table(
     label: str,
     args: argparse.Namespace,
@@ -226,11 +307,13 @@ def print_table(
     compress_s: float,
     given: dict[str, float],
     prompts: list[str],
+    only: list[str] | None = None,
+    source: str = "given",
 ) -> int:
     if not ply:
         ply = (REPO.parent / "shared" / "vectors" / "hamburger.ply").read_bytes()  # a real result to replay
     rows = []
-    for name in PRESETS:
+    for name in only or PRESETS:
         iters = load_preset(name).iters
         if name in given:
             gen_s = given[name]
@@ -255,7 +338,8 @@ def print_table(
             f"# smoke-sized endpoint measured: {samples}; fit {fit.fixed_s:.2f} s + {fit.per_iter_s:.3f} s/iter;"
         )
     if given:
-        print(f"# given (not measured here) seconds per generation: {given}")
+        what = "given (not measured here)" if source == "given" else "measured here, each preset itself"
+        print(f"# {what}: seconds per generation {given}")
     print(
         f"# SPZ compression {compress_s:.2f} s. {args.endpoints} endpoints, validators from console/data/validators.yaml,"
     )
@@ -272,7 +356,7 @@ def print_table(
         reward = "gate-only: no score" if score is None else f"{score * accepted:.1f}"
         clip = GUIDE_CLIP.get(name)
         guide = "-" if clip is None else f"{clip:.2f} x {accepted:.0f} = {clip * accepted:.1f}"
-        src = " (given)" if name in given else ""
+        src = f" ({source})" if name in given else ""
         print(
             f"| {name} | {iters} | {gen_s:.1f}{src} | {r['results_4h']:.0f} | {r['accepted_4h']:.0f} | "
             f"{a.generations_4h:.0f} | {a.limited_by} | {r['missed_4h']:.0f} | {fmt(score, '{:.2f}')} | {reward} | "
