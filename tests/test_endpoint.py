@@ -292,14 +292,24 @@ def test_sigterm_stops_the_inflight_generation_within_the_grace_and_exits_0(serv
     """Runs last: it stops the module's server (--shutdown-grace 0.2, svc_slow in flight)."""
     use_preset(server, "svc_slow")
     result: dict[str, httpx.Response] = {}
-    inflight = threading.Thread(target=lambda: result.update(a=post(server, data={"prompt": "a slow bowl"})))
-    inflight.start()
+
+    def send(key: str, prompt: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: result.update({key: post(server, data={"prompt": prompt})}))
+        thread.start()
+        return thread
+
+    clients = [send("running", "a slow bowl")]
     wait_stats(server, lambda s: s["in_flight"] == 1)
+    clients.append(send("waiting", "a queued bowl"))
+    wait_stats(server, lambda s: s["queue_depth"] == 1)
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
-    inflight.join(60)
-    assert result["a"].status_code == 503  # stopped at its next step, not run to the end
-    assert "shut down" in result["a"].json()["error"]
+    for thread in clients:
+        thread.join(60)
+    assert result["waiting"].status_code == 503  # the line is failed at once
+    assert result["waiting"].json()["error"] == "endpoint is shutting down"
+    assert result["running"].status_code == 503  # stopped at its next step, not run to the end
+    assert result["running"].json()["error"] == "endpoint shut down during generation"
     assert server.proc.wait(30) == 0
     # bound: grace + uvicorn's hard stop (grace + 5 s) + 2 s for the worker; slack for a busy CPU
     assert time.monotonic() - started < 30
