@@ -212,3 +212,18 @@ def test_self_scorer_returns_the_fidelity(vectors_dir: Path) -> None:
     assert isinstance(value, float) and 0.0 <= value <= 1.0
     few = Splats(**{k: getattr(s, k)[:100] for k in Splats.__dataclass_fields__})
     assert score("a hamburger", few) == 0.0  # the gate fails
+
+
+async def test_api_key_refusal_keeps_the_score_shape() -> None:
+    """The shared guard's own answers (here 401) also carry score 0.0 on the validation path."""
+    from engine.service.validator import create_app
+
+    app = create_app(scorer=None, api_key="secret")  # refused before the app (and its scorer) runs
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        r = await client.post(VALIDATE, json={"prompt": "a", "data": "", "compression": 0})
+        assert r.status_code == 401
+        assert r.json()["score"] == 0.0 and r.json()["error"] == "unauthorized"
+        assert int(r.headers["content-length"]) == len(r.content)
+        other = await client.get("/version/")
+        assert other.status_code == 401 and "score" not in other.json()  # only validation paths

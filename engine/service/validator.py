@@ -9,8 +9,9 @@ estimate (engine.scoring.alignment.fidelity_estimate).
 
 Every failure answers `{"score": 0.0, "error": ...}`: 400 for input we cannot score (prompt,
 base64, compression code, undecodable data), 413 past the body limit, 422 for a malformed JSON
-body, 500 for anything else. Scoring runs on one worker thread (requests queue, as the subnet's
-single-worker executor), never on the event loop.
+body, 500 for anything else. Nothing heavy runs on the event loop: JSON parsing and base64
+decoding run on a small thread pool, scoring on one worker thread (requests queue, as with the
+subnet's single-worker executor). Preview images (generate_*_preview) are not produced.
 """
 
 from __future__ import annotations
