@@ -7,6 +7,7 @@ The key server runs `gen404 serve` with GEN404_API_KEY set and a load fault inje
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 
@@ -136,3 +137,21 @@ async def test_request_guard_answers_413_even_when_the_app_swallows_the_aborted_
         assert over.status_code == 413
         assert over.json()["error"] == "request body too large"
         assert (await client.post("/upload", content=b"x" * 1001)).status_code == 413  # Content-Length
+
+
+def test_a_busy_port_is_a_one_line_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            gen404_cmd("serve", "--port", str(port), "--preset", "smoke"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == f"gen404 serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
