@@ -10,6 +10,7 @@ points in a ball of radius 0.5, near-grey colours, opacity 0.1, scale = mean dis
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,8 +81,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # On a shared, oversubscribed box OpenMP's default spin-waiting can slow a step 10x or more;
+    # OMP_WAIT_POLICY=PASSIVE (set before Python starts) avoids it.
+    wait = os.environ.get("OMP_WAIT_POLICY", "default")
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; 4 views per step, median of {args.repeats}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, OMP_WAIT_POLICY={wait}; "
+        f"4 views per step, median of {args.repeats}"
     )
     print(f"{'gaussians':>9} {'size':>5} {'forward s':>10} {'fwd+bwd s':>10}")
     for n in args.gaussians:
