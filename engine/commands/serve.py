@@ -93,10 +93,6 @@ def run(args: argparse.Namespace) -> int:  # returns only on errors before servi
 
     if args.queue < 0:
         raise CliError("--queue must be >= 0")
-    # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. Endpoints share
-    # CPU cores (several per box, plus the miner); with spinning threads a tiny CPU generation
-    # on a busy 2-core box took 1-8 s instead of 0.1 s. An explicit setting still wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     api_key = resolve_api_key(args.api_key)
     try:
         check_bind(args.host, api_key, args.insecure)
