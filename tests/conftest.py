@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import engine  # noqa: F401  (first: sets OMP_WAIT_POLICY before any test module imports torch)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
 VECTORS_DIR = SHARED_DIR / "vectors"
