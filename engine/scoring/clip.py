@@ -128,5 +128,5 @@ class ClipEmbedder:
         """Per-view cosine between each uint8 (C, H, W, 3) render and the prompt, float32 (C,)."""
         image = self.image_features(images)
         text = self.text_features(prompt)
-        scores = image @ text.T  # outside autocast, in the features' dtype, as the validator
+        scores = image @ text.T.to(image.dtype)  # outside autocast, in the features' dtype (validator)
         return scores.float().reshape(-1).cpu().numpy()
