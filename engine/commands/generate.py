@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--seed must be >= 0, got {args.seed}")
     check_writable(args.output)
 
+    # before torch loads OpenMP: idle threads sleep instead of spinning (as `gen404 serve` does);
+    # spinning threads made CPU generations many times slower on a shared box
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from engine.formats.ply import write_ply
