@@ -1,0 +1,96 @@
+"""gen404 bench: the CLI end to end on the smoke preset (CPU), spec parsing, baseline overrides;
+on CUDA, the graphed guidance path against the eager one (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.bench import BASELINE_OVERRIDES, baseline_of, parse_spec
+from engine.cli import main
+from engine.presets import PresetError, load_preset
+
+# CPU-sized: a few steps, few points; the export still grows to the gate's 7000
+SMALL = ["iters=3", "num_pts=200", "max_gaussians=300", "density_start_iter=1", "densification_interval=2"]
+
+
+def _small_args() -> list[str]:
+    return [arg for item in SMALL for arg in ("--set", item)]
+
+
+def test_bench_cli_on_smoke_with_baseline_writes_table_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    profile = tmp_path / "prof"
+    argv = ["bench", "--presets", "smoke", "--runs", "2", "--baseline", "--device", "cpu"]
+    code = main([*argv, "--json", str(out), "--profile", str(profile), *_small_args()])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "| smoke | optimised | 2 |" in table and "| smoke | baseline | 1 |" in table
+    report = json.loads(out.read_text())
+    assert report["gpu"] is None and set(report["speedups"]) == {"smoke"}
+    opt, base = report["results"]
+    assert (opt["variant"], base["variant"]) == ("optimised", "baseline")
+    for r in (opt, base):
+        assert r["error"] is None and r["gate"] == "ok" and r["ply_valid"] is True
+        assert r["splats"] == 7000 and r["ply_bytes"] > 0 and r["spz_bytes"] > 0
+        assert r["median_s"] > 0 and all(run["seconds"] >= run["generate_s"] for run in r["runs"])
+        assert r["stages"]["total"] > 0 and "spz" in r["stages"]
+    # the optimised breakdown splits the guidance into VAE encode and UNet (synced run)
+    assert opt["stages"]["vae_encode"] > 0 and opt["stages"]["unet"] > 0
+    assert len({run["prompt"] for run in opt["runs"]}) == 2  # a new prompt per run: no cache hits
+    assert opt["profile"] and (profile / "profile_smoke.txt").is_file()
+
+
+def test_bench_cli_rejects_unknown_preset_and_bad_override(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--presets", "no_such_preset", "--device", "cpu"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["bench", "--presets", "smoke+iters=0", "--device", "cpu"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["bench", "--presets", "smoke", "--set", "nokey", "--device", "cpu"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_spec_overrides_and_baseline_preset() -> None:
+    label, preset = parse_spec("text_mv_fast+channels_last=true+iters=10")
+    assert label == "text_mv_fast+channels_last=true+iters=10"
+    assert preset.channels_last is True and preset.iters == 10 and preset.name == "text_mv_fast"
+    fast = load_preset("text_mv_fast")
+    assert fast.cuda_graphs and fast.dtype == "bf16"
+    base = baseline_of(fast)
+    assert {k: getattr(base, k) for k in BASELINE_OVERRIDES} == BASELINE_OVERRIDES
+    # everything else (schedule, sizes, seed) is the preset's own: same work, other execution
+    assert dataclasses.replace(base, **{k: getattr(fast, k) for k in BASELINE_OVERRIDES}) == fast
+    with pytest.raises(PresetError):
+        parse_spec("text_mv_fast+cuda_graphs=maybe")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphed_guidance_matches_eager_on_cuda() -> None:
+    from types import SimpleNamespace
+
+    from engine.guidance import build_guidance
+
+    guidance = build_guidance(
+        SimpleNamespace(guidance="tiny_mvdream", ref_size=32, seed=3, dtype="fp32"), "cuda"
+    )
+    embeds = guidance.encode_prompt("a chair", "blurry")
+    images = torch.rand(4, 3, 48, 48, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    c2w = torch.eye(4, device="cuda").repeat(4, 1, 1)
+    c2w[:, 2, 3] = 3.0
+    results = []
+    for graphs in (False, True, True):  # eager, capture + replay, replay
+        guidance.cuda_graphs = graphs
+        guidance.reseed(11)
+        x = images.clone().requires_grad_(True)
+        loss = guidance.sds_loss(x, c2w, embeds, 30, 100, 7.5)
+        loss.backward()
+        results.append((loss.detach(), x.grad))
+    for loss, grad in results[1:]:
+        assert torch.allclose(loss, results[0][0], rtol=1e-4, atol=1e-5)
+        assert torch.allclose(grad, results[0][1], rtol=1e-3, atol=1e-6)
