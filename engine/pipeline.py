@@ -10,10 +10,18 @@ At the end: prune faint Gaussians, grow to `min_output_gaussians` if short, expo
 `warmup_rgb_loss`: in the reference it ramps an image-reconstruction (RGB MSE) loss weight with
 progress; that loss needs an input image, and a text prompt has none, so for text-to-3D the key
 is accepted and does nothing (it is logged at debug level). Every stage is timed.
+
+Speed (docs/benchmarks.md): every camera and background of the run is drawn at init and moved to
+the device in one transfer, so the step loop issues no host synchronisation of its own (gsplat's
+tile binning still reads one count per render); with `sync_timings=False` the stage times are
+host-side only and the GPU runs behind the CPU. The guidance's CUDA graphs and the fused
+optimiser follow the preset (`cuda_graphs`, `fused_optimizer`, `channels_last`).
+`Generator.warmup()` captures/compiles everything a generation of the preset needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +55,17 @@ class GenerationResult:
     grown_to_min: bool
     total_s: float
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _ViewPlan:
+    """Every step's cameras and background, on the device (first axis: step)."""
+
+    viewmats: torch.Tensor  # (S,B,4,4) world->camera, OpenCV
+    ks: torch.Tensor  # (B,3,3)
+    c2w: torch.Tensor  # (S,B,4,4) OpenGL camera->world
+    backgrounds: torch.Tensor  # (S,3) all ones or all zeros
+    camera: torch.Tensor | None  # (S,B,16) the guidance's camera input, when it has one
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -117,9 +136,42 @@ class Generator:
         )
         self.guidance = None  # free the old model before building the next
         self.device = resolve_device(self._device_arg or p.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # static shapes per preset: pick conv kernels once
         self.guidance = build_guidance(p, self.device, random_weights=self.random_weights)
         self._loaded_key = self.models_key()
         report(1.0, "ready")
+
+    def warmup(self, progress: ProgressCallback | None = None, force: bool = False) -> float:
+        """Run a short generation of the current preset: gsplat's kernels, cuDNN algorithm
+        choice, CUDA-graph capture, the fused optimiser and densification all happen here, so the
+        first request is as fast as the rest. Returns the seconds it took. On the CPU there is
+        nothing to compile or capture: skipped unless `force`."""
+        if not self.loaded:
+            self.load(progress)
+        if self.device.type != "cuda" and not force:
+            return 0.0
+        report = progress or (lambda fraction, message: None)
+        report(1.0, "warming up (CUDA graphs, kernels)")
+        started = time.perf_counter()
+        p = self.preset
+        iters = min(p.iters, 8)
+        self.preset = dataclasses.replace(
+            p,
+            iters=iters,
+            density_start_iter=1,
+            density_end_iter=iters,
+            densification_interval=max(1, iters // 2),
+        )
+        try:
+            self.generate("warm-up", seed=p.seed)
+        finally:
+            self.preset = p
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - started
+        report(1.0, f"warmed up in {seconds:.1f}s")
+        return seconds
 
     def set_preset(self, preset: Preset, progress: ProgressCallback | None = None) -> bool:
         """Switch preset; reload models only if they differ. True when models were reloaded."""
@@ -147,11 +199,16 @@ class Generator:
             # one CPU generator drives init, cameras, backgrounds and split noise: same seed, same run
             gen = torch.Generator().manual_seed(seed)
             model = GaussianModel.random_init(p.num_pts, gen, device)
-            optimizer = model.setup_optimizer(_learning_rates(p))
+            optimizer = model.setup_optimizer(_learning_rates(p), fused=p.fused_optimizer)
             if hasattr(guidance, "ref_size"):
                 guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
+            if hasattr(guidance, "cuda_graphs"):
+                guidance.cuda_graphs = p.cuda_graphs
+            if hasattr(guidance, "set_channels_last"):
+                guidance.set_channels_last(p.channels_last and device.type == "cuda")
             if hasattr(guidance, "reseed"):
                 guidance.reseed(seed)
+            plan = self._plan_views(gen, guidance, iters)
         if p.warmup_rgb_loss:
             log.debug("warmup_rgb_loss: no reference image for a text prompt; nothing to warm up")
 
@@ -162,27 +219,25 @@ class Generator:
 
         size = p.render_size
         for step in range(1, iters + 1):
+            i = step - 1
             model.update_learning_rate(step, iters)
             with timer("render"):
-                c2w = self._sample_cameras(gen, guidance.frames)
-                viewmats, ks = cameras.camera_tensors(c2w, p.fovy, size, size, device)
-                background = torch.full((3,), float(torch.rand(1, generator=gen) < 0.5), device=device)
                 images, info = rasterize(
                     model.means,
                     model.quats,
                     model.scales,
                     model.opacities,
                     model.colors,
-                    viewmats,
-                    ks,
+                    plan.viewmats[i],
+                    plan.ks,
                     size,
                     size,
-                    background,
+                    plan.backgrounds[i],
                 )
                 images = images.permute(0, 3, 1, 2)  # (B,3,H,W) for the guidance
             with timer("guidance"):
-                c2w_t = torch.as_tensor(c2w, dtype=torch.float32, device=device)
-                loss = guidance.sds_loss(images, c2w_t, embeds, step, iters, p.guidance_scale)
+                extra = {} if plan.camera is None else {"camera": plan.camera[i]}
+                loss = guidance.sds_loss(images, plan.c2w[i], embeds, step, iters, p.guidance_scale, **extra)
             with timer("backward"):
                 loss.backward()
             in_window = p.density_start_iter <= step <= p.density_end_iter
@@ -233,6 +288,31 @@ class Generator:
             grown_to_min=bool(added),
             total_s=time.perf_counter() - started,
             notes=notes,
+        )
+
+    def _plan_views(self, gen: torch.Generator, guidance: object, iters: int) -> _ViewPlan:
+        """Draw every step's cameras and background (same per-step order as drawing them in the
+        loop) and move them to the device in one copy: the loop then never waits on the host."""
+        p = self.preset
+        c2w = np.empty((iters, p.batch_size, 4, 4), np.float32)
+        backgrounds = np.empty(iters, np.float32)
+        for i in range(iters):
+            c2w[i] = self._sample_cameras(gen, guidance.frames)  # type: ignore[attr-defined]
+            backgrounds[i] = float(torch.rand(1, generator=gen) < 0.5)
+        viewmats = cameras.c2w_to_viewmat(c2w).astype(np.float32)
+        ks = np.broadcast_to(cameras.intrinsics(p.fovy, p.render_size, p.render_size), (p.batch_size, 3, 3))
+        host = np.concatenate([viewmats.ravel(), c2w.ravel(), ks.astype(np.float32).ravel(), backgrounds])
+        flat = torch.from_numpy(host).to(self.device)
+        n = iters * p.batch_size * 16
+        camera_fn = getattr(guidance, "camera_inputs", None)
+        c2w_device = flat[n : 2 * n].view(iters, p.batch_size, 4, 4)
+        camera = camera_fn(c2w_device.reshape(-1, 4, 4)) if camera_fn is not None else None
+        return _ViewPlan(
+            viewmats=flat[:n].view(iters, p.batch_size, 4, 4),
+            ks=flat[2 * n : 2 * n + p.batch_size * 9].view(p.batch_size, 3, 3),
+            c2w=c2w_device,
+            backgrounds=flat[2 * n + p.batch_size * 9 :, None].expand(iters, 3),
+            camera=None if camera is None else camera.reshape(iters, p.batch_size, -1),
         )
 
     def _sample_cameras(self, gen: torch.Generator, frames: int) -> np.ndarray:

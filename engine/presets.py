@@ -9,6 +9,7 @@ Key semantics (what makes the seed guide's claims true in gen404):
   ref_size    resolution at which renders are fed to the VAE / guidance model
   batch_size  views rendered and guided per step (a multiple of 4 for MVDream: 4-view groups)
   render_size resolution the Gaussians are rasterised at (then resized to ref_size)
+  cuda_graphs, fused_optimizer, channels_last   speed switches on CUDA (see docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class Preset:
     sd_id: str = "stabilityai/stable-diffusion-2-1-base"
     dtype: str = "fp32"
     device: str = "auto"
+    # speed (CUDA only; the arithmetic is unchanged): UNet and VAE encoder fwd+bwd replayed as
+    # CUDA graphs, one fused Adam kernel per group, channels-last UNet/VAE weights
+    cuda_graphs: bool = False
+    fused_optimizer: bool = True
+    channels_last: bool = False
     # optimisation
     iters: int = 1500
     seed: int = 42
@@ -230,6 +236,17 @@ def _resolve(name: str, path: Path, files: dict[str, Path], chain: tuple[Path, .
     base = _resolve(base_name, base_path, base_files, (*chain, path))
     base.pop("description", None)  # a description describes one file, not its children
     return {**base, **raw}
+
+
+def with_overrides(preset: Preset, overrides: dict[str, object], source: str = "overrides") -> Preset:
+    """`preset` with some keys replaced, validated by the same rules as a preset file's keys."""
+    where = Path(source)
+    for key, value in overrides.items():
+        _check_value(where, key, value)
+    values = {k: float(v) if _TYPES[k] is float else v for k, v in overrides.items()}  # type: ignore[arg-type]
+    result = dataclasses.replace(preset, **values)
+    _check_consistency(result, where)
+    return result
 
 
 def _check_value(path: Path, key: object, value: object) -> None:

@@ -9,7 +9,7 @@ t = round((1 - step/total_steps) * 1000) clipped to [20, 980], DDIM-scheduler no
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -75,9 +75,43 @@ class SDSGuidance:
         self.unet = _frozen(unet, self.device, dtype)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
+        # host copy: noising coefficients become Python scalars (no per-step H2D copy, no sync)
+        self._alphas_host = [float(a) for a in scheduler.alphas_cumprod.double()]
         self.generator = torch.Generator(self.device)
         self.reseed(seed)
         self._prompt_cache: dict[tuple[str, str], PromptEmbeds] = {}
+        # fast path (CUDA only): UNet and VAE encoder replayed as CUDA graphs, one per shape
+        self.cuda_graphs = False
+        self.channels_last = False
+        self._unet_graphs: dict[tuple, Any] = {}
+        self._vae_graphs: dict[tuple, Any] = {}
+
+    def set_channels_last(self, enabled: bool) -> None:
+        """UNet and VAE weights in channels-last memory format (or back); drops captured graphs."""
+        if enabled == self.channels_last:
+            return
+        fmt = torch.channels_last if enabled else torch.contiguous_format
+        self.unet.to(memory_format=fmt)
+        self.vae.to(memory_format=fmt)
+        self.channels_last = enabled
+        self.clear_graphs()
+
+    def clear_graphs(self) -> None:
+        self._unet_graphs.clear()
+        self._vae_graphs.clear()
+
+    def _graphs_on(self) -> bool:
+        return self.cuda_graphs and self.device.type == "cuda"
+
+    def camera_inputs(self, c2w: torch.Tensor) -> torch.Tensor | None:
+        """The UNet's camera input (N,16) for OpenGL c2w (N,4,4) on the device; None without one.
+
+        The pipeline computes these once per run for every step (one transfer), then passes each
+        step's rows to `sds_loss(camera=...)`.
+        """
+        if self.camera_fn is None:
+            return None
+        return self.camera_fn(c2w.to(self.device)).to(self.dtype)
 
     def reseed(self, seed: int) -> None:
         """Restart the noise stream (posterior samples and SDS noise) from `seed`."""
@@ -106,8 +140,24 @@ class SDSGuidance:
         if images.shape[-2:] != size:
             images = F.interpolate(images, size, mode="bilinear", align_corners=False)
         x = images.to(self.dtype) * 2.0 - 1.0
+        if self._graphs_on():
+            key = (tuple(x.shape), x.dtype, self.channels_last)
+            encoder = self._vae_graphs.get(key)
+            if encoder is None:
+                from engine.guidance.graphs import graph_vae_encoder
+
+                encoder = self._vae_graphs[key] = graph_vae_encoder(self.vae, x)
+            mean, std = encoder(x)
+            # the posterior sample as diffusers draws it: same generator, shape and dtype
+            eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+            return (mean + std * eps) * self.scaling_factor
         posterior = self.vae.encode(x).latent_dist
         return posterior.sample(generator=self.generator) * self.scaling_factor
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t_value: int) -> torch.Tensor:
+        """DDIM forward noising at one timestep, with host-side scalar coefficients."""
+        alpha = self._alphas_host[t_value]
+        return latents * alpha**0.5 + noise * (1.0 - alpha) ** 0.5
 
     @torch.no_grad()
     def predict_noise(
@@ -117,13 +167,36 @@ class SDSGuidance:
         embeds: PromptEmbeds,
         c2w: torch.Tensor,
         guidance_scale: float,
+        camera: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Classifier-free guided eps for (B,4,h,w) noisy latents at timestep t (B,)."""
+        """Classifier-free guided eps for (B,4,h,w) noisy latents at timestep t (B,).
+
+        `camera`: the UNet's camera input for these views (from `camera_inputs`), else computed
+        from `c2w`. With `cuda_graphs` on CUDA the UNet runs as a captured graph (output: a
+        static buffer, valid until the next call).
+        """
+        if self.camera_fn is not None and camera is None:
+            camera = self.camera_inputs(c2w)
+        if self._graphs_on():
+            cond, uncond = embeds.cond, embeds.uncond
+            key = (
+                tuple(noisy.shape),
+                tuple(cond.shape),
+                noisy.dtype,
+                float(guidance_scale),
+                self.channels_last,
+            )
+            graph = self._unet_graphs.get(key)
+            if graph is None:
+                from engine.guidance.graphs import GraphedCFG
+
+                graph = GraphedCFG(self.unet, noisy, t, cond, uncond, camera, guidance_scale)
+                self._unet_graphs[key] = graph
+            return cast(torch.Tensor, graph(noisy, t, cond, uncond, camera))
         batch = noisy.shape[0]
         context = torch.cat([embeds.cond.expand(batch, -1, -1), embeds.uncond.expand(batch, -1, -1)])
         kwargs: dict[str, Any] = {}
-        if self.camera_fn is not None:
-            camera = self.camera_fn(c2w.to(self.device)).to(self.dtype)
+        if camera is not None:
             kwargs["class_labels"] = torch.cat([camera, camera])
         eps = self.unet(
             torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=context, **kwargs
@@ -139,8 +212,12 @@ class SDSGuidance:
         step: int,
         total_steps: int,
         guidance_scale: float,
+        camera: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scalar loss whose gradient wrt `images` is the SDS gradient (w(t) = 1)."""
+        """Scalar loss whose gradient wrt `images` is the SDS gradient (w(t) = 1).
+
+        Issues no host synchronisation (no H2D copies, no `.item()`), so the CPU can run ahead.
+        """
         batch = images.shape[0]
         if batch % self.frames:
             raise ValueError(f"SDS: batch {batch} is not a multiple of {self.frames} views")
@@ -151,8 +228,8 @@ class SDSGuidance:
             noise = torch.randn(
                 latents.shape, generator=self.generator, device=self.device, dtype=latents.dtype
             )
-            noisy = self.scheduler.add_noise(latents.detach(), noise, t)
-            eps_hat = self.predict_noise(noisy, t, embeds, c2w, guidance_scale)
+            noisy = self.add_noise(latents.detach(), noise, t_value)
+            eps_hat = self.predict_noise(noisy, t, embeds, c2w, guidance_scale, camera=camera)
             grad = torch.nan_to_num(eps_hat.float() - noise.float())
             target = latents.detach().float() - grad
         return 0.5 * F.mse_loss(latents.float(), target, reduction="sum") / batch
