@@ -91,8 +91,8 @@ class SDSGuidance:
         if enabled == self.channels_last:
             return
         fmt = torch.channels_last if enabled else torch.contiguous_format
-        self.unet.to(memory_format=fmt)
-        self.vae.to(memory_format=fmt)
+        for module in (self.unet, self.vae):
+            torch.nn.Module.to(module, memory_format=fmt)  # not ModelMixin.to (warns on casts)
         self.channels_last = enabled
         self.clear_graphs()
 
