@@ -23,6 +23,12 @@ DEFAULT_PORT = 10006  # the subnet's reference generation service
 DEFAULT_PRESET = "text_mv_fast"
 LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
 WORKER_EXIT_WAIT_S = 2.0
+# uvicorn's limit_concurrency counts open connections, idle keep-alive ones included, and past it
+# answers EVERY new request with a bare 503 (no Retry-After), even requests on connections it
+# already holds: a burst of more connections than the limit was refused wholesale. Admission is
+# the queue's job (503 + Retry-After at once); this is only a backstop against a connection flood
+# (bodies are capped at 64 KiB, so this many in flight stay under ~100 MB).
+CONNECTION_LIMIT = 1024
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> int:  # returns only on errors before servi
         log_level=args.log_level,
         access_log=args.log_level == "debug",  # the console polls /health every second
         timeout_graceful_shutdown=int(args.shutdown_grace) + 5,
-        limit_concurrency=max(64, 4 * (args.queue + 1)),
+        limit_concurrency=CONNECTION_LIMIT,
     )
     server = _make_server(uv_config, app.state.endpoint.begin_shutdown)
     port = sock.getsockname()[1]
