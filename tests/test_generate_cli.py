@@ -98,3 +98,16 @@ def _fake_generate(self, prompt, seed=None, on_step=None):  # noqa: ANN001, ANN2
     from engine.splats import Splats
 
     return GenerationResult(Splats.empty(7000), dict.fromkeys(STAGES, 0.0), 1, "smoke", 0, False, 0.1)
+
+
+def test_missing_pretrained_weights_are_a_one_line_error_naming_the_pull_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEN404_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("GEN404_MVDREAM_ID", "gen404-test/no-such-mvdream")
+    monkeypatch.setenv("GEN404_SD_ID", "gen404-test/no-such-sd")
+    out = tmp_path / "out.ply"
+    assert main(["generate", "a chair", "--preset", "text_mv_fast", "--device", "cpu", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("gen404 generate: error:") and "gen404 models pull" in err
+    assert not out.exists()
