@@ -56,7 +56,7 @@ density_end_iter: 100
 SLOW_PRESET = """\
 extends: tiny
 description: "reliability suite: a generation that runs until it is killed"
-iters: 1000000
+iters: 100000
 """
 ALT_PRESET = """\
 extends: tiny
