@@ -21,7 +21,9 @@ ensure_env() {
         "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
         # shellcheck disable=SC2086  # TORCH_SPEC is a list of requirement specifiers
         "$VENV/bin/python" -c 'import torch, torchvision' 2>/dev/null || "$VENV/bin/python" -m pip install -q $TORCH_SPEC
-        "$VENV/bin/python" -m pip install -q -e '.[test]'
+        local extras=test
+        command -v nvidia-smi >/dev/null 2>&1 && extras=test,gpu  # gsplat: the CUDA rasterizer
+        "$VENV/bin/python" -m pip install -q -e ".[$extras]"
         touch "$stamp"
     fi
 }
