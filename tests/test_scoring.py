@@ -273,8 +273,11 @@ def test_weights_found_in_models_dir_or_given_as_a_path(
 # ---- gen404 score ----------------------------------------------------------------------------
 
 
-def test_cli_score_prints_json_and_summary(vectors_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_score_prints_json_and_summary(
+    vectors_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["score", str(vectors_dir / "hamburger.spz"), "--prompt", "a hamburger", "--size", "32"]
+    args += ["--save-views", str(tmp_path / "views")]
     args += ["--views", "2", "--model", TINY_MODEL, "--random-weights", "--device", "cpu"]
     assert cli_main(args) == 0
     captured = capsys.readouterr()
@@ -282,6 +285,9 @@ def test_cli_score_prints_json_and_summary(vectors_dir: Path, capsys: pytest.Cap
     assert out["gate_passed"] and out["splats"] == 52709 and len(out["cosines"]) == 2
     assert out["size"] == 32 and out["model"] == TINY_MODEL
     assert "fidelity" in captured.err and "gate ok" in captured.err
+    saved = sorted((tmp_path / "views").glob("*.png"))
+    assert [p.name for p in saved] == ["view_00.png", "view_01.png"]
+    assert Image.open(saved[0]).size == (32, 32)
 
 
 def test_cli_score_errors_are_one_line(

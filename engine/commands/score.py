@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("score", help="score a PLY/SPZ result as a 404 validator would (JSON)")
     p.add_argument("result", type=Path, help="result file: .ply or .spz")
     p.add_argument("--prompt", required=True, help="the prompt the result was generated for")
+    p.add_argument("--save-views", type=Path, metavar="DIR", help="also write the rendered views as PNGs")
     _scorer_options(p)
     p.set_defaults(func=run_score)
 
@@ -126,14 +127,28 @@ def run_score(args: argparse.Namespace) -> int:
     compression = 2 if args.result.suffix.lower() == ".spz" else None  # None: sniff
     scorer = build_scorer(args)
     try:
-        report = scorer.score(data, prompt, compression)
+        report = scorer.score(data, prompt, compression, keep_images=args.save_views is not None)
     except (ResultDecodeError, ValueError) as exc:
         raise CliError(f"{args.result}: {exc}") from None
+    if args.save_views is not None and report.images is not None:
+        _save_views(report.images, args.save_views)
     out = report.to_dict()
     out["load_s"] = scorer.load_s
     print(json.dumps(out, indent=2))
     print(report.summary(), file=sys.stderr)
     return 0
+
+
+def _save_views(images: Any, folder: Path) -> None:
+    """uint8 (C, H, W, 3) renders -> folder/view_00.png ... (view order = azimuth order)."""
+    from PIL import Image
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images.numpy()):
+            Image.fromarray(img).save(folder / f"view_{i:02d}.png")
+    except OSError as exc:
+        raise CliError(f"cannot write views to {folder}: {exc.strerror or exc}") from None
 
 
 def run_validator(args: argparse.Namespace) -> int:
