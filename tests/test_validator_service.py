@@ -227,3 +227,12 @@ async def test_api_key_refusal_keeps_the_score_shape() -> None:
         assert int(r.headers["content-length"]) == len(r.content)
         other = await client.get("/version/")
         assert other.status_code == 401 and "score" not in other.json()  # only validation paths
+
+
+def test_result_that_cannot_be_framed_is_a_400(service: str, vectors_dir: Path) -> None:
+    s = read_ply((vectors_dir / "hamburger.ply").read_bytes())
+    s.positions[:] = 0.25  # passes the gate, but the bounding box has no size
+    r = _post(service, {"prompt": "a hamburger", "data": _b64(write_ply(s)), "compression": 0})
+    assert r.status_code == 400
+    d = r.json()
+    assert d["score"] == 0.0 and "bounding box" in d["detail"]

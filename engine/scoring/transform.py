@@ -23,6 +23,11 @@ from engine.splats import SH_C0, Splats
 VALIDATOR_BBOX_SIZE = 1.5
 
 
+class FramingError(ValueError):
+    """The result cannot be framed (no splats, NaN/inf positions, a zero-size bounding box): a
+    property of the input, which the validation service answers 400 with score 0 (not 500)."""
+
+
 @dataclass(frozen=True)
 class ViewSplats:
     """Activated splats in the validator's normalised frame, float32 tensors ready for rasterize."""
@@ -41,9 +46,9 @@ class ViewSplats:
 def validator_transform(
     splats: Splats, bbox_size: float = VALIDATOR_BBOX_SIZE, device: str | torch.device = "cpu"
 ) -> ViewSplats:
-    """Normalise `splats` as the validator does; ValueError for a result it cannot frame."""
+    """Normalise `splats` as the validator does; FramingError for a result it cannot frame."""
     if len(splats) == 0:
-        raise ValueError("no splats to transform")
+        raise FramingError("no splats to transform")
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device, non_blocking=True)
@@ -52,9 +57,9 @@ def validator_transform(
     lo, hi = torch.aminmax(points.double(), dim=0)
     max_side = float((hi - lo).max())  # one host sync; also catches NaN / inf positions
     if not np.isfinite(max_side) or not torch.isfinite(points).all():
-        raise ValueError("positions contain NaN or infinite values")
+        raise FramingError("positions contain NaN or infinite values")
     if max_side <= 0.0:
-        raise ValueError("all splats sit at one point: the bounding box is empty")
+        raise FramingError("all splats sit at one point: the bounding box is empty")
     scaling = bbox_size / max_side
     return ViewSplats(
         means=(points - points.mean()) * scaling,

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from engine.prompts import validate_prompt
 from engine.scoring.scorer import COMPRESSION_PLY, COMPRESSION_SPZ, ResultDecodeError, Scorer, ScoreReport
+from engine.scoring.transform import FramingError
 from engine.service.security import ASGIApp, Message, Receive, RequestGuard, Scope, Send
 
 VALIDATE_PATH = "/validate_txt_to_3d_ply/"
@@ -168,7 +169,7 @@ def create_app(scorer: Scorer, body_limit: int = DEFAULT_BODY_LIMIT, api_key: st
             )
         except RequestRefused as exc:
             return failure(exc.status, exc.error, exc.detail)
-        except ResultDecodeError as exc:
+        except (ResultDecodeError, FramingError) as exc:  # undecodable, or NaN / zero-size extent
             return failure(400, "cannot score this data", str(exc))
         except Exception as exc:  # the service stays up; the caller gets score 0
             log.exception("validation failed")
