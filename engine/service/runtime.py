@@ -101,7 +101,8 @@ def _take_fault(faults: dict[str, list[Fault]], stage: str, prompt: str = "") ->
 def default_factory(preset: Preset, device: str | None, random_weights: bool) -> Any:
     from engine.pipeline import Generator  # torch-heavy: imported on the worker thread
 
-    return Generator(preset, device=device, random_weights=random_weights)
+    # serving: no device syncs at stage edges (stage times are then host-side only)
+    return Generator(preset, device=device, random_weights=random_weights, sync_timings=False)
 
 
 class ModelHost:
@@ -172,6 +173,7 @@ class ModelHost:
                 raise fault
             generator = self.factory(preset, self.device_request, self.random_weights)
             generator.load(self._on_progress)
+            warmup_s = _warm_up(generator, self._on_progress)
         except Exception as exc:
             message = f"loading preset {name!r} failed: {type(exc).__name__}: {exc}"
             self._set("error", message)
@@ -182,7 +184,8 @@ class ModelHost:
         self._preset = preset
         self.models = _describe_models(generator, preset)
         self.device = str(generator.device)  # the pipeline resolved "auto"
-        self._set("ready", f"ready in {time.perf_counter() - started:.1f}s", 1.0)
+        warmed = f" (warm-up {warmup_s:.1f}s)" if warmup_s else ""
+        self._set("ready", f"ready in {time.perf_counter() - started:.1f}s{warmed}", 1.0)
         log.info("preset %s ready on %s (%s)", name, self.device, self.message)
 
     def _release_models(self) -> None:
@@ -230,6 +233,7 @@ class ModelHost:
         started = time.perf_counter()
         try:
             reloaded = generator.set_preset(preset, self._on_progress)
+            _warm_up(generator, self._on_progress)  # new shapes (ref_size...): capture before requests
         except Exception as exc:
             self._generator = None
             message = f"switching to preset {preset.name!r} failed: {type(exc).__name__}: {exc}"
@@ -277,6 +281,13 @@ class ModelHost:
             timings=timings,
             gaussians=result.splats,
         )
+
+
+def _warm_up(generator: Any, progress: Callable[[float, str], None]) -> float:
+    """Generator.warmup() (CUDA graphs, kernels) so the first request is as fast as the rest;
+    generators without one (test doubles) are ready as loaded."""
+    warmup = getattr(generator, "warmup", None)
+    return float(warmup(progress) or 0.0) if callable(warmup) else 0.0
 
 
 def _describe_models(generator: Any, preset: Preset) -> str:
