@@ -288,7 +288,7 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
     async def put_preset(request: Request) -> JSONResponse:
         try:
             body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # "[[[[..." nests too deep
             return error(400, 'body must be JSON like {"name": "text_mv_fast"}', str(exc))
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
