@@ -224,7 +224,9 @@ def _torch_profile(generator: Any, prompt: str, out_dir: Path, label: str, top: 
         return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) or 0.0)
 
     rows = sorted(events, key=device_us, reverse=True)
-    busy_us = sum(device_us(e) for e in events)
+    # kernel rows only: an op's self device time repeats the kernels it launched
+    kernels = [e for e in events if "CUDA" in str(getattr(e, "device_type", ""))]
+    busy_us = sum(device_us(e) for e in kernels)
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = min(preset.iters, PROFILE_STEPS)
