@@ -31,7 +31,7 @@ BASELINE_OVERRIDES: dict[str, object] = {
     "fused_optimizer": False,
     "channels_last": False,
 }
-# one prompt per timed run: prompt encoding is part of every real request (the cache never hits)
+# a new prompt per run (see _prompt): prompt encoding is part of every real request
 PROMPTS = (
     "a red sports car",
     "a wooden chair with a green cushion",
@@ -89,6 +89,11 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     profile: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+
+
+def _prompt(label: str, variant: str, index: int) -> str:
+    """Unique across the whole bench, so the guidance's prompt cache never serves a run."""
+    return f"{PROMPTS[index % len(PROMPTS)]}, {variant} {label} #{index}"
 
 
 def parse_spec(spec: str, global_overrides: dict[str, object] | None = None) -> tuple[str, Preset]:
@@ -286,7 +291,7 @@ def bench_one(
         torch.cuda.reset_peak_memory_stats(generator.device)
     last = None
     for i in range(runs):
-        record, result, ply, spz = _one_run(generator, PROMPTS[i % len(PROMPTS)])
+        record, result, ply, spz = _one_run(generator, _prompt(label, variant, i))
         res.runs.append(record)
         last = (result, ply, spz)
         log(f"{label} [{variant}] run {i + 1}/{runs}: {record.seconds:.3f}s ({record.splats} splats)")
@@ -296,7 +301,7 @@ def bench_one(
         res.stages = {**result.timings, "ply": res.runs[-1].ply_s, "spz": res.runs[-1].spz_s}
         res.stages["total"] = res.runs[-1].seconds
     else:
-        res.stages = _profiled_stages(generator, PROMPTS[runs % len(PROMPTS)])
+        res.stages = _profiled_stages(generator, _prompt(label, variant, runs))
     if cuda:
         import torch
 
@@ -312,7 +317,7 @@ def bench_one(
         seconds = [r.seconds for r in res.runs]
         res.median_s, res.min_s = statistics.median(seconds), min(seconds)
     if profile_dir is not None and not baseline:
-        res.profile = _torch_profile(generator, PROMPTS[(runs + 1) % len(PROMPTS)], profile_dir, label)
+        res.profile = _torch_profile(generator, _prompt(label, variant, runs + 1), profile_dir, label)
     return res
 
 
