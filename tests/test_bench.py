@@ -154,3 +154,43 @@ def test_fused_adam_is_asked_for_on_cuda_only() -> None:
 
     model = GaussianModel.random_init(10, torch.Generator().manual_seed(0))
     assert not model.setup_optimizer(LearningRates(), fused=True).defaults["fused"]
+
+
+def test_endpoint_warms_up_after_load_and_switch_and_reports_it() -> None:
+    from engine.service.queue import Worker
+    from engine.service.runtime import ModelHost
+
+    calls: list[str] = []
+
+    class FakeGenerator:
+        device = "cpu"
+        random_weights = True
+
+        def __init__(self, preset, device, random_weights) -> None:  # noqa: ANN001
+            self.preset = preset
+
+        def load(self, progress) -> None:  # noqa: ANN001
+            calls.append("load")
+
+        def warmup(self, progress) -> float:  # noqa: ANN001
+            calls.append(f"warmup {self.preset.name}")
+            return 1.25
+
+        def models_key(self) -> tuple:
+            return ("same",)
+
+        def set_preset(self, preset, progress) -> bool:  # noqa: ANN001
+            self.preset = preset
+            return False
+
+    worker = Worker("test-warmup")
+    try:
+        host = ModelHost(worker, "text_mv_fast", factory=FakeGenerator)
+        host.start()
+        worker.submit(lambda: None).result(10)
+        assert host.health()["status"] == "ready" and "warm-up 1.2s" in host.health()["message"]
+        assert host.switch("text_mv_ultra_fast") is False  # same models: no reload, new shapes
+        worker.submit(lambda: None).result(10)
+        assert calls == ["load", "warmup text_mv_fast", "warmup text_mv_ultra_fast"]
+    finally:
+        worker.stop()
