@@ -155,6 +155,7 @@ class Gen404Console(App[None]):
         self.supervise = supervise
         self.default_preset = "smoke"
         self.banner_messages = []
+        self._problems_shown: list[str] = []  # supervisor problems currently in the banner
         self.endpoint_views: list[EndpointView] = []
         self._gpu_wake = threading.Event()
         self._stopping = threading.Event()
@@ -259,6 +260,15 @@ class Gen404Console(App[None]):
         table.show(views)
         self._update_log()
         self._update_status()
+        self._show_supervisor_problems()
+
+    def _show_supervisor_problems(self) -> None:
+        """Files the supervisor cannot write (full disk, unusable state dir) go in the banner."""
+        problems = list(self.supervisor.problems.values())
+        if problems != self._problems_shown:
+            kept = [m for m in self.banner_messages if m not in self._problems_shown]
+            self._problems_shown = problems
+            self.set_banner(kept + problems)
 
     def _on_supervisor_event(self, text: str) -> None:
         self.log.info(text)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -37,7 +38,10 @@ def state_dir(create: bool = True) -> Path:
     override = os.environ.get("GEN404_STATE_DIR")
     path = Path(override).expanduser() if override else _xdg("XDG_STATE_HOME", ".local/state") / "gen404"
     if create:
-        ensure_private_dir(path)
+        # Unusable (a file in the way, read-only, full disk): the console still runs; whatever
+        # writes there reports it (Supervisor.problems) instead of the console failing to start.
+        with contextlib.suppress(OSError):
+            ensure_private_dir(path)
     return path
 
 

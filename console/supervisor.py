@@ -120,8 +120,9 @@ def _signal_group(pid: int, sig: int) -> None:
 class ChildProcess:
     """An endpoint this console spawned (a subprocess.Popen in its own session)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], log_error: str | None = None) -> None:
         self._popen = popen
+        self.log_error = log_error  # set when its output could not go to the log file
         self.pid = popen.pid
         stat = proc_stat(popen.pid)
         self.start_ticks = stat[1] if stat else None
@@ -174,22 +175,33 @@ def launch_endpoint(
     env["PYTHONUNBUFFERED"] = "1"
     if spec.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = spec.gpu
-    fd = _open_log(log_path)
+    # A full disk or an unusable state directory must not stop mining: the endpoint then runs
+    # with its output discarded, and the supervisor reports why (Supervisor.problems).
+    fd: int | None = None
+    log_error = None
     try:
+        fd = _open_log(log_path)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         os.write(fd, f"\n=== gen404-console {stamp}: {' '.join(argv)}\n".encode())
+    except OSError as exc:
+        if fd is not None:
+            os.close(fd)
+            fd = None
+        log_error = f"{spec.name}: cannot write its log {log_path} ({exc.strerror or exc}); output discarded"
+    try:
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=fd,
+            stdout=fd if fd is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C in the console's terminal does not reach it
             close_fds=True,
         )
     finally:
-        os.close(fd)
-    return ChildProcess(popen)
+        if fd is not None:
+            os.close(fd)
+    return ChildProcess(popen, log_error)
 
 
 # ---------------------------------------------------------------- state
@@ -295,6 +307,8 @@ class Supervisor:
         self.startup_grace = startup_grace
         self.port_check = port_check
         self.endpoints: dict[int, ManagedEndpoint] = {}
+        # files it cannot write (state file, endpoint logs): shown by the UI, never fatal
+        self.problems: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._closed = False
         self.on_event: Callable[[str], None] | None = None  # human-readable events for the UI
@@ -303,6 +317,14 @@ class Supervisor:
     def _event(self, text: str) -> None:
         if self.on_event:
             self.on_event(text)
+
+    def _problem(self, key: str, text: str | None) -> None:
+        """Record (text) or clear (None) a standing problem; each new one is also an event."""
+        if text is None:
+            self.problems.pop(key, None)
+        elif self.problems.get(key) != text:
+            self.problems[key] = text
+            self._event(text)
 
     def wake(self) -> None:
         self._wake.set()
@@ -354,6 +376,7 @@ class Supervisor:
             ep.message = f"cannot start: {exc}"
             self._event(f"{ep.spec.name}: {ep.message}")
             return
+        self._problem(f"log {port}", getattr(ep.process, "log_error", None))
         ep.adopted = False
         ep.started_at = self.clock()
         ep.status = Status.STARTING
@@ -529,12 +552,21 @@ class Supervisor:
                     "restarts": ep.restarts,
                 }
             )
-        self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"version": 1, "endpoints": items}, fh, indent=1)
-        tmp.replace(self.state_file)
+        try:
+            self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"version": 1, "endpoints": items}, fh, indent=1)
+            tmp.replace(self.state_file)
+        except OSError as exc:  # full disk, read-only or unusable state dir: keep supervising
+            self._problem(
+                "state",
+                f"cannot write {self.state_file} ({exc.strerror or exc}): "
+                "endpoints left running at quit will not be adopted",
+            )
+            return
+        self._problem("state", None)
 
     def adopt_from_state(self) -> list[ManagedEndpoint]:
         """Re-adopt endpoints a previous console left running (pid + start time must match)."""

@@ -61,7 +61,7 @@ iters: 100000
 ALT_PRESET = """\
 extends: tiny
 description: "reliability suite: a second preset to switch to"
-seed: 7
+guidance_scale: 30
 """
 
 
