@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 from helpers_server import ServerProcess, running_server
-from reliability_kit import API_KEY, AUTH, QUEUE, Figures, write_presets
+from reliability_kit import API_KEY, AUTH, QUEUE, VALIDATOR_BODY_LIMIT, Figures, write_presets
 
 SERVE_ARGS = ["serve", "--preset", "tiny", "--device", "cpu", "--queue", str(QUEUE)]
 VALIDATOR_ARGS = ["validator", "--size", "32", "--views", "4", "--model", "gen404-tiny"]
-VALIDATOR_ARGS += ["--random-weights", "--device", "cpu", "--max-body-mb", "1"]
-VALIDATOR_BODY_LIMIT = 1024 * 1024
+VALIDATOR_ARGS += ["--random-weights", "--device", "cpu", "--max-body-mb", str(VALIDATOR_BODY_LIMIT // 2**20)]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -35,6 +35,7 @@ T = TypeVar("T")
 API_KEY = "rel-secret-" + os.urandom(12).hex()
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 QUEUE = 4
+VALIDATOR_BODY_LIMIT = 1024 * 1024  # the shared validation service runs with --max-body-mb 1
 MIN_SPLATS = 7000  # the validator's gate; the tiny presets keep min_output_gaussians at 7000
 
 # One optimisation step on a few points: a full request costs ~0.1 s on a 2-core CPU box, and the
