@@ -69,6 +69,16 @@ def _ready(sup: SupervisorThread, port: int) -> tuple[int, int | None]:
     return ep.process.pid, ep.process.start_ticks
 
 
+def _event(sup: SupervisorThread, fragment: str, timeout: float = 10.0) -> tuple[float, str]:
+    """(time, text) of the first supervisor event containing `fragment` (events are emitted on
+    the supervisor's thread just after the state change a test may already have seen)."""
+    return wait_for(
+        lambda: next(((at, text) for at, text in sup.events if fragment in text), None),
+        timeout,
+        what=f"a supervisor event with {fragment!r}",
+    )
+
+
 def _new_pid(sup: SupervisorThread, port: int, old: int, timeout: float) -> int:
     ep = sup.endpoint(port)
     return wait_for(
@@ -150,11 +160,7 @@ def test_sigkill_mid_generation(supervised: tuple[SupervisorThread, int], figure
 
     # the supervisor: crashed (signal 9), restarted after the back-off
     ep = sup.endpoint(port)
-    crashed, text = wait_for(
-        lambda: next(((at, text) for at, text in sup.events if "crashed (signal 9)" in text), None),
-        10,
-        what="the crash event",
-    )
+    crashed, text = _event(sup, "crashed (signal 9)")
     assert "restart in 0.5s" in text, text
     second = _new_pid(sup, port, pid, 30)
     respawned = time.monotonic()
@@ -165,7 +171,7 @@ def test_sigkill_mid_generation(supervised: tuple[SupervisorThread, int], figure
     second_ticks = ep.process.start_ticks if ep.process else None
     signal_if_alive(second, second_ticks, signal.SIGKILL)
     wait_for(lambda: ep.quick_crashes == 2, 10, what="the second crash")
-    assert "restart in 1.0s" in sup.events[-1][1], sup.events[-1]
+    _event(sup, "restart in 1.0s")  # the back-off doubled
     third = _new_pid(sup, port, second, 30)
     _ready(sup, port)
     recovered = time.monotonic()
@@ -214,13 +220,16 @@ def test_sigstop_unhealthy_then_restarted(supervised: tuple[SupervisorThread, in
         answers = asyncio.run(clients(8))
         assert {kind for kind, _ in answers} == {"timeout"}
         assert max(s for _, s in answers) < client_timeout + 1.0  # their own timeout, no longer
-        sup.wait_status(port, {Status.UNHEALTHY}, 30)
+        wait_for(  # status first, then its message: wait for both
+            lambda: ep.status is Status.UNHEALTHY and "failed health checks (timed out)" in ep.message,
+            30,
+            what=f"unhealthy ({ep.status.value}: {ep.message})",
+        )
         unhealthy = time.monotonic()
-        assert "failed health checks (timed out)" in ep.message, ep.message
         new = _new_pid(sup, port, pid, 60)
         restarted = time.monotonic()
         assert ep.restarts == restarts + 1
-        assert any(f"restarted: {RESTART_AFTER} failed health checks" in text for _, text in sup.events)
+        _event(sup, f"restarted: {RESTART_AFTER} failed health checks")
         wait_for(
             lambda: not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), 10, what="the frozen one gone"
         )
