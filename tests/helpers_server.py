@@ -50,6 +50,7 @@ class ServerProcess:
     port: int
     log_path: Path
     headers: dict[str, str]
+    probe: str = "/health"  # the path that answers once the server is up
 
     @property
     def base_url(self) -> str:
@@ -61,8 +62,8 @@ class ServerProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def health(self, timeout: float = 2.0) -> dict[str, Any]:
-        return httpx.get(self.url("/health"), headers=self.headers, timeout=timeout).json()
+    def health(self, timeout: float = 2.0) -> Any:
+        return httpx.get(self.url(self.probe), headers=self.headers, timeout=timeout).json()
 
     def wait_health(self, accept: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
         """Poll /health until `accept(health)`; fail with the server's output otherwise."""
@@ -100,6 +101,7 @@ def running_server(
     timeout: float = 90.0,
     headers: Mapping[str, str] | None = None,
     cmd: Callable[..., list[str]] = gen404_cmd,
+    probe: str = "/health",
 ) -> Iterator[ServerProcess]:
     """Run `gen404 ARGS --port P` until the block ends; waits for /health (and `ready`)."""
     port = free_port()
@@ -114,7 +116,7 @@ def running_server(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    server = ServerProcess(proc, port, Path(log_name), dict(headers or {}))
+    server = ServerProcess(proc, port, Path(log_name), dict(headers or {}), probe)
     try:
         server.wait_health(ready or (lambda h: True), timeout)
         yield server

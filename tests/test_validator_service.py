@@ -4,9 +4,6 @@ port, the subnet's API with PLY and SPZ payloads, and every bad input answered w
 from __future__ import annotations
 
 import base64
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,62 +11,30 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers_server import running_server
 
 from engine.formats.ply import read_ply, write_ply
 from engine.splats import Splats
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 VALIDATE = "/validate_txt_to_3d_ply/"
 BODY_LIMIT_MB = 8
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("validator") / "service.log"
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from engine.cli import main; sys.exit(main())",
-        "validator",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+def service() -> Iterator[str]:
+    args = ["validator", "--host", "127.0.0.1", "--size", "32", "--model", "gen404-tiny"]
+    args += [
+        "--random-weights",
+        "--device",
+        "cpu",
+        "--max-body-mb",
+        str(BODY_LIMIT_MB),
+        "--log-level",
+        "warning",
     ]
-    cmd += ["--size", "32", "--model", "gen404-tiny", "--random-weights", "--device", "cpu"]
-    cmd += ["--max-body-mb", str(BODY_LIMIT_MB), "--log-level", "warning"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"validator exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/version/", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"validator did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield url
-        assert proc.poll() is None, "the service died during the tests"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_server(args, ready=None, probe="/version/") as server:
+        yield server.base_url
+        assert server.proc.poll() is None, "the service died during the tests"
 
 
 def _b64(data: bytes) -> str:
