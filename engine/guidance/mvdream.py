@@ -23,7 +23,7 @@ from engine.guidance import preset_value
 from engine.guidance.configs import SD21_TEXT_CONFIG, SD21_UNET_CONFIG, SD21_VAE_CONFIG, ddim_scheduler
 from engine.guidance.convert import load_mvdream_unet, load_original_mvdream
 from engine.guidance.mvdream_unet import CAMERA_DIM, build_unet, mvdream_camera, mvdream_unet_config
-from engine.guidance.sds import SDSGuidance, torch_dtype
+from engine.guidance.sds import SDSGuidance
 from engine.guidance.tiny import ByteTokenizer
 
 FRAMES = 4
@@ -154,12 +154,4 @@ def build_mvdream(preset: Any, device: str | torch.device, random_weights: bool 
             components = load_original_components(paths[0], paths[1])
         else:
             components = load_port_components(paths[0])
-    return SDSGuidance(
-        **components,
-        frames=FRAMES,
-        ref_size=int(preset_value(preset, "ref_size")),
-        device=device,
-        dtype=torch_dtype(preset_value(preset, "dtype")),
-        camera_fn=mvdream_camera,
-        seed=seed,
-    )
+    return SDSGuidance.for_preset(preset, components, device, FRAMES, mvdream_camera)

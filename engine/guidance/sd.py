@@ -11,7 +11,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from engine.guidance import preset_value
 from engine.guidance.configs import ddim_scheduler
 from engine.guidance.mvdream import random_components
-from engine.guidance.sds import SDSGuidance, torch_dtype
+from engine.guidance.sds import SDSGuidance
 
 
 def load_sd_components(folder: Any) -> dict[str, Any]:
@@ -35,12 +35,4 @@ def build_sd(preset: Any, device: str | torch.device, random_weights: bool = Fal
     else:
         name = preset_value(preset, "name")
         components = load_sd_components(require(requirements(preset)[0], name))
-    return SDSGuidance(
-        **components,
-        frames=1,
-        ref_size=int(preset_value(preset, "ref_size")),
-        device=device,
-        dtype=torch_dtype(preset_value(preset, "dtype")),
-        camera_fn=None,
-        seed=seed,
-    )
+    return SDSGuidance.for_preset(preset, components, device, frames=1, camera_fn=None)

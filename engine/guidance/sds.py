@@ -14,7 +14,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from engine.guidance import PromptEmbeds
+from engine.guidance import PromptEmbeds, preset_value
 
 T_MIN, T_MAX = 20, 980
 
@@ -112,6 +112,26 @@ class SDSGuidance:
         if self.camera_fn is None:
             return None
         return self.camera_fn(c2w.to(self.device)).to(self.dtype)
+
+    @classmethod
+    def for_preset(
+        cls,
+        preset: Any,
+        components: dict[str, Any],
+        device: str | torch.device,
+        frames: int,
+        camera_fn: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> SDSGuidance:
+        """The one place a preset's ref_size, dtype and seed reach the guidance."""
+        return cls(
+            **components,
+            frames=frames,
+            ref_size=int(preset_value(preset, "ref_size")),
+            device=device,
+            dtype=torch_dtype(preset_value(preset, "dtype")),
+            camera_fn=camera_fn,
+            seed=int(preset_value(preset, "seed")),
+        )
 
     def reseed(self, seed: int) -> None:
         """Restart the noise stream (posterior samples and SDS noise) from `seed`."""

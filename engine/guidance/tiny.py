@@ -127,15 +127,7 @@ def tiny_components(seed: int = 0, multiview: bool = True) -> dict[str, Any]:
 
 def build_tiny_mvdream(preset: Any, device: str | torch.device):
     from engine.guidance import preset_value
-    from engine.guidance.sds import SDSGuidance, torch_dtype
+    from engine.guidance.sds import SDSGuidance
 
-    seed = int(preset_value(preset, "seed"))
-    return SDSGuidance(
-        **tiny_components(seed),
-        frames=4,
-        ref_size=int(preset_value(preset, "ref_size")),
-        device=device,
-        dtype=torch_dtype(preset_value(preset, "dtype")),
-        camera_fn=mvdream_camera,
-        seed=seed,
-    )
+    components = tiny_components(int(preset_value(preset, "seed")))
+    return SDSGuidance.for_preset(preset, components, device, frames=4, camera_fn=mvdream_camera)
