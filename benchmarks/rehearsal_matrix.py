@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -36,6 +35,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from machine import cpu_model, load_average  # noqa: E402
 
 from console.mining.clock import VirtualClock  # noqa: E402
 from console.mining.ledger import project  # noqa: E402
@@ -52,15 +53,9 @@ H200_MS_PER_ITER = 105.0  # ../shared/docs/performance-anchors.md: reference loo
 
 
 def machine(device: str = "cpu") -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = cpu_model()
+    loads = load_average()
+    load = loads[0] if loads else float("nan")
     gpu = "no GPU used"
     if device != "cpu":
         try:

@@ -23,20 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model, load_average
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{os.cpu_count()} CPU cores ({cpu}), load average {load}, Python {platform.python_version()}"
+    load = ", ".join(f"{x:.1f}" for x in load_average() or ())
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu_model()}), load average {load}, Python {platform.python_version()}"
+    )
 
 
 def run_suite(extra: list[str]) -> tuple[dict[str, Any], float, int]:
