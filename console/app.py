@@ -229,7 +229,9 @@ class Gen404Console(App[None]):
             self.sampler.close()
 
     def on_gpu_updated(self, message: GpuUpdated) -> None:
-        self.query_one(GpuPane).show(message.snapshot)
+        # The sampler thread can post once more while the app tears its screen down.
+        for pane in self.query(GpuPane):
+            pane.show(message.snapshot)
 
     # ------------------------------------------------------------------ supervisor (asyncio task)
     @work(exclusive=True, group="supervisor", exit_on_error=False)
