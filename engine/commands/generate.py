@@ -109,13 +109,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--seed must be >= 0, got {args.seed}")
     check_writable(args.output)
 
-    # before torch loads OpenMP: idle threads sleep instead of spinning (as `gen404 serve` does);
-    # spinning threads made CPU generations many times slower on a shared box
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    import torch  # (engine/__init__ has already set OMP_WAIT_POLICY for it)
 
     from engine.formats.ply import write_ply
     from engine.gate import check_gate
+    from engine.models import MissingWeightsError
     from engine.pipeline import Generator
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -125,10 +123,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         generator.load()
-    except Exception as exc:  # missing weights and the like: one line, not a traceback
-        if type(exc).__name__ == "MissingWeightsError":
-            raise CliError(str(exc)) from None
-        raise
+    except MissingWeightsError as exc:  # one line naming the model and the pull command
+        raise CliError(str(exc)) from None
     load_s = time.perf_counter() - started
 
     result = generator.generate(prompt, seed=args.seed, on_step=ProgressBar(sys.stderr))
@@ -136,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
     write_atomic(args.output, data)
 
     print(format_timings(result.timings, load_s, result.total_s))
+    if generator.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(generator.device)
+        print(f"peak GPU memory   {peak / 2**30:9.2f} GiB")
     for note in result.notes:
         print(f"note: {note}")
     verdict = check_gate(result.splats)
