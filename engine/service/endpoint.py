@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.presets import PresetError
 from engine.prompts import validate_prompt
+from engine.service import package_version
 from engine.service.forms import FormError, parse_form
 from engine.service.queue import ClientGone, GenerationQueue, QueueFull, ShuttingDown, Worker
 from engine.service.runtime import (
@@ -309,13 +310,4 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
     return app
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("gen404")
-    except Exception:
-        return "unknown"
-
-
-VERSION = _version()
+VERSION = package_version()

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field, ValidationError
 from engine.prompts import validate_prompt
 from engine.scoring.scorer import COMPRESSION_PLY, COMPRESSION_SPZ, ResultDecodeError, Scorer, ScoreReport
 from engine.scoring.transform import FramingError
+from engine.service import package_version
 from engine.service.security import ASGIApp, Message, Receive, RequestGuard, Scope, Send
 
 VALIDATE_PATH = "/validate_txt_to_3d_ply/"
@@ -42,16 +43,7 @@ DEFAULT_PORT = 8094
 DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
 
 
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("gen404")
-    except Exception:
-        return "unknown"
-
-
-GEN404_VERSION = _package_version()
+GEN404_VERSION = package_version()
 SERVICE_VERSION = f"gen404-validator {GEN404_VERSION}"
 
 log = logging.getLogger("gen404.validator")
