@@ -14,6 +14,7 @@ import pytest
 from helpers_server import running_server
 
 from engine.formats.ply import read_ply, write_ply
+from engine.gate import check_gate
 from engine.splats import Splats
 
 VALIDATE = "/validate_txt_to_3d_ply/"
@@ -164,7 +165,9 @@ def test_serve_self_score_flag_builds_the_hook(monkeypatch: pytest.MonkeyPatch) 
     assert build_scorer(parser.parse_args(["serve"])) is None
     args = parser.parse_args(["serve", "--self-score", "--device", "cpu", "--random-weights"])
     assert build_scorer(args) == "hook"
-    assert calls == [{"device": "cpu", "random_weights": True}]
+    assert calls == [
+        {"device": "cpu", "random_weights": True, "model": "convnext_large_d", "size": 518, "views": 16}
+    ]
 
 
 def test_self_scorer_returns_the_fidelity(vectors_dir: Path) -> None:
@@ -201,3 +204,23 @@ def test_result_that_cannot_be_framed_is_a_400(service: str, vectors_dir: Path) 
     assert r.status_code == 400
     d = r.json()
     assert d["score"] == 0.0 and "bounding box" in d["detail"]
+
+
+def test_serve_self_score_puts_scores_in_stats(tmp_path: Path) -> None:
+    """A real endpoint with --self-score: each result is scored after its response, into /stats."""
+    (tmp_path / "ss_tiny.yaml").write_text("extends: smoke\niters: 2\nnum_pts: 500\n")
+    args = ["serve", "--preset", "ss_tiny", "--device", "cpu", "--self-score", "--random-weights"]
+    args += ["--score-model", "gen404-tiny", "--score-size", "32", "--score-views", "4"]
+    with running_server(args, env={"GEN404_PRESETS_DIR": str(tmp_path)}) as server:
+        response = httpx.post(server.url("/generate/"), data={"prompt": "a hamburger"}, timeout=120)
+        assert response.status_code == 200
+        assert check_gate(read_ply(response.content)).passed
+        deadline = time.monotonic() + 60
+        while True:
+            recent = httpx.get(server.url("/stats"), timeout=5).json()["recent"]
+            if recent and recent[-1]["score"] is not None:
+                break
+            assert time.monotonic() < deadline, f"no score in /stats: {recent}"
+            time.sleep(0.2)
+        assert 0.0 <= recent[-1]["score"] <= 1.0
+        assert recent[-1]["prompt"] == "a hamburger"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from engine.cli import CliError
+from engine.commands.score import DEFAULT_MODEL
 
 DEFAULT_PORT = 10006  # the subnet's reference generation service
 DEFAULT_PRESET = "text_mv_fast"
@@ -61,6 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score each result after its response as a validator would (gen404 score); in /stats",
     )
+    p.add_argument(
+        "--score-model",
+        default=DEFAULT_MODEL,
+        help=f"with --self-score: open_clip model (default {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--score-size", type=int, default=518, help="with --self-score: view size in px (default 518)"
+    )
+    p.add_argument("--score-views", type=int, default=16, help="with --self-score: views (default 16)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(func=run)
 
@@ -73,7 +83,13 @@ def build_scorer(args: argparse.Namespace) -> Any:
         return None
     from engine.commands.score import self_scorer
 
-    return self_scorer(device=args.device, random_weights=args.random_weights)
+    return self_scorer(
+        device=args.device,
+        random_weights=args.random_weights,
+        model=args.score_model,
+        size=args.score_size,
+        views=args.score_views,
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:
