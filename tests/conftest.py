@@ -28,11 +28,3 @@ def vectors_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def prompts_file(shared_dir: Path) -> Path:
     return shared_dir / "data" / "prompts.txt"
-
-
-@pytest.fixture
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 (servers under test bind it; see tests/helpers_server.py)."""
-    from helpers_server import free_port as pick
-
-    return pick()

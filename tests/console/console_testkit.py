@@ -11,15 +11,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from helpers_server import free_port
+
 from console.config import EndpointSpec
 
 FAKE_ENDPOINT = Path(__file__).with_name("fake_endpoint.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_port_range(n: int) -> int:
