@@ -53,9 +53,6 @@ class ScaledClock:
     def now(self) -> float:
         return self._start + (time.monotonic() - self._mono0) * self._scale
 
-    def wall_to_sim(self, wall_seconds: float) -> float:
-        return wall_seconds * self._scale
-
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self._scale)
 

@@ -48,9 +48,6 @@ class ValidatorSelector:
         self._next = start_index % max(1, len(self._candidates))
         self._ask_owner_in = OWNER_EVERY
 
-    def cooldown_of(self, uid: int) -> float:
-        return self._cooldowns.get(uid, 0.0)
-
     def set_cooldown(self, uid: int, until: float) -> None:
         self._cooldowns[uid] = until
 
