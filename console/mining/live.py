@@ -41,22 +41,20 @@ class LiveSource:
         self.interpreter = LogInterpreter(tz)
         self.state = state if state is not None else live_state()
 
-    def poll(self) -> int:
+    def _apply(self, lines: list[str]) -> int:
         n = 0
-        for line in self.follower.poll():
+        for line in lines:
             for ev in self.interpreter.feed(line):
                 self.state.apply(ev)
                 n += 1
         return n
 
+    def poll(self) -> int:
+        return self._apply(self.follower.poll())
+
     def flush(self) -> int:
         """Take a last line that has no newline yet (for a one-shot read)."""
-        n = 0
-        for line in self.follower._split(final=True):
-            for ev in self.interpreter.feed(line):
-                self.state.apply(ev)
-                n += 1
-        return n
+        return self._apply(self.follower._split(final=True))
 
     async def run(self, interval: float = 0.5, stop: asyncio.Event | None = None) -> None:
         try:
