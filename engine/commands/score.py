@@ -155,6 +155,7 @@ def run_validator(args: argparse.Namespace) -> int:
     _check_sizes(args)
     import logging
 
+    from engine.commands.serve import LOG_FORMAT
     from engine.service.security import BindRefused, check_bind, resolve_api_key
 
     api_key = resolve_api_key(args.api_key)
@@ -164,9 +165,7 @@ def run_validator(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.max_body_mb <= 0:
         raise CliError("--max-body-mb must be positive")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s | %(levelname)s | %(name)s | %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)  # as `gen404 serve` logs
     scorer = build_scorer(args)  # load before binding: a missing model fails fast, one line
 
     import uvicorn
