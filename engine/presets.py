@@ -243,8 +243,7 @@ def with_overrides(preset: Preset, overrides: dict[str, object], source: str = "
     where = Path(source)
     for key, value in overrides.items():
         _check_value(where, key, value)
-    values = {k: float(v) if _TYPES[k] is float else v for k, v in overrides.items()}  # type: ignore[arg-type]
-    result = dataclasses.replace(preset, **values)
+    result = dataclasses.replace(preset, **_as_field_types(overrides))
     _check_consistency(result, where)
     return result
 
@@ -294,9 +293,13 @@ def _type_name(expected: object) -> str:
     )
 
 
+def _as_field_types(values: dict) -> dict:
+    """Checked values with the integers given for float keys (YAML "120", KEY=120) as floats."""
+    return {k: float(v) if _TYPES[k] is float else v for k, v in values.items()}
+
+
 def _build(name: str, values: dict, path: Path) -> Preset:
-    values = {k: float(v) if _TYPES[k] is float else v for k, v in values.items()}
-    preset = Preset(name=name, **values)
+    preset = Preset(name=name, **_as_field_types(values))
     _check_consistency(preset, path)
     return preset
 
