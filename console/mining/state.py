@@ -5,7 +5,7 @@ the rehearsal loop or the live log follower. The panes read it; it never touches
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from console.mining.events import (
@@ -253,21 +253,7 @@ class MiningState:
                 }
                 for v in sorted(self.validators.values(), key=lambda x: x.uid)
             ],
-            "recent_scores": [
-                {
-                    "t": r.t,
-                    "uid": r.uid,
-                    "prompt": r.prompt,
-                    "endpoint": r.endpoint,
-                    "preset": r.preset,
-                    "gen_time_s": r.gen_time_s,
-                    "score": r.score,
-                    "accepted": r.accepted,
-                    "outcome": r.outcome,
-                    "gate_only": r.gate_only,
-                }
-                for r in list(self.recent)[-50:]
-            ],
+            "recent_scores": [asdict(r) for r in list(self.recent)[-50:]],
             "ledger": {
                 "window_h": ledger.window_s / 3600,
                 "accepted": ledger.accepted(now),
