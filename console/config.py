@@ -72,13 +72,11 @@ def available_presets() -> list[str]:
     """Preset names from engine.presets (torch-free) when it is importable, else the known four."""
     try:
         from engine.presets import list_presets  # torch-free by contract
+
+        names = list_presets()  # sorted names (str)
     except Exception:
         return list(KNOWN_PRESETS)
-    try:
-        names = [getattr(p, "name", p) for p in list_presets()]
-    except Exception:
-        return list(KNOWN_PRESETS)
-    return [str(n) for n in names] or list(KNOWN_PRESETS)
+    return names or list(KNOWN_PRESETS)
 
 
 def _hf_hub_dirs() -> list[Path]:
