@@ -86,8 +86,20 @@ def test_sds_loss_value_is_half_grad_norm(guidance: Guidance) -> None:
 def test_encode_prompt_is_cached(guidance: Guidance) -> None:
     first = guidance.encode_prompt("a red chair", "ugly")
     assert isinstance(first, PromptEmbeds) and first.cond.shape == (1, 77, 32)
-    assert guidance.encode_prompt("a red chair", "ugly") is first
+    again = guidance.encode_prompt("a red chair", "ugly")
+    assert again.cond is first.cond and again.uncond is first.uncond  # served from the cache
     assert not torch.equal(guidance.encode_prompt("a green chair", "ugly").cond, first.cond)
+
+
+def test_prompt_cache_is_bounded_and_keeps_the_negative(guidance: Guidance) -> None:
+    from engine.guidance.sds import TEXT_CACHE_SIZE
+
+    negative = guidance.encode_prompt("prompt 0", "blurry").uncond
+    for i in range(1, 3 * TEXT_CACHE_SIZE):  # an endpoint: a new prompt on every request
+        embeds = guidance.encode_prompt(f"prompt {i}", "blurry")
+        assert embeds.uncond is negative  # the shared negative is never re-encoded
+    assert len(guidance._text_cache) == TEXT_CACHE_SIZE
+    assert "prompt 0" not in guidance._text_cache  # the oldest prompt was evicted
 
 
 def test_batch_must_be_whole_view_groups(guidance: Guidance) -> None:

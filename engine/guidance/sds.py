@@ -8,6 +8,7 @@ t = round((1 - step/total_steps) * 1000) clipped to [20, 980], DDIM-scheduler no
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from engine.guidance import PromptEmbeds, preset_value
 
 T_MIN, T_MAX = 20, 980
+TEXT_CACHE_SIZE = 32  # encoded texts kept on the device (prompts repeat in tests and benches only)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -79,7 +81,10 @@ class SDSGuidance:
         self._alphas_host = [float(a) for a in scheduler.alphas_cumprod.double()]
         self.generator = torch.Generator(self.device)
         self.reseed(seed)
-        self._prompt_cache: dict[tuple[str, str], PromptEmbeds] = {}
+        # Text embeddings by text, least recently used first. Bounded: a serving endpoint sees a
+        # new prompt on nearly every request, and each entry lives on the device. The negative
+        # prompt is one entry shared by every prompt, so it stays hot.
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         # fast path (CUDA only): UNet and VAE encoder replayed as CUDA graphs, one per shape
         self.cuda_graphs = False
         self.channels_last = False
@@ -146,13 +151,17 @@ class SDSGuidance:
         hidden = self.text_encoder(ids.to(self.device))[0]  # last_hidden_state (final LN applied)
         return hidden.to(self.dtype)
 
+    def _cached_text(self, text: str) -> torch.Tensor:
+        hidden = self._text_cache.get(text)
+        if hidden is None:
+            hidden = self._text_cache[text] = self._encode_text(text)
+            while len(self._text_cache) > TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
+        self._text_cache.move_to_end(text)
+        return hidden
+
     def encode_prompt(self, prompt: str, negative: str = "") -> PromptEmbeds:
-        key = (prompt, negative)
-        cached = self._prompt_cache.get(key)
-        if cached is None:
-            cached = PromptEmbeds(cond=self._encode_text(prompt), uncond=self._encode_text(negative))
-            self._prompt_cache[key] = cached
-        return cached
+        return PromptEmbeds(cond=self._cached_text(prompt), uncond=self._cached_text(negative))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in [0,1] -> latents (B,4,ref/8,ref/8), differentiable."""
