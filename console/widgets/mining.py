@@ -15,7 +15,7 @@ from console.widgets.cooldowns import CooldownsPane
 from console.widgets.reward import reward_line
 from console.widgets.scores import ScoresPane
 
-REFRESH_S = 0.5
+REFRESH_S = 0.5  # fastest pane refresh; slower when the console's refresh interval is longer
 
 
 class MiningPanes:
@@ -41,7 +41,17 @@ class MiningPanes:
         self.container.mount(self.cooldowns, self.scores, before=before)
         self.container.border_subtitle = self.controller.title()
         self.app.run_worker(self._run(), name="mining", group="mining", exit_on_error=False)
-        self.app.set_interval(REFRESH_S, self.refresh)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        # Follow the console's refresh interval (`+`/`-`): the panes were most of the console's
+        # own CPU when they redrew every 0.5 s whatever the user had asked for.
+        interval = max(REFRESH_S, float(getattr(self.app, "refresh_interval", REFRESH_S)))
+        self.app.set_timer(interval, self._tick)
+
+    def _tick(self) -> None:
+        self.refresh()
+        self._schedule()
 
     async def _run(self) -> None:
         try:
