@@ -35,6 +35,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Container, Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
@@ -258,11 +259,13 @@ class Gen404Console(App[None]):
 
     def show_endpoints(self, views: list[EndpointView]) -> None:
         self.endpoint_views = views
-        table = self.query_one(EndpointsTable)
-        table.show(views)
-        self._update_log()
-        self._update_status()
-        self._show_supervisor_problems()
+        try:
+            self.query_one(EndpointsTable).show(views)
+            self._update_log()
+            self._update_status()
+            self._show_supervisor_problems()
+        except NoMatches:  # the supervisor loop can report once more while the screen is torn down
+            return
 
     def _show_supervisor_problems(self) -> None:
         """Files the supervisor cannot write (full disk, unusable state dir) go in the banner."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -50,7 +51,10 @@ class MiningPanes:
         self.app.set_timer(interval, self._tick)
 
     def _tick(self) -> None:
-        self.refresh()
+        try:
+            self.refresh()
+        except NoMatches:  # the app is tearing the panes down under this timer: stop refreshing
+            return
         self._schedule()
 
     async def _run(self) -> None:
