@@ -30,6 +30,7 @@ BASELINE_OVERRIDES: dict[str, object] = {
     "cuda_graphs": False,
     "fused_optimizer": False,
     "channels_last": False,
+    "compile": False,
 }
 # a new prompt per run (see _prompt): prompt encoding is part of every real request
 PROMPTS = (
@@ -267,8 +268,10 @@ def bench_one(
     runs: int,
     profile_dir: Path | None = None,
     log: Callable[[str], None] = lambda line: None,
+    stages: bool = True,
 ) -> BenchResult:
-    """Switch `generator` to `preset`, warm it up, time `runs` generations, profile one."""
+    """Switch `generator` to `preset`, warm it up, time `runs` generations, then (with `stages`)
+    one synced run for the per-stage breakdown and (with `profile_dir`) one profiled run."""
     from engine.formats.ply import read_ply
     from engine.gate import check_gate
 
@@ -300,7 +303,7 @@ def bench_one(
         result, _ply, _spz = last
         res.stages = {**result.timings, "ply": res.runs[-1].ply_s, "spz": res.runs[-1].spz_s}
         res.stages["total"] = res.runs[-1].seconds
-    else:
+    elif stages:
         res.stages = _profiled_stages(generator, _prompt(label, variant, runs))
     if cuda:
         import torch
@@ -332,6 +335,7 @@ def run_bench(
     profile_dir: Path | None = None,
     log: Callable[[str], None] = lambda line: None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    stages: bool = True,
 ) -> dict[str, Any]:
     """Bench every spec, then the baseline of those in `baseline`; one Generator per model set.
 
@@ -362,7 +366,9 @@ def run_bench(
     ]
     for label, preset, variant, n in jobs:
         try:
-            results.append(bench_one(generator_for(preset), label, preset, variant, n, profile_dir, log))
+            results.append(
+                bench_one(generator_for(preset), label, preset, variant, n, profile_dir, log, stages)
+            )
         except Exception as exc:  # report it and go on with the other presets
             import traceback
 

@@ -15,7 +15,7 @@ Speed (docs/benchmarks.md): every camera and background of the run is drawn at i
 the device in one transfer, so the step loop issues no host synchronisation of its own (gsplat's
 tile binning still reads one count per render); with `sync_timings=False` the stage times are
 host-side only and the GPU runs behind the CPU. The guidance's CUDA graphs and the fused
-optimiser follow the preset (`cuda_graphs`, `fused_optimizer`, `channels_last`).
+optimiser follow the preset (`cuda_graphs`, `fused_optimizer`, `channels_last`, `compile`).
 `Generator.warmup()` captures/compiles everything a generation of the preset needs.
 """
 
@@ -206,6 +206,8 @@ class Generator:
                 guidance.cuda_graphs = p.cuda_graphs
             if hasattr(guidance, "set_channels_last"):
                 guidance.set_channels_last(p.channels_last and device.type == "cuda")
+            if hasattr(guidance, "set_compile"):
+                guidance.set_compile(p.compile and device.type == "cuda")
             if hasattr(guidance, "reseed"):
                 guidance.reseed(seed)
             plan = self._plan_views(gen, guidance, iters)

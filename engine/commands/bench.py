@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--profile", type=Path, metavar="DIR", help="one torch.profiler run per preset, tables to DIR"
     )
     p.add_argument(
+        "--no-stages",
+        action="store_true",
+        help="skip the extra synced run that gives the per-stage breakdown (one generation less per preset)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
         overrides=overrides,
         profile_dir=args.profile,
+        stages=not args.no_stages,
         log=log,
         checkpoint=None
         if args.json is None

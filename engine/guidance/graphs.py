@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def _side_stream_warmup(fn: Callable[[], Any], iterations: int) -> None:
@@ -40,7 +40,7 @@ class GraphedCFG:
 
     def __init__(
         self,
-        unet: nn.Module,
+        unet: Callable[..., Any],
         noisy: Tensor,
         timesteps: Tensor,
         cond: Tensor,
@@ -49,7 +49,7 @@ class GraphedCFG:
         guidance_scale: float,
         warmup: int = 2,
     ) -> None:
-        self._unet = unet
+        self._unet = unet  # the module or its compiled form
         self.guidance_scale = float(guidance_scale)
         self._noisy = noisy.detach().clone()
         self._t = timesteps.detach().clone()
@@ -90,28 +90,24 @@ class GraphedCFG:
         return self._output
 
 
-class _EncoderMoments(nn.Module):
-    """images in [-1, 1] -> (mean, std) of the VAE posterior; sampling stays outside the graph
-    (it draws from the guidance's noise generator, whose stream must match the eager path)."""
-
-    def __init__(self, vae: nn.Module) -> None:
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        posterior = self.vae.encode(x).latent_dist
-        return posterior.mean, posterior.std
-
-
-def graph_vae_encoder(vae: nn.Module, example: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    """VAE encoder forward *and* backward captured as CUDA graphs (torch.cuda.make_graphed_callables).
+def graph_vae_encoder(
+    moments: Callable[[Tensor], tuple[Tensor, Tensor]], example: Tensor
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """The VAE encoder's `moments` (images -> posterior mean, std) forward *and* backward captured
+    as CUDA graphs (torch.cuda.make_graphed_callables).
 
     The returned callable maps images (B,3,h,w) in [-1, 1] (the example's shape and dtype) to
-    (mean, std); gradients flow back to the images through the captured backward graph.
+    (mean, std); gradients flow back to the images through the captured backward graph. Sampling
+    stays outside the graph: it draws from the guidance's noise generator, whose stream must match
+    the eager path. `moments` may be a compiled module; it is called through a plain function so
+    make_graphed_callables leaves the module's own forward alone.
     """
-    module = _EncoderMoments(vae)
     sample = example.detach().clone().requires_grad_(True)
-    return torch.cuda.make_graphed_callables(module, (sample,), num_warmup_iters=3)
+
+    def encode(x: Tensor) -> tuple[Tensor, Tensor]:
+        return moments(x)
+
+    return torch.cuda.make_graphed_callables(encode, (sample,), num_warmup_iters=3)
 
 
 __all__ = ["GraphedCFG", "graph_vae_encoder"]

@@ -36,6 +36,25 @@ def annealed_timestep(step: int, total_steps: int, num_train_timesteps: int = 10
     return int(min(max(t, T_MIN), T_MAX))
 
 
+class EncoderMoments(torch.nn.Module):
+    """Images in [-1, 1] -> (mean, std) of the VAE posterior, computed as diffusers'
+    `AutoencoderKL.encode` and `DiagonalGaussianDistribution` compute them (no tiling: ref sizes
+    are far below the tile size). One module for the eager, graphed and compiled paths; the
+    sample (mean + std * noise) is drawn by the caller from the guidance's generator."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        moments = self.vae.encoder(x)
+        quant_conv = getattr(self.vae, "quant_conv", None)
+        if quant_conv is not None:
+            moments = quant_conv(moments)
+        mean, logvar = torch.chunk(moments, 2, dim=1)
+        return mean, torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+
+
 def _frozen(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     # nn.Module.to, not ModelMixin.to: the latter warns on every dtype cast
     torch.nn.Module.to(module, device, dtype)
@@ -85,9 +104,14 @@ class SDSGuidance:
         # new prompt on nearly every request, and each entry lives on the device. The negative
         # prompt is one entry shared by every prompt, so it stays hot.
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        # fast path (CUDA only): UNet and VAE encoder replayed as CUDA graphs, one per shape
+        # fast path (CUDA only): UNet and VAE encoder replayed as CUDA graphs, one per shape, and
+        # optionally compiled; `_unet_fn` / `_moments_fn` are what every path calls
         self.cuda_graphs = False
         self.channels_last = False
+        self.compiled = False
+        self._moments = EncoderMoments(self.vae)
+        self._unet_fn: Callable[..., Any] = self.unet
+        self._moments_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = self._moments
         self._unet_graphs: dict[tuple, Any] = {}
         self._vae_graphs: dict[tuple, Any] = {}
 
@@ -99,6 +123,26 @@ class SDSGuidance:
         for module in (self.unet, self.vae):
             torch.nn.Module.to(module, memory_format=fmt)  # not ModelMixin.to (warns on casts)
         self.channels_last = enabled
+        self.clear_graphs()
+
+    def set_compile(self, enabled: bool) -> None:
+        """torch.compile (inductor) the UNet and the VAE encoder's moments, or go back to eager.
+
+        Why: with launches already graphed, the step is bound by kernel time, much of it
+        memory-bound GroupNorm, SiLU, residual adds and layout copies around cuDNN's convolutions;
+        inductor fuses those. Compilation itself happens lazily on the first call of each shape
+        (in `Generator.warmup()` on an endpoint). `dynamic=False`: a preset fixes every shape,
+        and a new shape gets its own static compile rather than a slower dynamic-shape kernel.
+        Drops captured graphs.
+        """
+        if enabled == self.compiled:
+            return
+        if enabled:
+            self._unet_fn = torch.compile(self.unet, dynamic=False)
+            self._moments_fn = torch.compile(self._moments, dynamic=False)
+        else:
+            self._unet_fn, self._moments_fn = self.unet, self._moments
+        self.compiled = enabled
         self.clear_graphs()
 
     def clear_graphs(self) -> None:
@@ -169,19 +213,18 @@ class SDSGuidance:
         if images.shape[-2:] != size:
             images = F.interpolate(images, size, mode="bilinear", align_corners=False)
         x = images.to(self.dtype) * 2.0 - 1.0
+        encoder = self._moments_fn
         if self._graphs_on():
             key = (tuple(x.shape), x.dtype, self.channels_last)
             encoder = self._vae_graphs.get(key)
             if encoder is None:
                 from engine.guidance.graphs import graph_vae_encoder
 
-                encoder = self._vae_graphs[key] = graph_vae_encoder(self.vae, x)
-            mean, std = encoder(x)
-            # the posterior sample as diffusers draws it: same generator, shape and dtype
-            eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
-            return (mean + std * eps) * self.scaling_factor
-        posterior = self.vae.encode(x).latent_dist
-        return posterior.sample(generator=self.generator) * self.scaling_factor
+                encoder = self._vae_graphs[key] = graph_vae_encoder(self._moments_fn, x)
+        mean, std = encoder(x)
+        # the posterior sample as diffusers draws it: same generator, shape and dtype
+        eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+        return (mean + std * eps) * self.scaling_factor
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t_value: int) -> torch.Tensor:
         """DDIM forward noising at one timestep, with host-side scalar coefficients."""
@@ -219,7 +262,7 @@ class SDSGuidance:
             if graph is None:
                 from engine.guidance.graphs import GraphedCFG
 
-                graph = GraphedCFG(self.unet, noisy, t, cond, uncond, camera, guidance_scale)
+                graph = GraphedCFG(self._unet_fn, noisy, t, cond, uncond, camera, guidance_scale)
                 self._unet_graphs[key] = graph
             return cast(torch.Tensor, graph(noisy, t, cond, uncond, camera))
         batch = noisy.shape[0]
@@ -227,7 +270,7 @@ class SDSGuidance:
         kwargs: dict[str, Any] = {}
         if camera is not None:
             kwargs["class_labels"] = torch.cat([camera, camera])
-        eps = self.unet(
+        eps = self._unet_fn(
             torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=context, **kwargs
         ).sample
         eps_cond, eps_uncond = eps.chunk(2)
