@@ -317,6 +317,8 @@ def bench_one(
         res.gate = "ok" if verdict.passed else str(verdict.reason)
         res.ply_valid = len(read_ply(ply)) == len(result.splats)
         res.notes = list(result.notes)
+        if preset.compile and generator.compile_failure:
+            res.notes.append(f"measured uncompiled: torch.compile failed ({generator.compile_failure})")
         seconds = [r.seconds for r in res.runs]
         res.median_s, res.min_s = statistics.median(seconds), min(seconds)
     if profile_dir is not None and not baseline:
@@ -430,4 +432,12 @@ def format_report(report: dict[str, Any]) -> str:
         for r in stage_rows:
             cells = [f"{r['stages'][s] * 1e3:.0f}" if s in r["stages"] else "-" for s in names]
             lines.append(f"| {r['label']} | {r['variant']} | " + " | ".join(cells) + " |")
+    uncompiled = [
+        r for r in report["results"] if any(n.startswith("measured uncompiled") for n in r["notes"])
+    ]
+    for r in uncompiled:
+        lines += [
+            "",
+            f"Note: {r['label']} [{r['variant']}] " + next(n for n in r["notes"] if "uncompiled" in n),
+        ]
     return "\n".join(lines)

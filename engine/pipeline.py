@@ -111,6 +111,8 @@ class Generator:
         self.sync_timings = sync_timings
         self.guidance = None
         self._loaded_key: tuple | None = None
+        # set when torch.compile failed in warmup(): later runs go without it (see warmup)
+        self.compile_failure: str | None = None
 
     def _key_for(self, preset: Preset) -> tuple:
         device = resolve_device(self._device_arg or preset.device)
@@ -146,10 +148,11 @@ class Generator:
         """Run a short generation of the current preset: gsplat's kernels, cuDNN algorithm
         choice, CUDA-graph capture, the fused optimiser and densification all happen here, so the
         first request is as fast as the rest. Returns the seconds it took. On the CPU there is
-        nothing to compile or capture: skipped unless `force`."""
+        nothing to capture: skipped unless `force` or the preset compiles. If torch.compile
+        fails here, runs go on without it (`compile_failure` says why)."""
         if not self.loaded:
             self.load(progress)
-        if self.device.type != "cuda" and not force:
+        if self.device.type != "cuda" and not force and not self._compiling():
             return 0.0
         report = progress or (lambda fraction, message: None)
         report(1.0, "warming up (CUDA graphs, kernels)")
@@ -164,7 +167,17 @@ class Generator:
             densification_interval=max(1, iters // 2),
         )
         try:
-            self.generate("warm-up", seed=p.seed)
+            try:
+                self.generate("warm-up", seed=p.seed)
+            except Exception as exc:
+                if not self._compiling():
+                    raise
+                # torch.compile needs a working Triton and C compiler on the box; without them
+                # (or on any compile error) the endpoint still serves, uncompiled and slower
+                self.compile_failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.warning("torch.compile failed, running without it: %s", self.compile_failure)
+                report(1.0, f"torch.compile failed ({self.compile_failure}); warming up without it")
+                self.generate("warm-up", seed=p.seed)
         finally:
             self.preset = p
         if self.device.type == "cuda":
@@ -172,6 +185,10 @@ class Generator:
         seconds = time.perf_counter() - started
         report(1.0, f"warmed up in {seconds:.1f}s")
         return seconds
+
+    def _compiling(self) -> bool:
+        """Whether runs use torch.compile: the preset asks and it has not failed here."""
+        return self.preset.compile and self.compile_failure is None
 
     def set_preset(self, preset: Preset, progress: ProgressCallback | None = None) -> bool:
         """Switch preset; reload models only if they differ. True when models were reloaded."""
@@ -207,7 +224,7 @@ class Generator:
             if hasattr(guidance, "set_channels_last"):
                 guidance.set_channels_last(p.channels_last and device.type == "cuda")
             if hasattr(guidance, "set_compile"):
-                guidance.set_compile(p.compile and device.type == "cuda")
+                guidance.set_compile(self._compiling())
             if hasattr(guidance, "reseed"):
                 guidance.reseed(seed)
             plan = self._plan_views(gen, guidance, iters)

@@ -9,7 +9,8 @@ Key semantics (what makes the seed guide's claims true in gen404):
   ref_size    resolution at which renders are fed to the VAE / guidance model
   batch_size  views rendered and guided per step (a multiple of 4 for MVDream: 4-view groups)
   render_size resolution the Gaussians are rasterised at (then resized to ref_size)
-  cuda_graphs, fused_optimizer, channels_last, compile   speed switches on CUDA (docs/benchmarks.md)
+  cuda_graphs, fused_optimizer, channels_last   speed switches on CUDA (docs/benchmarks.md)
+  compile     torch.compile of the UNet and VAE encoder (any device; falls back when it fails)
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class Preset:
     dtype: str = "fp32"
     device: str = "auto"
     # speed (CUDA only; the arithmetic is unchanged): UNet and VAE encoder fwd+bwd replayed as
-    # CUDA graphs, one fused Adam kernel per group, channels-last UNet/VAE weights, and
-    # torch.compile (inductor) of the UNet and the VAE encoder, compiled at warm-up
+    # CUDA graphs, one fused Adam kernel per group, channels-last UNet/VAE weights; and (any
+    # device) torch.compile of the UNet and the VAE encoder, compiled at warm-up
     cuda_graphs: bool = False
     fused_optimizer: bool = True
     channels_last: bool = False

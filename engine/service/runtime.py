@@ -185,6 +185,9 @@ class ModelHost:
         self.models = _describe_models(generator, preset)
         self.device = str(generator.device)  # the pipeline resolved "auto"
         warmed = f" (warm-up {warmup_s:.1f}s)" if warmup_s else ""
+        failure = getattr(generator, "compile_failure", None)
+        if failure:
+            warmed += f"; torch.compile failed, serving uncompiled: {failure}"
         self._set("ready", f"ready in {time.perf_counter() - started:.1f}s{warmed}", 1.0)
         log.info("preset %s ready on %s (%s)", name, self.device, self.message)
 
