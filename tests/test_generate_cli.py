@@ -111,3 +111,25 @@ def test_missing_pretrained_weights_are_a_one_line_error_naming_the_pull_command
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("gen404 generate: error:") and "gen404 models pull" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], False), (["--compile"], True)])
+def test_one_shot_generate_skips_the_presets_compile_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], expected: bool
+) -> None:
+    # a preset with compile on: compiling costs more than one generation saves
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "compiled_smoke.yaml").write_text("extends: smoke\ncompile: true\n")
+    monkeypatch.setenv("GEN404_PRESETS_DIR", str(presets))
+    seen: list[bool] = []
+
+    def recording_generate(self, prompt, seed=None, on_step=None):  # noqa: ANN001, ANN202
+        seen.append(self.preset.compile)
+        return _fake_generate(self, prompt, seed, on_step)
+
+    monkeypatch.setattr("engine.pipeline.Generator.generate", recording_generate)
+    monkeypatch.setattr("engine.pipeline.Generator.load", lambda self, progress=None: None)
+    argv = ["generate", "a chair", "--preset", "compiled_smoke", "-o", str(tmp_path / "o.ply")]
+    assert main([*argv, "--device", "cpu", *flag]) == 0
+    assert seen == [expected]

@@ -8,6 +8,7 @@ a partial file. Progress goes to stderr, the timing table to stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -32,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     p.add_argument("--random-weights", action="store_true", help="full-size models with random weights")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: the preset's (auto: cuda if present)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="keep the preset's torch.compile on (off by default here: compiling takes 15-125 s, "
+        "repaid only over many generations, as on an endpoint)",
+    )
     p.set_defaults(func=run)
 
 
@@ -105,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         preset = load_preset(args.preset)
     except PresetError as exc:
         raise CliError(str(exc)) from None
+    if preset.compile and not args.compile:
+        preset = dataclasses.replace(preset, compile=False)
     if args.seed is not None and args.seed < 0:
         raise CliError(f"--seed must be >= 0, got {args.seed}")
     check_writable(args.output)
