@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$LOG"
 echo "== GPU tests: graphed / compiled+graphed guidance vs eager" | tee -a "$LOG"
 timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_bench.py -k cuda 2>&1 | tail -5 | tee -a "$LOG"
 echo "== issue 8: gen404 generate (the first gsplat call builds its CUDA code) [t=${SECONDS}s]" | tee -a "$LOG"
-timeout 300 gen404 generate "a red sports car" --preset text_mv_fast --random-weights --device cuda \
+timeout 300 python3 -m engine.cli generate "a red sports car" --preset text_mv_fast --random-weights --device cuda \
   -o "$OUT/car.ply" 2>&1 | grep -v "steps " | tee -a "$LOG"
 gen404 inspect "$OUT/car.ply" 2>&1 | tee -a "$LOG"
 echo "== issue 4: endpoint overhead, full-size random weights [t=${SECONDS}s]" | tee -a "$LOG"
