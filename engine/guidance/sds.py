@@ -118,8 +118,8 @@ class SDSGuidance:
         # new prompt on nearly every request, and each entry lives on the device. The negative
         # prompt is one entry shared by every prompt, so it stays hot.
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        # fast path (CUDA only): UNet and VAE encoder replayed as CUDA graphs, one per shape, and
-        # optionally compiled; `_unet_fn` / `_moments_fn` are what every path calls
+        # fast path: UNet and VAE encoder replayed as CUDA graphs (CUDA only), one per shape, and
+        # optionally compiled (any device); `_unet_fn` / `_moments_fn` are what every path calls
         self.cuda_graphs = False
         self.channels_last = False
         self.compiled = False
