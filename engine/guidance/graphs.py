@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from engine.guidance.sds import guided_eps
+
 
 def _side_stream_warmup(fn: Callable[[], Any], iterations: int) -> None:
     # cuDNN/cuBLAS pick algorithms and allocate workspaces on first use; that must happen
@@ -63,19 +65,9 @@ class GraphedCFG:
                 self._output = self._forward()
 
     def _forward(self) -> Tensor:
-        batch = self._noisy.shape[0]
-        context = torch.cat([self._cond.expand(batch, -1, -1), self._uncond.expand(batch, -1, -1)])
-        kwargs: dict[str, Tensor] = {}
-        if self._camera is not None:
-            kwargs["class_labels"] = torch.cat([self._camera, self._camera])
-        eps = self._unet(
-            torch.cat([self._noisy, self._noisy]),
-            torch.cat([self._t, self._t]),
-            encoder_hidden_states=context,
-            **kwargs,
-        ).sample
-        eps_cond, eps_uncond = eps.chunk(2)
-        return eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
+        return guided_eps(
+            self._unet, self._noisy, self._t, self._cond, self._uncond, self._camera, self.guidance_scale
+        )
 
     def __call__(
         self, noisy: Tensor, timesteps: Tensor, cond: Tensor, uncond: Tensor, camera: Tensor | None

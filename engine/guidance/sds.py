@@ -55,6 +55,27 @@ class EncoderMoments(torch.nn.Module):
         return mean, torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
 
 
+def guided_eps(
+    unet: Callable[..., Any],
+    noisy: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    camera: torch.Tensor | None,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """Classifier-free guidance: the UNet on [cond, uncond] in one batch, then the CFG mix.
+    The one definition for the eager path and the captured graph (graphs.GraphedCFG)."""
+    batch = noisy.shape[0]
+    context = torch.cat([cond.expand(batch, -1, -1), uncond.expand(batch, -1, -1)])
+    kwargs: dict[str, torch.Tensor] = {}
+    if camera is not None:
+        kwargs["class_labels"] = torch.cat([camera, camera])
+    eps = unet(torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=context, **kwargs).sample
+    eps_cond, eps_uncond = eps.chunk(2)
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
 def use_math_vae_attention(vae: torch.nn.Module) -> None:
     """The VAE's mid-block attention as plain matmuls + softmax (diffusers' AttnProcessor).
 
@@ -137,12 +158,9 @@ class SDSGuidance:
         for module in (self.unet, self.vae):
             torch.nn.Module.to(module, memory_format=fmt)  # not ModelMixin.to (warns on casts)
         self.channels_last = enabled
-        self.clear_graphs()
-        if self.compiled:
-            # compiled code bakes in the weights' strides (inductor asserts them at run time;
-            # measured on the H200), so a layout change needs a fresh compile
-            self.set_compile(False)
-            self.set_compile(True)
+        # compiled code bakes in the weights' strides (inductor asserts them at run time; seen
+        # on the H200), so a layout change needs a fresh compile, as well as new graphs
+        self._rebuild_callables()
 
     def set_compile(self, enabled: bool) -> None:
         """torch.compile (inductor) the UNet and the VAE encoder's moments, or go back to eager.
@@ -156,13 +174,17 @@ class SDSGuidance:
         """
         if enabled == self.compiled:
             return
-        if enabled:
+        self.compiled = enabled
+        self._rebuild_callables()
+
+    def _rebuild_callables(self) -> None:
+        """What every path calls, for the current `compiled` and layout; drops captured graphs."""
+        if self.compiled:
             torch._dynamo.reset()  # no code compiled for other weights or layouts is reused
             self._unet_fn = torch.compile(self.unet, dynamic=False)
             self._moments_fn = torch.compile(self._moments, dynamic=False)
         else:
             self._unet_fn, self._moments_fn = self.unet, self._moments
-        self.compiled = enabled
         self.clear_graphs()
 
     def clear_graphs(self) -> None:
@@ -285,16 +307,7 @@ class SDSGuidance:
                 graph = GraphedCFG(self._unet_fn, noisy, t, cond, uncond, camera, guidance_scale)
                 self._unet_graphs[key] = graph
             return cast(torch.Tensor, graph(noisy, t, cond, uncond, camera))
-        batch = noisy.shape[0]
-        context = torch.cat([embeds.cond.expand(batch, -1, -1), embeds.uncond.expand(batch, -1, -1)])
-        kwargs: dict[str, Any] = {}
-        if camera is not None:
-            kwargs["class_labels"] = torch.cat([camera, camera])
-        eps = self._unet_fn(
-            torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=context, **kwargs
-        ).sample
-        eps_cond, eps_uncond = eps.chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        return guided_eps(self._unet_fn, noisy, t, embeds.cond, embeds.uncond, camera, guidance_scale)
 
     def sds_loss(
         self,
