@@ -32,6 +32,7 @@ BASELINE_OVERRIDES: dict[str, object] = {
     "channels_last": False,
     "compile": False,
 }
+UNCOMPILED_NOTE = "measured uncompiled"  # a compile variant whose torch.compile failed at warm-up
 # a new prompt per run (see _prompt): prompt encoding is part of every real request
 PROMPTS = (
     "a red sports car",
@@ -318,7 +319,7 @@ def bench_one(
         res.ply_valid = len(read_ply(ply)) == len(result.splats)
         res.notes = list(result.notes)
         if preset.compile and generator.compile_failure:
-            res.notes.append(f"measured uncompiled: torch.compile failed ({generator.compile_failure})")
+            res.notes.append(f"{UNCOMPILED_NOTE}: torch.compile failed ({generator.compile_failure})")
         seconds = [r.seconds for r in res.runs]
         res.median_s, res.min_s = statistics.median(seconds), min(seconds)
     if profile_dir is not None and not baseline:
@@ -432,12 +433,8 @@ def format_report(report: dict[str, Any]) -> str:
         for r in stage_rows:
             cells = [f"{r['stages'][s] * 1e3:.0f}" if s in r["stages"] else "-" for s in names]
             lines.append(f"| {r['label']} | {r['variant']} | " + " | ".join(cells) + " |")
-    uncompiled = [
-        r for r in report["results"] if any(n.startswith("measured uncompiled") for n in r["notes"])
-    ]
-    for r in uncompiled:
-        lines += [
-            "",
-            f"Note: {r['label']} [{r['variant']}] " + next(n for n in r["notes"] if "uncompiled" in n),
-        ]
+    for r in report["results"]:
+        for note in r["notes"]:
+            if note.startswith(UNCOMPILED_NOTE):
+                lines += ["", f"Note: {r['label']} [{r['variant']}] {note}"]
     return "\n".join(lines)
