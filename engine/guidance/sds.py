@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.guidance import PromptEmbeds, preset_value
+from engine.guidance.layout_norm import use_layout_group_norm
 
 T_MIN, T_MAX = 20, 980
 TEXT_CACHE_SIZE = 32  # encoded texts kept on the device (prompts repeat in tests and benches only)
@@ -128,6 +129,7 @@ class SDSGuidance:
         self.text_encoder = _frozen(text_encoder, self.device, torch.float32)
         self.vae = _frozen(vae, self.device, dtype)
         use_math_vae_attention(self.vae)
+        use_layout_group_norm(self.vae)  # compiled backward without layout copies (layout_norm.py)
         self.unet = _frozen(unet, self.device, dtype)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
