@@ -6,15 +6,8 @@
 #   issue 4: endpoint request overhead with a full-size random-weight model
 #   issue 9: text_mv's speed levers side by side at text_mv shapes, 300 steps each (channels-last,
 #            torch.compile, both); benchmarks/gpu_text_mv_best.sh then runs the winner in full.
-# gsplat's build and inductor's cache go to .cache/ (git-ignored, so kept between warm calls).
-set -u -o pipefail
-OUT=${OUT:-/tmp/gen404-open}
-mkdir -p "$OUT" .cache
-LOG="$OUT/open_items.log"
-export PYTHONUNBUFFERED=1
-export TORCH_EXTENSIONS_DIR=$PWD/.cache/torch_extensions TORCHINDUCTOR_CACHE_DIR=$PWD/.cache/inductor
+source benchmarks/gpu_env.sh open_items
 gen404() { python3 -c "import sys; from engine.cli import main; sys.exit(main())" "$@"; }
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$LOG"
 echo "== GPU tests: graphed / compiled+graphed guidance vs eager" | tee -a "$LOG"
 timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_bench.py -k cuda 2>&1 | tail -5 | tee -a "$LOG"
 echo "== issue 8: gen404 generate (the first gsplat call builds its CUDA code) [t=${SECONDS}s]" | tee -a "$LOG"

@@ -5,13 +5,7 @@
 #   2. text_mv_fast and text_mv_ultra_fast with the winner vs as committed, and the eager fp32
 #      baseline of text_mv_fast, in one process (the >= 3x ratio is taken side by side)
 # BEST=... overrides the choice (e.g. BEST=+compile=true+channels_last=true).
-set -u -o pipefail
-OUT=${OUT:-/tmp/gen404-best}
-mkdir -p "$OUT" .cache
-LOG="$OUT/best.log"
-export PYTHONUNBUFFERED=1
-export TORCH_EXTENSIONS_DIR=$PWD/.cache/torch_extensions TORCHINDUCTOR_CACHE_DIR=$PWD/.cache/inductor
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$LOG"
+source benchmarks/gpu_env.sh best
 if [ -z "${BEST+x}" ]; then
   BEST=$(python3 - <<'PY'
 import json
