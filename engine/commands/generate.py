@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="keep the preset's torch.compile on (off by default here: compiling took 15-125 s on an H200, "
+        help="keep the preset's torch.compile on (off by default here: compiling took 15-195 s on H200s, "
         "repaid only over many generations, as on an endpoint)",
     )
     p.set_defaults(func=run)
