@@ -184,11 +184,7 @@ class ModelHost:
         self._preset = preset
         self.models = _describe_models(generator, preset)
         self.device = str(generator.device)  # the pipeline resolved "auto"
-        warmed = f" (warm-up {warmup_s:.1f}s)" if warmup_s else ""
-        failure = getattr(generator, "compile_failure", None)
-        if failure:
-            warmed += f"; torch.compile failed, serving uncompiled: {failure}"
-        self._set("ready", f"ready in {time.perf_counter() - started:.1f}s{warmed}", 1.0)
+        self._set("ready", _ready_message(generator, started, warmup_s), 1.0)
         log.info("preset %s ready on %s (%s)", name, self.device, self.message)
 
     def _release_models(self) -> None:
@@ -236,7 +232,7 @@ class ModelHost:
         started = time.perf_counter()
         try:
             reloaded = generator.set_preset(preset, self._on_progress)
-            _warm_up(generator, self._on_progress)  # new shapes (ref_size...): capture before requests
+            warmup_s = _warm_up(generator, self._on_progress)  # new shapes: capture before requests
         except Exception as exc:
             self._generator = None
             message = f"switching to preset {preset.name!r} failed: {type(exc).__name__}: {exc}"
@@ -245,8 +241,9 @@ class ModelHost:
             return
         self._preset = preset
         self.models = _describe_models(generator, preset)
-        if reloaded:
-            self._set("ready", f"ready in {time.perf_counter() - started:.1f}s", 1.0)
+        # a switch that kept the models was "ready" throughout; its warm-up (and any compile
+        # failure in it) still shows in /health's message
+        self._set("ready", _ready_message(generator, started, warmup_s), 1.0)
         log.info("preset %s active (models %s)", preset.name, "reloaded" if reloaded else "kept")
 
     # --- generation (worker thread) -----------------------------------------------------------
@@ -284,6 +281,18 @@ class ModelHost:
             timings=timings,
             gaussians=result.splats,
         )
+
+
+def _ready_message(generator: Any, started: float, warmup_s: float) -> str:
+    """/health's message once a preset is ready: time taken, warm-up, and whether torch.compile
+    failed there (runs then go on uncompiled, which a miner should see)."""
+    message = f"ready in {time.perf_counter() - started:.1f}s"
+    if warmup_s:
+        message += f" (warm-up {warmup_s:.1f}s)"
+    failure = getattr(generator, "compile_failure", None)
+    if failure:
+        message += f"; torch.compile failed, serving uncompiled: {failure}"
+    return message
 
 
 def _warm_up(generator: Any, progress: Callable[[float, str], None]) -> float:
