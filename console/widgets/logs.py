@@ -54,7 +54,12 @@ class LogPane(Log):
             seen = (-1, 0.0)
         if seen == self._seen:
             return
+        # Log only auto-scrolls when already at the end, and clear() leaves the old offset
+        # behind; so decide here: follow the end unless the reader scrolled up.
+        follow = self._seen is None or self.is_vertical_scroll_end
         self._seen = seen
         self.clear()
         lines = read_tail(self.path)
-        self.write_lines(lines or [f"(no output yet in {self.path})"])
+        self.write_lines(lines or [f"(no output yet in {self.path})"], scroll_end=False)
+        if follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
