@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 
 from console.widgets.logs import LogPane, read_tail
 
@@ -20,6 +21,15 @@ def _append(path: Path, start: int, count: int) -> None:
         fh.writelines(f"line {i}\n" for i in range(start, start + count))
 
 
+async def _following(pilot: Pilot[None], log: Path) -> LogPane:
+    """The app's pane following `log` (100 lines), rendered."""
+    _append(log, 0, 100)
+    pane = pilot.app.query_one(LogPane)
+    pane.follow(log, "gen")
+    await pilot.pause()
+    return pane
+
+
 def _last_visible(pane: LogPane) -> str:
     bottom = int(pane.scroll_offset.y) + pane.scrollable_content_region.height - 1
     return pane.lines[min(bottom, len(pane.lines) - 1)]
@@ -27,12 +37,8 @@ def _last_visible(pane: LogPane) -> str:
 
 async def test_pane_keeps_following_the_end_as_the_log_grows(tmp_path: Path) -> None:
     log = tmp_path / "gen.log"
-    _append(log, 0, 100)
-    app = PaneApp()
-    async with app.run_test(size=(80, 20)) as pilot:
-        pane = app.query_one(LogPane)
-        pane.follow(log, "gen")
-        await pilot.pause()
+    async with PaneApp().run_test(size=(80, 20)) as pilot:
+        pane = await _following(pilot, log)
         assert _last_visible(pane) == "line 99"
         for start in (100, 150):  # the file grows between polls (a generation logs lines)
             _append(log, start, 50)
@@ -43,12 +49,8 @@ async def test_pane_keeps_following_the_end_as_the_log_grows(tmp_path: Path) -> 
 
 async def test_pane_leaves_a_reader_who_scrolled_up_in_place(tmp_path: Path) -> None:
     log = tmp_path / "gen.log"
-    _append(log, 0, 100)
-    app = PaneApp()
-    async with app.run_test(size=(80, 20)) as pilot:
-        pane = app.query_one(LogPane)
-        pane.follow(log, "gen")
-        await pilot.pause()
+    async with PaneApp().run_test(size=(80, 20)) as pilot:
+        pane = await _following(pilot, log)
         pane.scroll_to(y=10, animate=False)
         await pilot.pause()
         _append(log, 100, 50)
