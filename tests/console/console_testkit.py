@@ -151,11 +151,3 @@ def screen_text(app: Any) -> str:
     body = svg[svg.find("<g class=") :]
     text = re.sub(r"<[^>]+>", "", body)
     return html.unescape(text).replace("\xa0", " ")
-
-
-def quiet_config(**kw: Any) -> Any:
-    """ConsoleConfig without the mining rehearsal (it would send generations to the test's endpoints)."""
-    from console.config import ConsoleConfig
-    from console.mining.controller import MiningOptions
-
-    return ConsoleConfig(mining=MiningOptions(rehearsal=False), **kw)

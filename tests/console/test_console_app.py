@@ -8,7 +8,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from console_testkit import FakeNvml, fake_command, free_port_range, quiet_config, screen_text, wait_until
+from console_testkit import FakeNvml, fake_command, free_port_range, screen_text, wait_until
+from helpers_console import quiet_config
 
 from console.app import Gen404Console
 from console.config import EndpointSpec

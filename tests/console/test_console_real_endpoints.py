@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_testkit import FakeNvml, free_port_range, quiet_config, wait_until
+from console_testkit import FakeNvml, free_port_range, wait_until
+from helpers_console import quiet_config
 
 from console.app import Gen404Console
 from console.config import EndpointSpec

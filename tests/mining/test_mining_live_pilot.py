@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers_console import offline_console
 
-from console.app import Gen404Console
 from console.config import ConsoleConfig, EndpointSpec
 from console.gpu import NvmlSampler
 from console.mining.controller import MiningOptions
@@ -42,14 +42,7 @@ async def test_live_mode_follows_the_log(tmp_path: Path) -> None:
         spawn=False,
         mining=MiningOptions(miner_log=log),
     )
-    app = Gen404Console(
-        config,
-        sampler=NvmlSampler(NoNvml()),
-        gpu_count=lambda: (0, None),
-        have_weights=lambda: False,
-        state_file=tmp_path / "state.json",
-        supervise=False,
-    )
+    app = offline_console(config, NvmlSampler(NoNvml()), tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
         cooldowns = app.query_one(CooldownsPane)
         scores = app.query_one(ScoresPane)

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers_console import offline_console
 
-from console.app import Gen404Console
 from console.config import ConsoleConfig, EndpointSpec
 from console.gpu import NvmlSampler
 from console.mining.controller import MiningOptions
@@ -109,14 +109,7 @@ async def test_rehearsal_with_two_real_endpoints(
         spawn=False,
         mining=MiningOptions(prompts_file=prompts_file, time_scale=TIME_SCALE, validator_url=None),
     )
-    app = Gen404Console(
-        config,
-        sampler=NvmlSampler(FakeNvml()),
-        gpu_count=lambda: (0, None),
-        have_weights=lambda: False,
-        state_file=tmp_path / "state.json",
-        supervise=False,
-    )
+    app = offline_console(config, NvmlSampler(FakeNvml()), tmp_path)
     async with app.run_test(size=(220, 60)) as pilot:
         mining = app.mining
         cooldowns = app.query_one(CooldownsPane)

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers_console import offline_console, quiet_config
 from helpers_server import REPO_ROOT, ServerProcess, free_port
 from reliability_kit import AUTH, MIN_SPLATS, Figures, FlakyNvml, signal_if_alive, wait_for
 
 from console.app import Gen404Console
-from console.config import ConsoleConfig, EndpointSpec
+from console.config import EndpointSpec
 from console.endpoint_client import EndpointClient, EndpointError
 from console.gpu import NvmlSampler
-from console.mining.controller import MiningOptions
 from console.supervisor import Status, Supervisor, launch_endpoint
 from console.widgets.banner import Banner
 from console.widgets.gpu import GpuPane
@@ -74,22 +74,12 @@ def kill_list() -> Iterator[list[tuple[int, int | None]]]:
 # ---------------------------------------------------------------- NVML
 
 
-def _quiet_config(**kw: object) -> ConsoleConfig:
-    return ConsoleConfig(mining=MiningOptions(rehearsal=False), **kw)  # type: ignore[arg-type]
-
-
 async def test_nvml_failing_mid_run_degrades_and_recovers(tmp_path: Path, figures: Figures) -> None:
     """The console's real sampling loop (a thread worker) against an NVML that breaks while it
     runs: some fields, then the whole GPU; each shows N/A or a message, and all comes back."""
     nvml = FlakyNvml()
-    app = Gen404Console(
-        _quiet_config(endpoints=[], refresh=0.25, log_dir=tmp_path / "logs"),
-        sampler=NvmlSampler(nvml=nvml),
-        gpu_count=lambda: (1, None),
-        have_weights=lambda: False,
-        state_file=tmp_path / "state.json",
-        supervise=False,
-    )
+    config = quiet_config(endpoints=[], refresh=0.25, log_dir=tmp_path / "logs")
+    app = offline_console(config, NvmlSampler(nvml=nvml), tmp_path, gpus=1)
     async with app.run_test(size=(160, 45)) as pilot:
         pane = app.query_one(GpuPane)
 
@@ -265,7 +255,7 @@ async def test_console_with_an_unusable_state_dir_starts_endpoints_and_says_so(
     monkeypatch.setenv("GEN404_STATE_DIR", str(blocked_dir))
     port = free_port()
     app = Gen404Console(
-        _quiet_config(endpoints=[EndpointSpec(port, "tiny")], refresh=0.25),
+        quiet_config(endpoints=[EndpointSpec(port, "tiny")], refresh=0.25),
         sampler=NvmlSampler(nvml=FlakyNvml()),
         launcher=sleeper_launcher,
         gpu_count=lambda: (0, None),
