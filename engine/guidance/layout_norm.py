@@ -2,8 +2,9 @@
 
 Why: ATen's GroupNorm returns contiguous NCHW tensors, and torch.compile traces those strides.
 In the VAE encoder's compiled backward this made cuDNN's convolution_backward copy its
-channels-last inputs and gradients back and forth: 34 aten copy kernels a step, 2.6 ms of the
-10.7 ms fwd+bwd at text_mv's 4 x 256 px (H200, benchmarks/gpu_vae_backward_probe.py). Written as
+channels-last inputs and gradients back and forth: 30 copy kernels a step, most of the 2.6 ms that
+ATen elementwise kernels took of the 10.7 ms fwd+bwd at text_mv's 4 x 256 px (H200,
+benchmarks/gpu_vae_backward_probe.py; docs/benchmarks.md, third round). Written as
 plain elementwise ops and per-channel reductions, the normalisation follows the input's strides,
 so channels-last stays channels-last through the forward and the backward.
 
@@ -12,6 +13,8 @@ plain-op form, which inductor fuses. Statistics are fp32, as ATen computes them 
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -29,12 +32,13 @@ class LayoutGroupNorm(nn.GroupNorm):
         n, c = x.shape[:2]
         spatial = tuple(range(2, x.dim()))
         per_channel = (n, c) + (1,) * len(spatial)
-        count = x[0, : c // self.num_groups].numel()
+        channels_per_group = c // self.num_groups
+        count = channels_per_group * math.prod(x.shape[2:])  # elements in one group of one sample
         xf = x.float()
 
         def group_mean(channel_sums: Tensor) -> Tensor:
             groups = channel_sums.unflatten(1, (self.num_groups, -1)).sum(-1, keepdim=True) / count
-            return groups.expand(-1, -1, c // self.num_groups).reshape(per_channel)
+            return groups.expand(-1, -1, channels_per_group).reshape(per_channel)
 
         centred = xf - group_mean(xf.sum(spatial))
         y = centred * torch.rsqrt(group_mean(centred.square().sum(spatial)) + self.eps)
