@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))  # run from anywhere without installing
 
 from engine.scoring.scorer import Scorer  # noqa: E402
 
-VECTORS = REPO / ".." / "shared" / "vectors"
+VECTORS = REPO / "tests" / "vectors"
 STAGES = ["decode", "gate", "transform", "render", "clip", "total"]
 
 

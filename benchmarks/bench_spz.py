@@ -2,7 +2,7 @@
 
 robocop.spz (267,776 splats, SH 0): decompress(spz, include_normals=False), and compress of that
 PLY at level 1; hamburger.ply (52,709 splats) compress as a small case. Minimum of N runs,
-since the dev box's cores are shared. The reference figures come from ../shared/vectors/README.md.
+since the dev box's cores are shared. The reference figures come from the steering folder's vectors README (measured with the subnet's pyspz).
 
     python benchmarks/bench_spz.py [--repeats 5] [--stages]
 """
@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 
 from engine.formats import ply, spz  # noqa: E402
 
-VECTORS = ROOT.parent / "shared" / "vectors"
+VECTORS = ROOT / "tests" / "vectors"
 REFERENCE_MS = {"robocop compress": 48.7, "robocop decompress": 26.4, "hamburger compress": 5.1}
 
 

@@ -2,7 +2,7 @@
 
 Self-contained: run from the repo root (or anywhere) on a CUDA box with gsplat installed.
 
-    python benchmarks/gpu_render_parity.py [--vectors ../shared/vectors] [--repeats 10]
+    python benchmarks/gpu_render_parity.py [--vectors tests/vectors] [--repeats 10]
 
 Prints, for a random scene and for hamburger.ply in the validator's reference view: mean
 absolute image difference (target <= 2e-3), cosine similarity of the gradients wrt means,
@@ -153,7 +153,7 @@ def section(title: str, fn: Callable[[], None]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vectors", type=Path, default=REPO.parent / "shared" / "vectors")
+    parser.add_argument("--vectors", type=Path, default=REPO / "tests" / "vectors")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     if not torch.cuda.is_available():

@@ -2,7 +2,7 @@
 
 Default: convnext_large_d (the validators' CLIP architecture) with *random* weights (same
 arithmetic as the real ones, nothing downloaded), 16 views at 518 px through gsplat, as the
-subnet's validation service does. Inputs: the shared vectors (hamburger.ply, robocop.spz) when
+subnet's validation service does. Inputs: the test vectors (hamburger.ply, robocop.spz) when
 found, plus synthetic results of the sizes given; `--result FILE` adds others.
 
     python benchmarks/gpu_scoring_full.py [--repeats 10] [--synthetic 50000 250000] [--result F ...]
@@ -34,7 +34,7 @@ from engine.render import gsplat_backend  # noqa: E402
 from engine.scoring.scorer import Scorer  # noqa: E402
 from engine.splats import Splats  # noqa: E402
 
-VECTOR_DIRS = [REPO / ".." / "shared" / "vectors", REPO / "shared" / "vectors", REPO / ".bench_data"]
+VECTOR_DIRS = [REPO / "tests" / "vectors", REPO / ".bench_data"]
 VECTOR_FILES = ["hamburger.ply", "robocop.spz"]
 STAGES = ["decode", "gate", "transform", "render", "clip", "total"]
 

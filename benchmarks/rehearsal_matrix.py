@@ -306,7 +306,7 @@ def print_table(
     source: str = "given",
 ) -> int:
     if not ply:
-        ply = (REPO.parent / "shared" / "vectors" / "hamburger.ply").read_bytes()  # a real result to replay
+        ply = (REPO / "tests" / "vectors" / "hamburger.ply").read_bytes()  # a real result to replay
     rows = []
     for name in only or PRESETS:
         iters = load_preset(name).iters

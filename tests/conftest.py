@@ -1,4 +1,4 @@
-"""Shared fixtures: the subnet's real files live in ../shared beside the repo root."""
+"""Shared fixtures: the subnet's real files live in tests/vectors and tests/data (see their README)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,16 @@ import pytest
 
 import engine  # noqa: F401  (first: sets OMP_WAIT_POLICY before any test module imports torch)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
-VECTORS_DIR = SHARED_DIR / "vectors"
+TESTS_DIR = Path(__file__).resolve().parent
+VECTORS_DIR = TESTS_DIR / "vectors"
+DATA_DIR = TESTS_DIR / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED_DIR.is_dir():
-        pytest.fail(f"expected the shared folder beside the repo at {SHARED_DIR}")
-    return SHARED_DIR
+def vectors_dir() -> Path:
+    return VECTORS_DIR
 
 
 @pytest.fixture(scope="session")
-def vectors_dir(shared_dir: Path) -> Path:
-    return shared_dir / "vectors"
-
-
-@pytest.fixture(scope="session")
-def prompts_file(shared_dir: Path) -> Path:
-    return shared_dir / "data" / "prompts.txt"
+def prompts_file() -> Path:
+    return DATA_DIR / "prompts.txt"

@@ -1,6 +1,6 @@
 """SPZ (404 variant): byte-exact with the subnet's reference codec, and safe on hostile input.
 
-Expected hashes are the "what must match" table of ../shared/vectors/README.md.
+Expected hashes are the "what must match" table of the subnet vectors' README (tests/vectors/README.md names the files).
 """
 
 from __future__ import annotations

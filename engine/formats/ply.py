@@ -1,6 +1,6 @@
 """Gaussian PLY: read any float-only binary little-endian file, write the 404 layout.
 
-Acceptance mirrors the subnet's own parser (pyspz, see ../shared/vectors/README.md): the first
+Acceptance mirrors the subnet's own parser (pyspz, see tests/vectors/README.md): the first
 three header lines are exactly `ply`, `format binary_little_endian 1.0`, `element vertex N`; every
 further header line up to `end_header` is `property float NAME`. So comments, ascii, big-endian,
 other property types and extra elements are refused. Properties are found by name; unknown
