@@ -158,14 +158,7 @@ class Generator:
         report(1.0, "warming up (CUDA graphs, kernels)")
         started = time.perf_counter()
         p = self.preset
-        iters = min(p.iters, 8)
-        self.preset = dataclasses.replace(
-            p,
-            iters=iters,
-            density_start_iter=1,
-            density_end_iter=iters,
-            densification_interval=max(1, iters // 2),
-        )
+        self.preset = warmup_preset(p)
         try:
             try:
                 self.generate("warm-up", seed=p.seed)
@@ -198,6 +191,18 @@ class Generator:
             self.load(progress)
         return reload
 
+    def configure_guidance(self) -> None:
+        """Apply the preset's per-run guidance settings (shared by the batched path)."""
+        guidance, p = self.guidance, self.preset
+        if hasattr(guidance, "ref_size"):
+            guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
+        if hasattr(guidance, "cuda_graphs"):
+            guidance.cuda_graphs = p.cuda_graphs
+        if hasattr(guidance, "set_channels_last"):
+            guidance.set_channels_last(p.channels_last and self.device.type == "cuda")
+        if hasattr(guidance, "set_compile"):
+            guidance.set_compile(self._compiling())
+
     def generate(
         self, prompt: str, seed: int | None = None, on_step: StepCallback | None = None
     ) -> GenerationResult:
@@ -216,15 +221,8 @@ class Generator:
             # one CPU generator drives init, cameras, backgrounds and split noise: same seed, same run
             gen = torch.Generator().manual_seed(seed)
             model = GaussianModel.random_init(p.num_pts, gen, device)
-            optimizer = model.setup_optimizer(_learning_rates(p), fused=p.fused_optimizer)
-            if hasattr(guidance, "ref_size"):
-                guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
-            if hasattr(guidance, "cuda_graphs"):
-                guidance.cuda_graphs = p.cuda_graphs
-            if hasattr(guidance, "set_channels_last"):
-                guidance.set_channels_last(p.channels_last and device.type == "cuda")
-            if hasattr(guidance, "set_compile"):
-                guidance.set_compile(self._compiling())
+            optimizer = model.setup_optimizer(learning_rates(p), fused=p.fused_optimizer)
+            self.configure_guidance()
             if hasattr(guidance, "reseed"):
                 guidance.reseed(seed)
             plan = self._plan_views(gen, guidance, iters)
@@ -268,36 +266,13 @@ class Generator:
                 optimizer.zero_grad(set_to_none=True)
             if in_window and step % p.densification_interval == 0:
                 with timer("densify"):
-                    result = model.densify_and_prune(
-                        p.densify_grad_threshold,
-                        p.densify_scale_threshold,
-                        p.min_opacity,
-                        p.prune_max_scale,
-                        p.max_gaussians,
-                        gen,
-                    )
+                    result = densify(model, p, gen)
                 log.debug("step %d densify: %s", step, result)
             if on_step is not None:
                 on_step(step, iters)
 
         with timer("export"):
-            pruned = model.prune(p.min_opacity)
-            before = len(model)
-            added = model.grow_to(p.min_output_gaussians, gen)
-            splats = model.to_splats()
-        if pruned:
-            notes.append(f"final prune removed {pruned} Gaussians below opacity {p.min_opacity:g}")
-        if added:
-            message = (
-                f"grew from {before} to {len(splats)} Gaussians (min_output_gaussians {p.min_output_gaussians})"
-                " by splitting the largest"
-            )
-            notes.append(message)
-            log.info(message)
-        verdict = check_gate(splats)
-        if not verdict.passed:
-            notes.append(f"validator gate would fail: {verdict.reason}")
-            log.warning("validator gate would fail: %s", verdict.reason)
+            splats, added = export(model, p, gen, notes)
         return GenerationResult(
             splats=splats,
             timings=timer.timings,
@@ -347,7 +322,54 @@ class Generator:
         return cameras.views(elevation, azimuth, radius, p.fovy, 1, 1).c2w
 
 
-def _learning_rates(p: Preset) -> LearningRates:
+def warmup_preset(p: Preset) -> Preset:
+    """A short run of `p` that still reaches every stage (densification included)."""
+    iters = min(p.iters, 8)
+    return dataclasses.replace(
+        p,
+        iters=iters,
+        density_start_iter=1,
+        density_end_iter=iters,
+        densification_interval=max(1, iters // 2),
+    )
+
+
+def densify(model: GaussianModel, p: Preset, gen: torch.Generator) -> object:
+    """The preset's densify-and-prune, drawing split noise from the run's generator."""
+    return model.densify_and_prune(
+        p.densify_grad_threshold,
+        p.densify_scale_threshold,
+        p.min_opacity,
+        p.prune_max_scale,
+        p.max_gaussians,
+        gen,
+    )
+
+
+def export(model: GaussianModel, p: Preset, gen: torch.Generator, notes: list[str]) -> tuple[Splats, int]:
+    """Final prune, grow to `min_output_gaussians`, gate check; returns (splats, Gaussians added)
+    and appends what happened to `notes`."""
+    pruned = model.prune(p.min_opacity)
+    before = len(model)
+    added = model.grow_to(p.min_output_gaussians, gen)
+    splats = model.to_splats()
+    if pruned:
+        notes.append(f"final prune removed {pruned} Gaussians below opacity {p.min_opacity:g}")
+    if added:
+        message = (
+            f"grew from {before} to {len(splats)} Gaussians (min_output_gaussians {p.min_output_gaussians})"
+            " by splitting the largest"
+        )
+        notes.append(message)
+        log.info(message)
+    verdict = check_gate(splats)
+    if not verdict.passed:
+        notes.append(f"validator gate would fail: {verdict.reason}")
+        log.warning("validator gate would fail: %s", verdict.reason)
+    return splats, added
+
+
+def learning_rates(p: Preset) -> LearningRates:
     return LearningRates(
         position_init=p.lr_position_init,
         position_final=p.lr_position_final,

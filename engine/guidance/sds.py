@@ -253,6 +253,14 @@ class SDSGuidance:
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in [0,1] -> latents (B,4,ref/8,ref/8), differentiable."""
+        mean, std = self.posterior(images)
+        # the posterior sample as diffusers draws it: same generator, shape and dtype
+        eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+        return (mean + std * eps) * self.scaling_factor
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,3,H,W) in [0,1] -> the VAE posterior's (mean, std), differentiable; eager, graphed
+        or compiled as configured. The batched path samples each job's rows with its own noise."""
         size = (self.ref_size, self.ref_size)
         if images.shape[-2:] != size:
             images = F.interpolate(images, size, mode="bilinear", align_corners=False)
@@ -265,10 +273,7 @@ class SDSGuidance:
                 from engine.guidance.graphs import graph_vae_encoder
 
                 encoder = self._vae_graphs[key] = graph_vae_encoder(self._moments_fn, x)
-        mean, std = encoder(x)
-        # the posterior sample as diffusers draws it: same generator, shape and dtype
-        eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
-        return (mean + std * eps) * self.scaling_factor
+        return encoder(x)
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t_value: int) -> torch.Tensor:
         """DDIM forward noising at one timestep, with host-side scalar coefficients."""
