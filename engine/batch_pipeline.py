@@ -138,7 +138,9 @@ class BatchEngine:
             plan = self.generator._plan_views(gen, self.guidance, p.iters)
         with timer("prompt"):
             embeds = self.guidance.encode_prompt(prompt, p.negative_prompt)
-        job = BatchJob(self._next_id, prompt, seed, p.iters, gen, noise, model, optimizer, plan, embeds, started)
+        job = BatchJob(
+            self._next_id, prompt, seed, p.iters, gen, noise, model, optimizer, plan, embeds, started
+        )
         for stage in ("init", "prompt"):
             job.timings[stage] = timer.timings[stage]
         self._next_id += 1
@@ -271,7 +273,10 @@ class BatchEngine:
     # --- running to completion (warm-up, tests, benchmarks) ---------------------------------
 
     def run(
-        self, prompts: list[str], seeds: list[int | None] | None = None, on_step: Callable[[], None] | None = None
+        self,
+        prompts: list[str],
+        seeds: list[int | None] | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> list[GenerationResult]:
         """All `prompts` started together and stepped until every one is done (results in order)."""
         seeds = seeds or [None] * len(prompts)
