@@ -89,9 +89,10 @@ class Endpoint:
         self._score_slots = threading.BoundedSemaphore(SCORER_BACKLOG)
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: recent mean generation time x (queue + 1)."""
+        """Seconds until a slot is likely free: recent mean generation time x the batches ahead."""
         mean = self.stats.mean_time_s(last=10) or LOADING_RETRY_AFTER_S
-        return max(1, min(300, math.ceil(mean * (self.queue.depth + 1))))
+        batches_ahead = self.queue.depth // max(1, self.queue.slots) + 1
+        return max(1, min(300, math.ceil(mean * batches_ahead)))
 
     def begin_shutdown(self) -> None:
         """SIGTERM/SIGINT: refuse new work, fail the waiting line, give in-flight a bound."""
@@ -186,12 +187,21 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
 
         cancel = threading.Event()
         endpoint.cancel_flags.add(cancel)
+        max_batch = endpoint.host.max_batch
+        endpoint.queue.slots = max_batch  # the preset decides how many run at once
         try:
-            output: Output = await endpoint.queue.run(
-                lambda: endpoint.host.generate(prompt, encode, cancel),
-                until_gone=lambda: _until_disconnected(request),
-                on_gone_while_running=cancel.set,
-            )
+            if max_batch > 1:  # continuous batching: joins the running batch at its next step
+                output: Output = await endpoint.queue.run_future(
+                    lambda: endpoint.host.submit(prompt, encode, cancel),
+                    until_gone=lambda: _until_disconnected(request),
+                    on_gone_while_running=cancel.set,
+                )
+            else:
+                output = await endpoint.queue.run(
+                    lambda: endpoint.host.generate(prompt, encode, cancel),
+                    until_gone=lambda: _until_disconnected(request),
+                    on_gone_while_running=cancel.set,
+                )
         except QueueFull:
             endpoint.stats.record_rejected()
             return error(
@@ -269,17 +279,19 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
     @app.get("/health")
     async def health() -> dict[str, Any]:
         info = endpoint.host.health()
-        if info["status"] == "ready" and endpoint.queue.in_flight:
-            info["status"] = "busy"
+        if info["status"] == "ready" and endpoint.queue.in_flight >= info["max_batch"]:
+            info["status"] = "busy"  # every slot taken: a new request waits
+        info["in_flight"] = endpoint.queue.in_flight
         return {**info, "pid": os.getpid(), "version": VERSION}
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
-        return endpoint.stats.snapshot(
+        snapshot = endpoint.stats.snapshot(
             in_flight=endpoint.queue.in_flight,
             queue_depth=endpoint.queue.depth,
             gpu_memory=gpu_memory(endpoint.host.device),
         )
+        return {**snapshot, "max_batch": endpoint.host.max_batch, "active": endpoint.host.batcher.jobs()}
 
     @app.get("/presets")
     async def presets() -> dict[str, Any]:

@@ -7,6 +7,7 @@ attributes (status, progress, message, preset_name) for /health.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import logging
 import os
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine.presets import Preset, PresetError, list_presets, load_preset
-from engine.service.queue import Worker
+from engine.service.batcher import Batcher
+from engine.service.queue import GenerationCancelled, Worker
 
 log = logging.getLogger("gen404.serve")
 
@@ -30,10 +32,6 @@ GeneratorFactory = Callable[[Preset, "str | None", bool], Any]
 
 class NotReady(Exception):
     """Models are loading or failed to load; the request should come back later."""
-
-
-class GenerationCancelled(Exception):
-    """The generation was stopped early (client gone, or the endpoint shutting down)."""
 
 
 class UnknownPreset(LookupError):
@@ -129,6 +127,9 @@ class ModelHost:
         self._preset: Preset | None = None
         self._generator: Any = None
         self._lock = threading.Lock()  # guards status/progress/message against torn reads
+        # presets with max_batch > 1: generations share SDS steps (batcher.py)
+        self.batcher = Batcher(worker, self._batch_engine, on_error=_after_failure)
+        self._engine: Any = None
 
     # --- state shown by /health -------------------------------------------------------------
 
@@ -148,7 +149,14 @@ class ModelHost:
                 "models": self.models,
                 "progress": round(self.progress, 3),
                 "message": self.message,
+                "max_batch": self.max_batch,
+                "active": self.batcher.jobs(),
             }
+
+    @property
+    def max_batch(self) -> int:
+        """Generations served at once: the active preset's max_batch (1 until one is loaded)."""
+        return int(getattr(self._preset, "max_batch", 1) or 1)
 
     # --- loading ------------------------------------------------------------------------------
 
@@ -174,6 +182,7 @@ class ModelHost:
             generator = self.factory(preset, self.device_request, self.random_weights)
             generator.load(self._on_progress)
             warmup_s = _warm_up(generator, self._on_progress)
+            warmup_s += self._warm_up_batches(generator, preset)
         except Exception as exc:
             message = f"loading preset {name!r} failed: {type(exc).__name__}: {exc}"
             self._set("error", message)
@@ -233,6 +242,7 @@ class ModelHost:
         try:
             reloaded = generator.set_preset(preset, self._on_progress)
             warmup_s = _warm_up(generator, self._on_progress)  # new shapes: capture before requests
+            warmup_s += self._warm_up_batches(generator, preset)
         except Exception as exc:
             self._generator = None
             message = f"switching to preset {preset.name!r} failed: {type(exc).__name__}: {exc}"
@@ -247,6 +257,40 @@ class ModelHost:
         log.info("preset %s active (models %s)", preset.name, "reloaded" if reloaded else "kept")
 
     # --- generation (worker thread) -----------------------------------------------------------
+
+    def _batch_engine(self) -> Any:
+        """The BatchEngine for the current generator and preset (worker thread; rebuilt on a switch)."""
+        from engine.batch_pipeline import BatchEngine  # torch-heavy: imported on the worker thread
+
+        generator = self._generator
+        if self.status != "ready" or generator is None:
+            raise NotReady(self.message)
+        engine = self._engine
+        if engine is None or engine.generator is not generator or engine.preset is not generator.preset:
+            engine = self._engine = BatchEngine(generator, self.max_batch)
+        return engine
+
+    def _warm_up_batches(self, generator: Any, preset: Preset) -> float:
+        """Capture every batch-size bucket's shapes before requests come (max_batch > 1 only)."""
+        if preset.max_batch <= 1:
+            return 0.0
+        from engine.batch_pipeline import BatchEngine
+
+        self._engine = None
+        return float(BatchEngine(generator, preset.max_batch).warmup(self._on_progress))
+
+    def submit(
+        self, prompt: str, encode: Callable[[Any], bytes], cancel: threading.Event
+    ) -> concurrent.futures.Future[Output]:
+        """Hand a generation to the batcher (event loop side); the future gives its Output."""
+        if self.status != "ready" or self._generator is None:
+            raise NotReady(self.message)
+        fault = _take_fault(self.faults, "generate", prompt)
+        if fault is not None:
+            failed: concurrent.futures.Future[Output] = concurrent.futures.Future()
+            failed.set_exception(fault)
+            return failed
+        return self.batcher.submit(prompt, lambda result: _output(result, encode, result.total_s), cancel)
 
     def generate(self, prompt: str, encode: Callable[[Any], bytes], cancel: threading.Event) -> Output:
         """Run one generation and encode it; called on the worker thread only."""
@@ -268,19 +312,30 @@ class ModelHost:
                 gc.collect()
                 _empty_cuda_cache()  # leave the GPU usable for the next request
             raise
-        engine_s = time.perf_counter() - started
-        encode_started = time.perf_counter()
-        data = encode(result.splats)
-        timings = {k: float(v) for k, v in dict(result.timings).items()}
-        timings["encode"] = time.perf_counter() - encode_started
-        return Output(
-            data=data,
-            splats=len(result.splats),
-            preset=str(getattr(result, "preset", None) or self.preset_name),
-            time_s=engine_s,  # measured here: everything Generator.generate cost
-            timings=timings,
-            gaussians=result.splats,
-        )
+        # measured here: everything Generator.generate cost
+        return _output(result, encode, time.perf_counter() - started, self.preset_name)
+
+
+def _output(result: Any, encode: Callable[[Any], bytes], engine_s: float, preset: str = "") -> Output:
+    """Encode a GenerationResult (on the worker thread) into what the HTTP layer sends."""
+    encode_started = time.perf_counter()
+    data = encode(result.splats)
+    timings = {k: float(v) for k, v in dict(result.timings).items()}
+    timings["encode"] = time.perf_counter() - encode_started
+    return Output(
+        data=data,
+        splats=len(result.splats),
+        preset=str(getattr(result, "preset", None) or preset),
+        time_s=engine_s,  # X-Generation-Time: this job's engine time, batch-mates or not
+        timings=timings,
+        gaussians=result.splats,
+    )
+
+
+def _after_failure(exc: BaseException) -> None:
+    if _is_cuda_oom(exc):
+        gc.collect()
+        _empty_cuda_cache()  # leave the GPU usable for the next request
 
 
 def _ready_message(generator: Any, started: float, warmup_s: float) -> str:

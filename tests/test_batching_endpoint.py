@@ -1,0 +1,176 @@
+"""The batched endpoint end to end: a real `gen404 serve` (tiny CPU preset, max_batch 4) over HTTP,
+and the admission queue with several slots."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from helpers_server import ServerProcess, running_server
+
+from engine.formats.ply import read_ply
+from engine.gate import check_gate
+from engine.service.queue import GenerationQueue, QueueFull, Worker
+
+PRESETS = {
+    # tiny MVDream on CPU; long enough (40 steps) that concurrent requests overlap in one batch
+    "svc_batch": "extends: smoke\niters: 40\nrender_size: 32\nref_size: 32\nnum_pts: 300\n"
+    "max_gaussians: 600\ndensification_interval: 10\ndensity_start_iter: 5\ndensity_end_iter: 25\n"
+    "max_batch: 4\n",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    presets_dir = tmp_path_factory.mktemp("presets")
+    for name, text in PRESETS.items():
+        (presets_dir / f"{name}.yaml").write_text(text)
+    env = {"GEN404_PRESETS_DIR": str(presets_dir)}
+    args = ["serve", "--preset", "svc_batch", "--queue", "1", "--device", "cpu", "--shutdown-grace", "0.2"]
+    with running_server(args, env=env) as proc:
+        yield proc
+
+
+def stats(server: ServerProcess) -> dict:
+    return httpx.get(server.url("/stats"), timeout=5).json()
+
+
+def wait_stats(server: ServerProcess, accept, timeout: float = 60.0) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    current: dict = {}
+    while time.monotonic() < deadline:
+        current = stats(server)
+        if accept(current):
+            return current
+        time.sleep(0.02)
+    raise AssertionError(f"/stats never satisfied the condition: {current}")
+
+
+def _send_all(server: ServerProcess, prompts: list[str]) -> tuple[list[threading.Thread], dict]:
+    results: dict[str, tuple[httpx.Response, float]] = {}
+
+    def send(prompt: str) -> None:
+        started = time.monotonic()
+        response = httpx.post(server.url("/generate/"), data={"prompt": prompt}, timeout=300)
+        results[prompt] = (response, time.monotonic() - started)
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def _raw_request(port: int, prompt: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    body = b"prompt=" + prompt
+    head = (
+        "POST /generate/ HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def test_simultaneous_requests_share_steps_and_each_gets_a_valid_ply(server: ServerProcess) -> None:
+    prompts = ["a red car", "a wooden chair", "a blue vase", "a small house"]
+    threads, results = _send_all(server, prompts)
+    try:
+        # the four run as one batch: /health lists them with their own progress
+        health = server.wait_health(lambda h: len(h["active"]) == 4, timeout=60)
+        assert health["max_batch"] == 4 and health["status"] == "busy"
+        assert {job["prompt"] for job in health["active"]} == set(prompts)
+        assert all(0 <= job["step"] <= job["iters"] == 40 for job in health["active"])
+        during = stats(server)
+        assert during["in_flight"] == 4 and during["max_batch"] == 4 and len(during["active"]) == 4
+    finally:
+        for t in threads:
+            t.join(300)
+    for prompt in prompts:
+        response, elapsed = results[prompt]
+        assert response.status_code == 200, response.text
+        splats = read_ply(response.content)
+        assert check_gate(splats).passed
+        assert len(splats) == int(response.headers["x-splats"])
+        engine_s = float(response.headers["x-generation-time"])
+        assert 0 < engine_s <= elapsed  # per job: its own time in the batch, not the batch's
+    after = server.wait_health(lambda h: h["status"] == "ready" and h["active"] == [])
+    assert after["in_flight"] == 0
+
+
+def test_past_max_batch_and_the_queue_it_refuses_at_once(server: ServerProcess) -> None:
+    before = stats(server)["requests"]
+    threads, results = _send_all(server, [f"a batch mate {k}" for k in range(4)])
+    waiter = None
+    try:
+        wait_stats(server, lambda s: s["in_flight"] == 4)
+        waiter = _raw_request(server.port, b"a+waiting+request")  # --queue 1: this one waits
+        wait_stats(server, lambda s: s["queue_depth"] == 1)
+        started = time.monotonic()
+        refused = httpx.post(server.url("/generate/"), data={"prompt": "one too many"}, timeout=10)
+        assert refused.status_code == 503 and refused.json()["error"] == "queue full"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert time.monotonic() - started < 5 and any(t.is_alive() for t in threads)
+    finally:
+        for t in threads:
+            t.join(300)
+        if waiter is not None:
+            waiter.settimeout(300)
+            reply = waiter.recv(64)
+            waiter.close()
+            assert reply.startswith(b"HTTP/1.1 200")  # joined once a slot freed
+    assert all(r.status_code == 200 for r, _ in results.values())
+    after = wait_stats(server, lambda s: s["in_flight"] == 0)["requests"]
+    assert after["ok"] == before["ok"] + 5 and after["rejected"] == before["rejected"] + 1
+
+
+def test_a_client_leaving_drops_only_its_job(server: ServerProcess) -> None:
+    before = stats(server)["requests"]
+    threads, results = _send_all(server, ["a lamp that stays"])
+    leaver = _raw_request(server.port, b"a+lamp+that+leaves")
+    try:
+        server.wait_health(lambda h: len(h["active"]) == 2, timeout=60)
+        leaver.close()
+        server.wait_health(lambda h: [j["prompt"] for j in h["active"]] == ["a lamp that stays"], timeout=60)
+    finally:
+        for t in threads:
+            t.join(300)
+    assert results["a lamp that stays"][0].status_code == 200
+    after = wait_stats(server, lambda s: s["in_flight"] == 0)["requests"]
+    assert after["ok"] == before["ok"] + 1 and after["dropped"] == before["dropped"] + 1
+
+
+async def test_queue_admits_up_to_slots_at_once_then_lines_up() -> None:
+    worker = Worker("test-worker")
+    queue = GenerationQueue(worker, max_waiting=1, slots=2)
+    gates = [threading.Event() for _ in range(3)]
+
+    def job(k: int):  # noqa: ANN202
+        def run() -> int:
+            gates[k].wait(10)
+            return k
+
+        return run
+
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(3)  # stands in for the batcher: runs jobs side by side
+    tasks = [asyncio.ensure_future(queue.run_future(lambda k=k: pool.submit(job(k)))) for k in range(3)]
+    await asyncio.sleep(0.05)
+    assert queue.in_flight == 2 and queue.depth == 1
+    with pytest.raises(QueueFull):
+        await queue.run_future(lambda: pool.submit(job(0)))
+    gates[1].set()
+    assert await tasks[1] == 1
+    await asyncio.sleep(0.05)
+    assert queue.in_flight == 2 and queue.depth == 0  # the waiter took the freed slot
+    gates[0].set()
+    gates[2].set()
+    assert [await t for t in tasks] == [0, 1, 2]
+    assert queue.in_flight == 0
+    pool.shutdown()
+    worker.stop()
