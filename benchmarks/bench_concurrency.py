@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", default="1,4,8", help="batched-step profile job counts ('' to skip)")
     p.add_argument("--profile-steps", type=int, default=20)
     p.add_argument("--ready-timeout", type=float, default=420.0, help="seconds for endpoints to load")
+    p.add_argument("--warm", type=int, default=1, help="1: one untimed request per endpoint first (default)")
     p.add_argument("--json", help="write the figures here as JSON")
     p.add_argument("--logs", help="folder for the endpoints' logs (default: a temporary one)")
     p.add_argument("--smoke", action="store_true", help="CPU, smoke preset shrunk, counts 1,2, 2 procs")
@@ -255,6 +256,8 @@ def run_setup(
     started = time.monotonic()
     count_endpoints = args.procs if setup == "procs" else 1
     with GpuMemory(args.device) as memory, endpoints(count_endpoints, preset, args, env) as servers:
+        if args.warm:  # one untimed request per endpoint: first-request costs stay out of the figures
+            burst(servers, len(servers))
         figures = {}
         for count in counts:
             figures[str(count)] = row = burst(servers, count)
