@@ -174,3 +174,86 @@ async def test_queue_admits_up_to_slots_at_once_then_lines_up() -> None:
     assert queue.in_flight == 0
     pool.shutdown()
     worker.stop()
+
+
+# --- the batcher alone, with a stand-in engine (exact interleavings the HTTP tests cannot force) ---
+
+
+class _Job:
+    def __init__(self, id: int, prompt: str, iters: int) -> None:  # noqa: A002
+        self.id, self.prompt, self.iters, self.step, self.started = id, prompt, iters, 0, time.perf_counter()
+
+
+class _CountingEngine:
+    """BatchEngine's serving surface: add / remove / step / jobs / free; records each step's jobs."""
+
+    def __init__(self, max_batch: int, iters: int, step_gate: threading.Event) -> None:
+        self.max_batch, self.iters, self.jobs, self.steps = max_batch, iters, [], []
+        self.step_gate = step_gate
+        self._next = 1
+
+    @property
+    def free(self) -> int:
+        return self.max_batch - len(self.jobs)
+
+    def add(self, prompt: str) -> _Job:
+        job = _Job(self._next, prompt, self.iters)
+        self._next += 1
+        self.jobs.append(job)
+        return job
+
+    def remove(self, job: _Job) -> None:
+        self.jobs.remove(job)
+
+    def step(self) -> list:
+        self.step_gate.wait(10)
+        self.steps.append([j.prompt for j in self.jobs])
+        for job in self.jobs:
+            job.step += 1
+        done = [j for j in self.jobs if j.step >= j.iters]
+        for job in done:
+            self.jobs.remove(job)
+        return [(j, f"{j.prompt} done") for j in done]
+
+
+def test_batcher_joins_at_step_boundaries_and_yields_to_a_queued_switch() -> None:
+    from engine.service.batcher import Batcher
+
+    worker = Worker("test-batcher")
+    gate = threading.Event()
+    engine = _CountingEngine(max_batch=3, iters=3, step_gate=gate)  # room for c at once
+    batcher = Batcher(worker, lambda: engine)
+    never = threading.Event()
+    a = batcher.submit("a", lambda r: r, never)
+    b = batcher.submit("b", lambda r: r, never)
+    time.sleep(0.1)  # the loop is inside its first step (gate closed) with a and b
+    switched: list[list[str]] = []
+    switch = worker.submit(lambda: switched.append([j.prompt for j in engine.jobs]))  # e.g. PUT /preset
+    c = batcher.submit("c", lambda r: r, never)
+    gate.set()
+    assert a.result(10) == "a done" and b.result(10) == "b done" and c.result(10) == "c done"
+    switch.result(10)
+    assert switched == [[]]  # the switch ran between batches, with no job in flight
+    assert engine.steps == [["a", "b"]] * 3 + [["c"]] * 3  # c had a slot but waited for the switch
+    worker.stop()
+
+
+def test_batcher_cancels_only_the_flagged_job() -> None:
+    from engine.service.batcher import Batcher
+    from engine.service.queue import GenerationCancelled
+
+    worker = Worker("test-batcher")
+    gate = threading.Event()
+    engine = _CountingEngine(max_batch=4, iters=5, step_gate=gate)
+    batcher = Batcher(worker, lambda: engine)
+    stay, leave = threading.Event(), threading.Event()
+    kept = batcher.submit("kept", lambda r: r, stay)
+    gone = batcher.submit("gone", lambda r: r, leave)
+    time.sleep(0.1)  # both are in the first step (gate closed)
+    leave.set()  # the client hangs up mid-step
+    gate.set()
+    with pytest.raises(GenerationCancelled):
+        gone.result(10)
+    assert kept.result(10) == "kept done"
+    assert engine.steps == [["kept", "gone"]] + [["kept"]] * 4  # dropped at the next boundary
+    worker.stop()

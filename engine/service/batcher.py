@@ -6,7 +6,9 @@ admitted by the GenerationQueue (its `slots` = max_batch) come here through `sub
 the event loop; at each step boundary the loop lets waiting requests join, drops cancelled
 ones, advances every active job one step (engine.batch_pipeline.BatchEngine), and hands each
 finished job's result back through its future. When nothing is active or waiting the loop
-returns and the Worker is free again.
+returns and the Worker is free again. When other work is queued on the Worker (a preset switch,
+a reload), the loop admits no one new, lets the active jobs finish, and requeues itself behind
+that work, so a busy endpoint still switches presets.
 
 Torch-free at import: the engine is built by the caller's factory, on the worker thread.
 """
@@ -83,13 +85,17 @@ class Batcher:
             return
         active: dict[int, _Request] = {}
         while True:
+            yielding = self.worker.has_waiting()  # a switch or reload waits: drain, then requeue
             with self._lock:
                 joining = []
-                while self._pending and len(joining) < engine.free:
+                while self._pending and len(joining) < engine.free and not yielding:
                     joining.append(self._pending.popleft())
                 if not active and not joining:
-                    self._looping = False
                     self._progress = []
+                    if self._pending:  # left waiting for the queued work: run again behind it
+                        self.worker.submit(self._loop)
+                    else:
+                        self._looping = False
                     return
             for request in joining:
                 self._join(engine, request, active)

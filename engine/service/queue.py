@@ -59,6 +59,10 @@ class Worker:
     def stop(self) -> None:
         self._jobs.put(None)
 
+    def has_waiting(self) -> bool:
+        """Whether work is queued behind the running job (the batcher yields to it)."""
+        return not self._jobs.empty()
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to finish; True when it did."""
         self._thread.join(timeout)
