@@ -43,6 +43,7 @@ from engine.pipeline import (
     GenerationResult,
     Generator,
     _StageTimer,
+    _ViewPlan,
     densify,
     export,
     learning_rates,
@@ -78,7 +79,7 @@ class BatchJob:
     noise: torch.Generator  # device: posterior sample and SDS noise
     model: GaussianModel
     optimizer: torch.optim.Optimizer
-    plan: object  # pipeline._ViewPlan
+    plan: _ViewPlan
     embeds: PromptEmbeds
     started: float
     step: int = 0  # iterations done

@@ -87,7 +87,7 @@ class Batcher:
         while True:
             yielding = self.worker.has_waiting()  # a switch or reload waits: drain, then requeue
             with self._lock:
-                joining = []
+                joining: list[_Request] = []
                 while self._pending and len(joining) < engine.free and not yielding:
                     joining.append(self._pending.popleft())
                 if not active and not joining:
