@@ -290,20 +290,21 @@ class BatchEngine:
                 on_step()
         return [results[job.id] for job in jobs]
 
-    def warmup(self, progress: Callable[[float, str], None] | None = None) -> float:
+    def warmup(self, progress: Callable[[float, str], None] | None = None, force: bool = False) -> float:
         """Capture / compile every bucket's shapes with a short run of that many jobs, so no
-        request pays for it. On the CPU (nothing to capture, no compile) it does nothing."""
-        if self.device.type != "cuda" and not self.generator._compiling():
-            return 0.0
+        request pays for it (Generator.warmup's rules: skipped on the CPU unless compiling; a
+        torch.compile failure falls back to eager)."""
         report = progress or (lambda fraction, message: None)
-        started = time.perf_counter()
-        short = BatchEngine(self.generator, self.max_batch, warmup_preset(self.preset), self.pad_to_bucket)
-        for size in buckets_for(self.max_batch):
-            report(1.0, f"warming up batch of {size}")
-            short.run([f"warm-up {k}" for k in range(size)])
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - started
+
+        def buckets() -> None:
+            short = BatchEngine(
+                self.generator, self.max_batch, warmup_preset(self.preset), self.pad_to_bucket
+            )
+            for size in buckets_for(self.max_batch):
+                report(1.0, f"warming up a batch of {size}")
+                short.run([f"warm-up {k}" for k in range(size)])
+
+        return self.generator.warmup(progress, force=force, run=buckets)
 
 
 __all__ = ["BatchEngine", "BatchJob", "bucket_for", "buckets_for"]

@@ -144,12 +144,19 @@ class Generator:
         self._loaded_key = self.models_key()
         report(1.0, "ready")
 
-    def warmup(self, progress: ProgressCallback | None = None, force: bool = False) -> float:
+    def warmup(
+        self,
+        progress: ProgressCallback | None = None,
+        force: bool = False,
+        run: Callable[[], object] | None = None,
+    ) -> float:
         """Run a short generation of the current preset: gsplat's kernels, cuDNN algorithm
         choice, CUDA-graph capture, the fused optimiser and densification all happen here, so the
         first request is as fast as the rest. Returns the seconds it took. On the CPU there is
         nothing to capture: skipped unless `force` or the preset compiles. If torch.compile
-        fails here, runs go on without it (`compile_failure` says why)."""
+        fails here, runs go on without it (`compile_failure` says why). `run` replaces the
+        short generation (the batched path warms every batch bucket); it runs while
+        `self.preset` is the short preset."""
         if not self.loaded:
             self.load(progress)
         if self.device.type != "cuda" and not force and not self._compiling():
@@ -159,9 +166,10 @@ class Generator:
         started = time.perf_counter()
         p = self.preset
         self.preset = warmup_preset(p)
+        work = run or (lambda: self.generate("warm-up", seed=p.seed))
         try:
             try:
-                self.generate("warm-up", seed=p.seed)
+                work()
             except Exception as exc:
                 if not self._compiling():
                     raise
@@ -170,7 +178,7 @@ class Generator:
                 self.compile_failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 log.warning("torch.compile failed, running without it: %s", self.compile_failure)
                 report(1.0, f"torch.compile failed ({self.compile_failure}); warming up without it")
-                self.generate("warm-up", seed=p.seed)
+                work()
         finally:
             self.preset = p
         if self.device.type == "cuda":

@@ -124,3 +124,22 @@ def test_engine_refuses_more_than_max_batch(generator: Generator) -> None:
     engine.add("b", 1)
     with pytest.raises(RuntimeError, match="batch full"):
         engine.add("c", 2)
+
+
+def test_warmup_runs_every_bucket_short_and_restores_the_preset(
+    generator: Generator, tiny: Preset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[tuple[int, int]] = []
+    real_run = BatchEngine.run
+
+    def spy(self: BatchEngine, prompts: list[str], seeds=None, on_step=None):  # noqa: ANN001, ANN202
+        runs.append((len(prompts), self.preset.iters))
+        return real_run(self, prompts, seeds, on_step)
+
+    monkeypatch.setattr(BatchEngine, "run", spy)
+    engine = BatchEngine(generator, max_batch=4)
+    assert engine.warmup() == 0.0 and runs == []  # CPU, not compiling: nothing to capture
+    assert engine.warmup(force=True) > 0
+    short = min(tiny.iters, 8)  # warmup_preset's length
+    assert runs == [(1, short), (2, short), (4, short)]
+    assert generator.preset is tiny and engine.jobs == []

@@ -181,8 +181,7 @@ class ModelHost:
                 raise fault
             generator = self.factory(preset, self.device_request, self.random_weights)
             generator.load(self._on_progress)
-            warmup_s = _warm_up(generator, self._on_progress)
-            warmup_s += self._warm_up_batches(generator, preset)
+            warmup_s = self._warm_up(generator, preset)
         except Exception as exc:
             message = f"loading preset {name!r} failed: {type(exc).__name__}: {exc}"
             self._set("error", message)
@@ -241,8 +240,7 @@ class ModelHost:
         started = time.perf_counter()
         try:
             reloaded = generator.set_preset(preset, self._on_progress)
-            warmup_s = _warm_up(generator, self._on_progress)  # new shapes: capture before requests
-            warmup_s += self._warm_up_batches(generator, preset)
+            warmup_s = self._warm_up(generator, preset)  # new shapes: capture before requests
         except Exception as exc:
             self._generator = None
             message = f"switching to preset {preset.name!r} failed: {type(exc).__name__}: {exc}"
@@ -270,10 +268,10 @@ class ModelHost:
             engine = self._engine = BatchEngine(generator, self.max_batch)
         return engine
 
-    def _warm_up_batches(self, generator: Any, preset: Preset) -> float:
-        """Capture every batch-size bucket's shapes before requests come (max_batch > 1 only)."""
+    def _warm_up(self, generator: Any, preset: Preset) -> float:
+        """Warm up the path this preset serves on: one generation, or every batch-size bucket."""
         if preset.max_batch <= 1:
-            return 0.0
+            return _warm_up(generator, self._on_progress)
         from engine.batch_pipeline import BatchEngine
 
         self._engine = None
