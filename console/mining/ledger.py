@@ -28,6 +28,9 @@ class ResultRecord:
     accepted: bool
     outcome: str
     gate_only: bool = False
+    image: bool = False  # an image-to-3D task (its prompt is shown as its log id)
+    parts: dict[str, float] | None = None  # the validation service's iqa, alignment_score, ssim, lpips
+    duel: str | None = None  # rehearsal: "won" | "lost" | "draw" for a duel task
 
 
 @dataclass(frozen=True)
