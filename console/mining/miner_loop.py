@@ -201,7 +201,7 @@ class RehearsalMiner:
         task = pull.task
         log_id = (image_log_id(task.prompt) if task.image else None) or task.prompt
         label = log_id if task.image else task.prompt  # never the base64 itself
-        self.emit(TaskReceived(clock.now(), uid, label, ep.url, log_id=log_id, image=task.image))
+        self.emit(TaskReceived(task.assigned_at, uid, label, ep.url, log_id=log_id, image=task.image))
         self.busy_endpoints += 1
         try:
             gen = await self._generate(client, ep, task.prompt)
