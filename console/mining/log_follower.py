@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import BinaryIO
 
 from console.mining.attribution import InFlight, PullTracker
 from console.mining.events import (
@@ -140,6 +141,9 @@ def looks_like_image_prompt(prompt: str) -> bool:
     return len(prompt) > 256 and re.fullmatch(r"[A-Za-z0-9+/=_-]+", prompt[:4096]) is not None
 
 
+PullAnswer = PullRefused | TaskReceived | PullFailed  # the lines that answer a pull, naming no UID
+
+
 @dataclass
 class PendingTask:
     uid: int | None
@@ -155,7 +159,7 @@ class LogInterpreter:
     def __init__(self, tz: tzinfo | None = None, hotkeys: dict[str, int] | None = None) -> None:
         self.tz = tz
         self.hotkeys: dict[str, int] = dict(hotkeys or {})  # validator hotkey -> uid (file, or learned)
-        self.pulls: PullTracker[MiningEvent] = PullTracker()
+        self.pulls: PullTracker[PullAnswer] = PullTracker()
         self.pending: OrderedDict[str, PendingTask] = OrderedDict()  # log id -> task
         self.generating: InFlight[str] = InFlight()  # log ids
         self.expired = 0  # pending tasks dropped unanswered (expired or over the bound)
@@ -205,10 +209,10 @@ class LogInterpreter:
         self._expire(t)
         return [replace(ev, uid=verdict.uid)]
 
-    def _late(self, resolved: list[tuple[MiningEvent, int]]) -> list[MiningEvent]:
+    def _late(self, resolved: list[tuple[PullAnswer, int]]) -> list[MiningEvent]:
         out: list[MiningEvent] = []
         for ev, uid in resolved:
-            out.append(replace(ev, uid=uid, late=True))  # type: ignore[call-arg]
+            out.append(replace(ev, uid=uid, late=True))
             if isinstance(ev, TaskReceived) and ev.key in self.pending:
                 self.pending[ev.key].uid = uid
         return out
@@ -275,11 +279,11 @@ class LogInterpreter:
             return [NoValidators(t)]
         if m := P["pull_failed"].match(msg):
             hotkey = m["hk"]
-            ev = PullFailed(t, hotkey, m["r"])
-            verdict = self.pulls.answer(t, ev, uid=self.hotkeys.get(hotkey))
+            failed = PullFailed(t, hotkey, m["r"])
+            verdict = self.pulls.answer(t, failed, uid=self.hotkeys.get(hotkey))
             if verdict.uid is not None:
                 self.hotkeys.setdefault(hotkey, verdict.uid)  # learned: certain pull, named hotkey
-            return [replace(ev, uid=verdict.uid)]
+            return [replace(failed, uid=verdict.uid)]
         if m := P["submit_failed"].match(msg):
             return [self._submit_failed(t, m["hk"], m["r"])]
         if m := P["worker"].match(msg):
@@ -342,7 +346,7 @@ class LogFollower:
         self.from_start = from_start
         self.tail_bytes = tail_bytes
         self._first_open = True
-        self._fh = None
+        self._fh: BinaryIO | None = None
         self._ino: int | None = None
         self._buf = b""
         self.rotations = 0

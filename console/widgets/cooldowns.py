@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from console.mining.state import MiningState, ValidatorView
+from console.mining.state import FAILED_SKIP_S, MiningState, ValidatorView
 
 STATE_STYLE = {
     "ready": "bold green",
@@ -54,13 +54,14 @@ def cooldown_rows(state: MiningState, now: float) -> list[dict[str, str]]:
     rows = []
     for v in sorted(state.validators.values(), key=lambda x: x.uid):
         status = v.status(now)
-        left = v.remaining(now) if status in ("cooldown", "penalised") else 0.0
+        left = v.remaining(now) if status in ("cooldown", "penalised", "skipped") else 0.0
+        fraction = min(1.0, left / FAILED_SKIP_S) if status == "skipped" else v.fraction_left(now)
         rows.append(
             {
                 "uid": str(v.uid),
                 "state": status,
                 "countdown": ("≈" if v.estimated and left else "") + (countdown(left) if left else "-"),
-                "bar": cooldown_bar(v.fraction_left(now)) if left else "",
+                "bar": cooldown_bar(fraction) if left else "",
                 "score": score_text(v, v.rules.quality_threshold).plain,
                 "violations": str(v.violations),
                 "tasks": str(v.tasks_done),
