@@ -2,6 +2,7 @@
 # Issue 15's device command: the concurrency benchmark on one GPU (full-size MVDream, random
 # weights). Writes under $OUT: concurrency.log, concurrency_*.json, logs/*.log (each endpoint's).
 # Usage (repo root, wheels installed, PYTHONPATH set): bash benchmarks/gpu_concurrency.sh [MODE]
+#   Every mode first runs tests/test_batching_gpu.py (batched = single path on CUDA, graphs, padding).
 #   fast (default): text_mv_fast, 1/2/4/8 simultaneous x serial / batched (max_batch 8) / 4 procs,
 #       all uncompiled (compile: false, like for like), then the batched-step profile for 1, 4 and
 #       8 jobs. Estimate ~5-6 min with gsplat's build restored from .gscache, +~95 s without.
@@ -14,6 +15,7 @@ source benchmarks/gpu_env.sh concurrency
 mkdir -p "$OUT/logs"
 gsplat_restore
 gsplat_build 2>&1 | tail -1 | tee -a "$LOG"
+python3 -m pytest -q -p no:cacheprovider tests/test_batching_gpu.py 2>&1 | tail -3 | tee -a "$LOG"
 BENCH=(python3 benchmarks/bench_concurrency.py --logs "$OUT/logs" --json "$OUT/concurrency_${MODE}.json")
 case "$MODE" in
   fast) timeout 540 "${BENCH[@]}" --preset text_mv_fast --counts 1,2,4,8 2>&1 | tee -a "$LOG" ;;
