@@ -257,3 +257,22 @@ def test_batcher_cancels_only_the_flagged_job() -> None:
     assert kept.result(10) == "kept done"
     assert engine.steps == [["kept", "gone"]] + [["kept"]] * 4  # dropped at the next boundary
     worker.stop()
+
+
+def test_batcher_fails_the_waiting_when_the_worker_stops() -> None:
+    from engine.service.batcher import Batcher
+    from engine.service.queue import GenerationCancelled
+
+    worker = Worker("test-batcher")
+    gate = threading.Event()
+    engine = _CountingEngine(max_batch=1, iters=2, step_gate=gate)
+    batcher = Batcher(worker, lambda: engine)
+    never = threading.Event()
+    running = batcher.submit("running", lambda r: r, never)
+    time.sleep(0.1)  # inside its first step
+    waiting = batcher.submit("waiting", lambda r: r, never)  # no slot: waits in the batcher
+    worker.stop()  # the endpoint is shutting down
+    gate.set()
+    assert running.result(10) == "running done"  # the job in flight finishes
+    with pytest.raises(GenerationCancelled):
+        waiting.result(10)  # not left hanging behind the stopped Worker

@@ -90,13 +90,17 @@ class Batcher:
                 joining: list[_Request] = []
                 while self._pending and len(joining) < engine.free and not yielding:
                     joining.append(self._pending.popleft())
-                if not active and not joining:
+                idle = not active and not joining
+                if idle:
                     self._progress = []
-                    if self._pending:  # left waiting for the queued work: run again behind it
-                        self.worker.submit(self._loop)
+                    if self._pending and not self.worker.stopping:
+                        self.worker.submit(self._loop)  # left waiting for the queued work: run behind it
                     else:
                         self._looping = False
-                    return
+            if idle:
+                if self.worker.stopping:  # nobody will run a requeued loop: fail who still waits
+                    self._fail_pending(GenerationCancelled("endpoint stopping"))
+                return
             for request in joining:
                 self._join(engine, request, active)
             for job in list(engine.jobs):

@@ -48,6 +48,7 @@ class Worker:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future] | None] = (
             queue.SimpleQueue()
         )
+        self.stopping = False  # stop() was called: work submitted now never runs
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -57,6 +58,7 @@ class Worker:
         return future
 
     def stop(self) -> None:
+        self.stopping = True
         self._jobs.put(None)
 
     def has_waiting(self) -> bool:
