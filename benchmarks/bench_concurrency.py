@@ -112,26 +112,29 @@ def write_presets(directory: Path, args: argparse.Namespace) -> dict[str, str]:
 def endpoints(
     count: int, preset: str, args: argparse.Namespace, env: dict[str, str]
 ) -> Iterator[list[ServerProcess]]:
-    """`count` serve processes started together (their model loads overlap), stopped at the end."""
+    """`count` serve processes started together (their model loads overlap), stopped at the end;
+    their logs are kept under --logs whatever happens."""
     serve = ["serve", "--preset", preset, "--queue", "16", "--device", args.device, "--shutdown-grace", "1"]
     if args.device == "cuda":
         serve.append("--random-weights")
+    servers: list[ServerProcess] = []
     with contextlib.ExitStack() as stack:
-        started = time.monotonic()
-        servers = [
-            stack.enter_context(running_server(serve, env=env, ready=None, timeout=60)) for _ in range(count)
-        ]
-        for server in servers:
-            left = args.ready_timeout - (time.monotonic() - started)
-            server.wait_health(lambda h: h["status"] in ("ready", "error"), timeout=max(left, 1.0))
-            health = server.health()
-            if health["status"] != "ready":
-                raise RuntimeError(f"endpoint failed to load: {health['message']}")
-        print(f"  {count} endpoint(s) of {preset} ready in {time.monotonic() - started:.0f}s", flush=True)
-        yield servers
-        if args.logs:
-            for k, server in enumerate(servers):
-                Path(args.logs, f"{preset}-{k}.log").write_text(server.output())
+        try:
+            started = time.monotonic()
+            for _ in range(count):
+                servers.append(stack.enter_context(running_server(serve, env=env, ready=None, timeout=60)))
+            for server in servers:
+                left = args.ready_timeout - (time.monotonic() - started)
+                server.wait_health(lambda h: h["status"] in ("ready", "error"), timeout=max(left, 1.0))
+                health = server.health()
+                if health["status"] != "ready":
+                    raise RuntimeError(f"endpoint failed to load: {health['message']}")
+            print(f"  {count} endpoint(s) of {preset} ready in {time.monotonic() - started:.0f}s", flush=True)
+            yield servers
+        finally:
+            if args.logs:
+                for k, server in enumerate(servers):
+                    Path(args.logs, f"{preset}-{k}.log").write_text(server.output())
 
 
 class GpuMemory:
@@ -282,6 +285,24 @@ def run_setup(
     }
 
 
+def guarded_setup(
+    setup: str, preset: str, counts: list[int], args: argparse.Namespace, env: dict[str, str]
+) -> dict:
+    """run_setup, but a setup that fails (an endpoint that does not load) is recorded, not fatal:
+    one device call should still bring back the other setups' figures."""
+    try:
+        return run_setup(setup, preset, counts, args, env)
+    except Exception as exc:
+        print(f"  {setup} failed: {type(exc).__name__}: {exc}", flush=True)
+        return {
+            "preset": preset,
+            "error": f"{type(exc).__name__}: {exc}",
+            "bursts": {},
+            "gpu_peak_gib": None,
+            "torch_peak_gib": None,
+        }
+
+
 # --- the batched step's profile (in this process, after the endpoints are gone) --------------------
 
 
@@ -400,7 +421,7 @@ def acceptance(setups: dict[str, dict], preset: str) -> list[str]:
             f"8 simultaneous: batched gens/h >= 2x one-at-a-time: {_mark(ratio is not None and ratio >= 2)} ({ratio}x)"
         )
     if m:
-        mem_b, mem_m = setups["batched"].get("gpu_peak_gib"), setups["procs"].get("gpu_peak_gib")
+        mem_b, mem_m = setups.get("batched", {}).get("gpu_peak_gib"), setups["procs"].get("gpu_peak_gib")
         for count in ("4", "8"):
             if count in b and count in m:
                 ratio = _ratio(b[count]["gens_per_hour"], m[count]["gens_per_hour"])
@@ -451,14 +472,23 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gen404-conc-") as tmp:
         names = write_presets(Path(tmp), args)
         env = {"GEN404_PRESETS_DIR": tmp, "PYTHONUNBUFFERED": "1"}
-        setups = {setup: run_setup(setup, names[setup], counts, args, env) for setup in wanted}
+        setups = {setup: guarded_setup(setup, names[setup], counts, args, env) for setup in wanted}
     profile_counts = [int(c) for c in args.profile.split(",") if c]
-    profile = profile_batched_step(args, profile_counts) if profile_counts else {}
+    profile: dict[str, Any] = {}
+    if profile_counts:
+        try:
+            profile = profile_batched_step(args, profile_counts)
+        except Exception as exc:  # keep the endpoint figures already taken
+            profile = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"  profile failed: {profile['error']}", flush=True)
     verdicts = acceptance(setups, args.preset)
     print(
         f"\n{args.preset}, {'compiled' if args.compile else 'uncompiled (compile: false)'}, device {_device_name(args)}"
     )
     print(table(setups, counts))
+    for name, setup in setups.items():
+        if "error" in setup:
+            print(f"{name}: FAILED: {setup['error']}")
     for line in verdicts:
         print(line)
     report = {
