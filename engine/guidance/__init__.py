@@ -1,22 +1,21 @@
 """Guidance models for score distillation: MVDream (4-view), SD 2.1 (1 view), tiny (CPU smoke).
 
-`build_guidance(preset, device)` reads only these preset fields, each with a default, so any
-preset-like object (dataclass, namespace, dict) works: `guidance` ("mvdream" | "sd" |
-"tiny_mvdream"), `weights` ("pretrained" | "random"), `mvdream_id`, `mvdream_ckpt`, `sd_id`,
-`dtype` ("fp32" | "fp16" | "bf16": UNet and VAE precision), `ref_size`, `seed`.
-`guidance_scale` and `negative_prompt` are passed per call by the pipeline.
+`build_guidance(preset, device)` reads the preset through `GuidanceSpec.of` (engine.guidance_spec:
+the guidance fields, each with a default, so any preset-like object works). The builders take the
+typed spec. `guidance_scale` and `negative_prompt` are passed per call by the pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from engine.guidance_spec import GuidanceSpec, preset_value
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Guidance", "PromptEmbeds", "build_guidance", "preset_value"]
+__all__ = ["Guidance", "GuidanceSpec", "PromptEmbeds", "build_guidance", "preset_value"]
 
 
 @dataclass(frozen=True)
@@ -44,32 +43,6 @@ class Guidance(Protocol):
     ) -> torch.Tensor: ...
 
 
-_DEFAULTS: dict[str, Any] = {
-    "guidance": "mvdream",
-    "weights": "pretrained",
-    "mvdream_id": "ashawkey/mvdream-sd2.1-diffusers",
-    "mvdream_ckpt": None,
-    "sd_id": "stabilityai/stable-diffusion-2-1-base",
-    "dtype": "fp32",
-    "ref_size": 256,
-    "seed": 0,
-    "name": "?",
-}
-
-
-def preset_value(preset: Any, key: str) -> Any:
-    """`preset.key` (or `preset[key]`, or `preset.model_ids[key]`), else gen404's default."""
-    if isinstance(preset, Mapping):
-        value = preset.get(key)
-        ids = preset.get("model_ids")
-    else:
-        value = getattr(preset, key, None)
-        ids = getattr(preset, "model_ids", None)
-    if value is None and isinstance(ids, Mapping):
-        value = ids.get(key)
-    return _DEFAULTS.get(key) if value is None else value
-
-
 def build_guidance(preset: Any, device: str | torch.device, random_weights: bool = False) -> Guidance:
     """Build the preset's guidance model on `device`.
 
@@ -78,18 +51,18 @@ def build_guidance(preset: Any, device: str | torch.device, random_weights: bool
     `random_weights` (or `weights: random`) builds the full-size architecture with seeded
     random weights instead, for benchmarks.
     """
-    kind = preset_value(preset, "guidance")
-    random_weights = random_weights or preset_value(preset, "weights") == "random"
-    if kind == "tiny_mvdream":
+    spec = GuidanceSpec.of(preset)
+    random_weights = random_weights or spec.weights == "random"
+    if spec.guidance == "tiny_mvdream":
         from engine.guidance.tiny import build_tiny_mvdream
 
-        return build_tiny_mvdream(preset, device)
-    if kind == "mvdream":
+        return build_tiny_mvdream(spec, device)
+    if spec.guidance == "mvdream":
         from engine.guidance.mvdream import build_mvdream
 
-        return build_mvdream(preset, device, random_weights=random_weights)
-    if kind == "sd":
+        return build_mvdream(spec, device, random_weights=random_weights)
+    if spec.guidance == "sd":
         from engine.guidance.sd import build_sd
 
-        return build_sd(preset, device, random_weights=random_weights)
-    raise ValueError(f"unknown guidance {kind!r} (expected mvdream, sd or tiny_mvdream)")
+        return build_sd(spec, device, random_weights=random_weights)
+    raise ValueError(f"unknown guidance {spec.guidance!r} (expected mvdream, sd or tiny_mvdream)")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engine.guidance.sds import guided_eps
+from engine.guidance.cfg import guided_eps
 
 
 def _side_stream_warmup(fn: Callable[[], Any], iterations: int) -> None:

@@ -19,12 +19,12 @@ import torch
 from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from engine.guidance import preset_value
 from engine.guidance.configs import SD21_TEXT_CONFIG, SD21_UNET_CONFIG, SD21_VAE_CONFIG, ddim_scheduler
 from engine.guidance.convert import load_mvdream_unet, load_original_mvdream
 from engine.guidance.mvdream_unet import CAMERA_DIM, build_unet, mvdream_camera, mvdream_unet_config
 from engine.guidance.sds import SDSGuidance
 from engine.guidance.tiny import ByteTokenizer
+from engine.guidance_spec import GuidanceSpec
 
 FRAMES = 4
 
@@ -140,18 +140,18 @@ def random_components(device: str | torch.device, seed: int, multiview: bool = T
     }
 
 
-def build_mvdream(preset: Any, device: str | torch.device, random_weights: bool = False) -> SDSGuidance:
+def build_mvdream(
+    spec: GuidanceSpec, device: str | torch.device, random_weights: bool = False
+) -> SDSGuidance:
     from engine.models import require, requirements
 
-    seed = int(preset_value(preset, "seed"))
     if random_weights:
-        components = random_components(device, seed)
+        components = random_components(device, spec.seed)
     else:
-        name = preset_value(preset, "name")
-        sources = requirements(preset)
-        paths = [require(source, name) for source in sources]  # MissingWeightsError before any loading
+        sources = requirements(spec)
+        paths = [require(source, spec.name) for source in sources]  # MissingWeightsError before any loading
         if sources[0].filename:
             components = load_original_components(paths[0], paths[1])
         else:
             components = load_port_components(paths[0])
-    return SDSGuidance.for_preset(preset, components, device, FRAMES, mvdream_camera)
+    return SDSGuidance.for_spec(spec, components, device, FRAMES, mvdream_camera)

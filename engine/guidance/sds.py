@@ -15,8 +15,10 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from engine.guidance import PromptEmbeds, preset_value
+from engine.guidance import PromptEmbeds
+from engine.guidance.cfg import guided_eps
 from engine.guidance.layout_norm import use_layout_group_norm
+from engine.guidance_spec import GuidanceSpec
 
 T_MIN, T_MAX = 20, 980
 TEXT_CACHE_SIZE = 32  # encoded texts kept on the device (prompts repeat in tests and benches only)
@@ -54,27 +56,6 @@ class EncoderMoments(torch.nn.Module):
             moments = quant_conv(moments)
         mean, logvar = torch.chunk(moments, 2, dim=1)
         return mean, torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
-
-
-def guided_eps(
-    unet: Callable[..., Any],
-    noisy: torch.Tensor,
-    t: torch.Tensor,
-    cond: torch.Tensor,
-    uncond: torch.Tensor,
-    camera: torch.Tensor | None,
-    guidance_scale: float,
-) -> torch.Tensor:
-    """Classifier-free guidance: the UNet on [cond, uncond] in one batch, then the CFG mix.
-    The one definition for the eager path and the captured graph (graphs.GraphedCFG)."""
-    batch = noisy.shape[0]
-    context = torch.cat([cond.expand(batch, -1, -1), uncond.expand(batch, -1, -1)])
-    kwargs: dict[str, torch.Tensor] = {}
-    if camera is not None:
-        kwargs["class_labels"] = torch.cat([camera, camera])
-    eps = unet(torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=context, **kwargs).sample
-    eps_cond, eps_uncond = eps.chunk(2)
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
 def use_math_vae_attention(vae: torch.nn.Module) -> None:
@@ -207,23 +188,23 @@ class SDSGuidance:
         return self.camera_fn(c2w.to(self.device)).to(self.dtype)
 
     @classmethod
-    def for_preset(
+    def for_spec(
         cls,
-        preset: Any,
+        spec: GuidanceSpec,
         components: dict[str, Any],
         device: str | torch.device,
         frames: int,
         camera_fn: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> SDSGuidance:
-        """The one place a preset's ref_size, dtype and seed reach the guidance."""
+        """The one place a spec's ref_size, dtype and seed reach the guidance."""
         return cls(
             **components,
             frames=frames,
-            ref_size=int(preset_value(preset, "ref_size")),
+            ref_size=int(spec.ref_size),
             device=device,
-            dtype=torch_dtype(preset_value(preset, "dtype")),
+            dtype=torch_dtype(spec.dtype),
             camera_fn=camera_fn,
-            seed=int(preset_value(preset, "seed")),
+            seed=int(spec.seed),
         )
 
     def reseed(self, seed: int) -> None:
