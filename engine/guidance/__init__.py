@@ -7,6 +7,8 @@ typed spec. `guidance_scale` and `negative_prompt` are passed per call by the pi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -15,7 +17,7 @@ from engine.guidance_spec import GuidanceSpec, preset_value
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Guidance", "GuidanceSpec", "PromptEmbeds", "build_guidance", "preset_value"]
+__all__ = ["Guidance", "GuidanceSpec", "PromptEmbeds", "StageTimer", "build_guidance", "preset_value"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,28 @@ class PromptEmbeds:
     uncond: torch.Tensor
 
 
+# The stage-timing hook: `timer("unet")` is a context manager that adds the block's wall time
+# to that stage (engine.pipeline's _StageTimer; `gen404 bench` reads the totals).
+StageTimer = Callable[[str], AbstractContextManager[None]]
+
+
 @runtime_checkable
 class Guidance(Protocol):
-    frames: int  # views per sample group: 4 MVDream, 1 SD
+    """Everything the pipeline calls on a guidance model (SDSGuidance implements it)."""
+
+    frames: int  # views per sample group: 4 MVDream, 1 SD (the pipeline samples cameras to match)
+    ref_size: int  # renders are resized to this before the VAE (per preset; models are shared)
+    cuda_graphs: bool  # replay the UNet and VAE encoder as CUDA graphs (CUDA only)
+
+    def set_channels_last(self, enabled: bool) -> None: ...
+
+    def set_compile(self, enabled: bool) -> None: ...
+
+    def reseed(self, seed: int) -> None:
+        """Restart the noise stream: same seed, same run."""
+
+    def camera_inputs(self, c2w: torch.Tensor) -> torch.Tensor | None:
+        """The model's camera conditioning for OpenGL c2w (N,4,4), or None when it takes none."""
 
     def encode_prompt(self, prompt: str, negative: str) -> PromptEmbeds: ...
 
@@ -40,7 +61,11 @@ class Guidance(Protocol):
         step: int,
         total_steps: int,
         guidance_scale: float,
-    ) -> torch.Tensor: ...
+        camera: torch.Tensor | None = None,
+        timer: StageTimer | None = None,
+    ) -> torch.Tensor:
+        """Scalar loss whose gradient wrt `images` is the SDS gradient. `camera`: these views'
+        rows of `camera_inputs` (else computed from `c2w`); `timer` times "vae_encode" and "unet"."""
 
 
 def build_guidance(preset: Any, device: str | torch.device, random_weights: bool = False) -> Guidance:

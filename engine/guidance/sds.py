@@ -8,6 +8,7 @@ t = round((1 - step/total_steps) * 1000) clipped to [20, 980], DDIM-scheduler no
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
@@ -15,7 +16,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from engine.guidance import PromptEmbeds
+from engine.guidance import PromptEmbeds, StageTimer
 from engine.guidance.cfg import guided_eps
 from engine.guidance.layout_norm import use_layout_group_norm
 from engine.guidance_spec import GuidanceSpec
@@ -69,6 +70,10 @@ def use_math_vae_attention(vae: torch.nn.Module) -> None:
         from diffusers.models.attention_processor import AttnProcessor
 
         vae.set_attn_processor(AttnProcessor())
+
+
+def _untimed(stage: str) -> contextlib.nullcontext[None]:
+    return contextlib.nullcontext()
 
 
 def _frozen(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -301,15 +306,19 @@ class SDSGuidance:
         total_steps: int,
         guidance_scale: float,
         camera: torch.Tensor | None = None,
+        timer: StageTimer | None = None,
     ) -> torch.Tensor:
         """Scalar loss whose gradient wrt `images` is the SDS gradient (w(t) = 1).
 
-        Issues no host synchronisation (no H2D copies, no `.item()`), so the CPU can run ahead.
+        Issues no host synchronisation (no H2D copies, no `.item()`), so the CPU can run ahead;
+        a `timer` (the pipeline's stage-timing hook) may sync around the VAE encode and the UNet.
         """
         batch = images.shape[0]
         if batch % self.frames:
             raise ValueError(f"SDS: batch {batch} is not a multiple of {self.frames} views")
-        latents = self.encode_images(images)
+        stage = timer or _untimed
+        with stage("vae_encode"):
+            latents = self.encode_images(images)
         t_value = annealed_timestep(step, total_steps, len(self.alphas_cumprod))
         t = torch.full((batch,), t_value, device=self.device, dtype=torch.long)
         with torch.no_grad():
@@ -317,7 +326,8 @@ class SDSGuidance:
                 latents.shape, generator=self.generator, device=self.device, dtype=latents.dtype
             )
             noisy = self.add_noise(latents.detach(), noise, t_value)
-            eps_hat = self.predict_noise(noisy, t, embeds, c2w, guidance_scale, camera=camera)
+            with stage("unet"):
+                eps_hat = self.predict_noise(noisy, t, embeds, c2w, guidance_scale, camera=camera)
             grad = torch.nan_to_num(eps_hat.float() - noise.float())
             target = latents.detach().float() - grad
         return 0.5 * F.mse_loss(latents.float(), target, reduction="sum") / batch
