@@ -10,7 +10,7 @@ import pytest
 
 import engine.gate
 import engine.render
-from engine.pipeline import STAGES, Generator, generate
+from engine.pipeline import STAGES, SUBSTAGES, Generator, generate
 from engine.presets import Preset, load_preset
 
 TINY = {
@@ -85,6 +85,20 @@ def test_result_timings_progress_views_backgrounds_and_gate(
     assert r.grown_to_min and len(r.splats) == 500
     assert any("grew from" in note for note in r.notes)
     assert _gate_passes_with_minimum(r.splats, 500)
+
+
+def test_substage_hook_times_vae_encode_and_unet_inside_guidance(generator: Generator) -> None:
+    plain = generator.generate("a clay pot", seed=2)
+    generator.time_substages = True
+    try:
+        timed = generator.generate("a clay pot", seed=2)
+    finally:
+        generator.time_substages = False
+    assert plain.substages == {}  # off by default: no extra syncs on a serving endpoint
+    assert tuple(timed.substages) == SUBSTAGES and all(v > 0 for v in timed.substages.values())
+    assert sum(timed.substages.values()) <= timed.timings["guidance"] + 1e-6  # nested in "guidance"
+    assert tuple(timed.timings) == STAGES
+    assert np.array_equal(plain.splats.positions, timed.splats.positions)  # timing changes nothing
 
 
 def _gate_passes_with_minimum(splats, minimum: int) -> bool:  # noqa: ANN001
