@@ -325,7 +325,7 @@ def run_bench(
     from engine.pipeline import Generator
 
     parsed = [parse_spec(spec, overrides) for spec in specs]  # all errors before any model loads
-    generators: dict[tuple, Generator] = {}
+    generators: dict[tuple[object, ...], Generator] = {}
 
     def generator_for(preset: Preset) -> Generator:
         probe = Generator(preset, device=device, random_weights=random_weights, sync_timings=False)

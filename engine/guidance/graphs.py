@@ -13,7 +13,7 @@ owner drops its graphs when it changes them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -99,7 +99,8 @@ def graph_vae_encoder(
     def encode(x: Tensor) -> tuple[Tensor, Tensor]:
         return moments(x)
 
-    return torch.cuda.make_graphed_callables(encode, (sample,), num_warmup_iters=3)
+    graphed = torch.cuda.make_graphed_callables(encode, (sample,), num_warmup_iters=3)
+    return cast(Callable[[Tensor], tuple[Tensor, Tensor]], graphed)  # the callable passed in
 
 
 __all__ = ["GraphedCFG", "graph_vae_encoder"]

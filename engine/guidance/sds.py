@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,13 @@ from engine.guidance import PromptEmbeds, StageTimer
 from engine.guidance.cfg import guided_eps
 from engine.guidance.layout_norm import use_layout_group_norm
 from engine.guidance_spec import GuidanceSpec
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
+
+    from engine.guidance.graphs import GraphedCFG
+
+Moments = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # images -> (mean, std)
 
 T_MIN, T_MAX = 20, 980
 TEXT_CACHE_SIZE = 32  # encoded texts kept on the device (prompts repeat in tests and benches only)
@@ -46,7 +53,7 @@ class EncoderMoments(torch.nn.Module):
     are far below the tile size). One module for the eager, graphed and compiled paths; the
     sample (mean + std * noise) is drawn by the caller from the guidance's generator."""
 
-    def __init__(self, vae: torch.nn.Module) -> None:
+    def __init__(self, vae: AutoencoderKL) -> None:
         super().__init__()
         self.vae = vae
 
@@ -59,7 +66,7 @@ class EncoderMoments(torch.nn.Module):
         return mean, torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
 
 
-def use_math_vae_attention(vae: torch.nn.Module) -> None:
+def use_math_vae_attention(vae: AutoencoderKL) -> None:
     """The VAE's mid-block attention as plain matmuls + softmax (diffusers' AttnProcessor).
 
     Why: its head is 512 wide, past what the flash kernels take, so SDPA falls back to the
@@ -94,7 +101,7 @@ class SDSGuidance:
         *,
         tokenizer: Any,
         text_encoder: torch.nn.Module,
-        vae: torch.nn.Module,
+        vae: AutoencoderKL,
         unet: torch.nn.Module,
         scheduler: Any,
         frames: int,
@@ -134,9 +141,9 @@ class SDSGuidance:
         self.compiled = False
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
-        self._moments_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = self._moments
-        self._unet_graphs: dict[tuple, Any] = {}
-        self._vae_graphs: dict[tuple, Any] = {}
+        self._moments_fn: Moments = self._moments
+        self._unet_graphs: dict[tuple[object, ...], GraphedCFG] = {}
+        self._vae_graphs: dict[tuple[object, ...], Moments] = {}
 
     def set_channels_last(self, enabled: bool) -> None:
         """UNet and VAE weights in channels-last memory format (or back); drops captured graphs."""
@@ -246,11 +253,12 @@ class SDSGuidance:
         encoder = self._moments_fn
         if self._graphs_on():
             key = (tuple(x.shape), x.dtype, self.channels_last)
-            encoder = self._vae_graphs.get(key)
-            if encoder is None:
+            graphed = self._vae_graphs.get(key)
+            if graphed is None:
                 from engine.guidance.graphs import graph_vae_encoder
 
-                encoder = self._vae_graphs[key] = graph_vae_encoder(self._moments_fn, x)
+                graphed = self._vae_graphs[key] = graph_vae_encoder(self._moments_fn, x)
+            encoder = graphed
         mean, std = encoder(x)
         # the posterior sample as diffusers draws it: same generator, shape and dtype
         eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
@@ -294,7 +302,7 @@ class SDSGuidance:
 
                 graph = GraphedCFG(self._unet_fn, noisy, t, cond, uncond, camera, guidance_scale)
                 self._unet_graphs[key] = graph
-            return cast(torch.Tensor, graph(noisy, t, cond, uncond, camera))
+            return graph(noisy, t, cond, uncond, camera)
         return guided_eps(self._unet_fn, noisy, t, embeds.cond, embeds.uncond, camera, guidance_scale)
 
     def sds_loss(
