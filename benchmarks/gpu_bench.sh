@@ -11,7 +11,7 @@ BASELINE=${BASELINE:-${PRESETS%%,*}}  # the eager fp32 baseline: the first entry
 source benchmarks/gpu_env.sh bench
 mkdir -p "$OUT/prof"
 gsplat_restore
-python3 -m pytest -q -p no:cacheprovider tests/test_bench.py -k graphed 2>&1 | tail -3 | tee -a "$LOG"
+python3 -m pytest -q -p no:cacheprovider tests/test_guidance.py -k graphed 2>&1 | tail -3 | tee -a "$LOG"
 timeout "${BENCH_TIMEOUT:-480}" python3 -m engine.cli bench --presets "$PRESETS" --runs "$RUNS" \
   --baseline="$BASELINE" --random-weights --device cuda --profile "$OUT/prof" --json "$OUT/bench.json" \
   2>&1 | grep -v "USDT\|profiler_st" | tee -a "$LOG"
