@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from engine.guidance.configs import ddim_scheduler
+from engine.guidance.configs import Components, ddim_scheduler
 from engine.guidance.mvdream import random_components
 from engine.guidance.sds import SDSGuidance
 from engine.guidance_spec import GuidanceSpec
 
 
-def load_sd_components(folder: Any) -> dict[str, Any]:
+def load_sd_components(folder: str | Path) -> Components:
     """A diffusers SD folder (stabilityai/stable-diffusion-2-1-base layout); our DDIM schedule."""
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")  # SDPA attention by default
     return {

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from engine.guidance import PromptEmbeds, StageTimer
 from engine.guidance.cfg import guided_eps
+from engine.guidance.configs import Components
 from engine.guidance.layout_norm import use_layout_group_norm
 from engine.guidance_spec import GuidanceSpec
 
@@ -203,7 +204,7 @@ class SDSGuidance:
     def for_spec(
         cls,
         spec: GuidanceSpec,
-        components: dict[str, Any],
+        components: Components,
         device: str | torch.device,
         frames: int,
         camera_fn: Callable[[torch.Tensor], torch.Tensor] | None,

@@ -15,7 +15,7 @@ import torch
 from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from engine.guidance.configs import ddim_scheduler
+from engine.guidance.configs import Components, ddim_scheduler
 from engine.guidance.mvdream_unet import build_unet, mvdream_camera, mvdream_unet_config
 from engine.guidance_spec import GuidanceSpec
 
@@ -112,7 +112,7 @@ TINY_UNET_CONFIG: dict[str, Any] = {
 }
 
 
-def tiny_components(seed: int = 0, multiview: bool = True) -> dict[str, Any]:
+def tiny_components(seed: int = 0, multiview: bool = True) -> Components:
     """Seeded random tiny tokenizer, text encoder, VAE and UNet (4-view MVDream or plain)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
