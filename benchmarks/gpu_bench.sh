@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device command line (issue 9 onwards; the one device script kept): graphed-vs-eager check, then `gen404 bench` on the
+# The one device script kept (issue 9 onwards): graphed-vs-eager check, then `gen404 bench` on the
 # GPU presets (full-size MVDream, random weights), optimised vs the eager fp32 baseline on
 # the first preset (text_mv_fast), torch.profiler tables. Writes under $OUT: bench.json, bench.log, prof/*.txt and
 # gsplat's compiled extension (torch_ext.tar.zst, ~33 MB as a plain tar: over the 16 MiB a returned
