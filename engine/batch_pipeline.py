@@ -29,18 +29,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from engine.gaussians import GaussianModel
-from engine.guidance import PromptEmbeds
-from engine.guidance.sds import annealed_timestep
+from engine.generator import GenerationResult
+from engine.guidance import PromptEmbeds, StageTimer
+from engine.guidance.sds import SDSGuidance, annealed_timestep
 from engine.pipeline import (
     STAGES,
-    GenerationResult,
+    SUBSTAGES,
     Generator,
     _StageTimer,
     _ViewPlan,
@@ -52,6 +54,11 @@ from engine.pipeline import (
 from engine.presets import Preset
 
 log = logging.getLogger("gen404.batch")
+
+
+@contextmanager
+def _untimed(stage: str) -> Iterator[None]:
+    yield
 
 
 def buckets_for(max_batch: int) -> list[int]:
@@ -85,6 +92,7 @@ class BatchJob:
     step: int = 0  # iterations done
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     notes: list[str] = field(default_factory=list)
+    substages: dict[str, float] = field(default_factory=dict)  # with time_substages only
 
     @property
     def done(self) -> bool:
@@ -110,11 +118,16 @@ class BatchEngine:
         self.pad_to_bucket = self.device.type == "cuda" if pad_to_bucket is None else pad_to_bucket
         self.jobs: list[BatchJob] = []
         self.step_timings = dict.fromkeys(STAGES, 0.0)  # last step's stage times (the profile)
+        self.time_substages = generator.time_substages  # also time VAE encode and UNet (synced)
         self._next_id = 1
 
     @property
-    def guidance(self):  # noqa: ANN201 - SDSGuidance (duck-typed Guidance)
-        return self.generator.guidance
+    def guidance(self) -> SDSGuidance:
+        """The loaded guidance; batching needs SDSGuidance's parts (posterior, predict_noise)."""
+        guidance = self.generator.guidance
+        if not isinstance(guidance, SDSGuidance):
+            raise TypeError(f"continuous batching needs an SDSGuidance, not {type(guidance).__name__}")
+        return guidance
 
     @property
     def free(self) -> int:
@@ -161,6 +174,7 @@ class BatchEngine:
             return []
         p = self.preset
         timer = _StageTimer(self.device, self.generator.sync_timings)
+        substages = _StageTimer(self.device, True, SUBSTAGES) if self.time_substages else None
         size = p.render_size
         from engine.render import rasterize
 
@@ -178,7 +192,7 @@ class BatchEngine:
                 images.append(rendered.permute(0, 3, 1, 2))
                 infos.append(info)
         with timer("guidance"):
-            loss = self._sds_loss(jobs, images)
+            loss = self._sds_loss(jobs, images, substages or _untimed)
         with timer("backward"):
             loss.backward()
         finished: list[tuple[BatchJob, GenerationResult]] = []
@@ -194,16 +208,18 @@ class BatchEngine:
             if in_window and job.step % p.densification_interval == 0:
                 with timer("densify"):
                     densify(job.model, p, job.gen)
-        for stage in STAGES:
-            for job in jobs:
-                job.timings[stage] += timer.timings[stage]
+        step_timings = {**timer.timings, **(substages.timings if substages is not None else {})}
+        for job in jobs:  # each job lived through the whole step
+            for stage, seconds in step_timings.items():
+                bucket = job.timings if stage in STAGES else job.substages
+                bucket[stage] = bucket.get(stage, 0.0) + seconds
         for job in [j for j in jobs if j.done]:
             finished.append((job, self._finish(job)))
             self.remove(job)
-        self.step_timings = timer.timings
+        self.step_timings = step_timings
         return finished
 
-    def _sds_loss(self, jobs: list[BatchJob], images: list[torch.Tensor]) -> torch.Tensor:
+    def _sds_loss(self, jobs: list[BatchJob], images: list[torch.Tensor], stage: StageTimer) -> torch.Tensor:
         """The single path's SDS (guidance.sds_loss) for all jobs at once: encoder and UNet run
         once over every row; noise, timestep and text stay per job."""
         g = self.guidance
@@ -217,7 +233,8 @@ class BatchEngine:
         batch = torch.cat(images)
         if pad:
             batch = torch.cat([batch, batch.new_zeros((pad, *batch.shape[1:]))])
-        mean, std = g.posterior(batch)
+        with stage("vae_encode"):
+            mean, std = g.posterior(batch)
         latents, noise, noisy, t_rows, conds, uncond, cameras = [], [], [], [], [], [], []
         for k, job in enumerate(jobs):
             rows_k = slice(k * views, (k + 1) * views)
@@ -246,9 +263,15 @@ class BatchEngine:
         with torch.no_grad():
             embeds = PromptEmbeds(cond=torch.cat(conds), uncond=torch.cat(uncond))
             camera = torch.cat(cameras) if cameras else None
-            eps_hat = g.predict_noise(
-                torch.cat(noisy), torch.cat(t_rows), embeds, None, self.preset.guidance_scale, camera=camera
-            )[:rows]
+            with stage("unet"):
+                eps_hat = g.predict_noise(
+                    torch.cat(noisy),
+                    torch.cat(t_rows),
+                    embeds,
+                    None,
+                    self.preset.guidance_scale,
+                    camera=camera,
+                )[:rows]
             grad = torch.nan_to_num(eps_hat.float() - torch.cat(noise).float())
         latent = torch.cat(latents)
         target = latent.detach().float() - grad
@@ -269,6 +292,7 @@ class BatchEngine:
             grown_to_min=bool(added),
             total_s=time.perf_counter() - job.started,
             notes=job.notes,
+            substages=dict(job.substages),
         )
 
     # --- running to completion (warm-up, tests, benchmarks) ---------------------------------

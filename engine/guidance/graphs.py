@@ -13,12 +13,12 @@ owner drops its graphs when it changes them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
-from engine.guidance.sds import guided_eps
+from engine.guidance.cfg import guided_eps
 
 
 def _side_stream_warmup(fn: Callable[[], Any], iterations: int) -> None:
@@ -99,7 +99,8 @@ def graph_vae_encoder(
     def encode(x: Tensor) -> tuple[Tensor, Tensor]:
         return moments(x)
 
-    return torch.cuda.make_graphed_callables(encode, (sample,), num_warmup_iters=3)
+    graphed = torch.cuda.make_graphed_callables(encode, (sample,), num_warmup_iters=3)
+    return cast(Callable[[Tensor], tuple[Tensor, Tensor]], graphed)  # the callable passed in
 
 
 __all__ = ["GraphedCFG", "graph_vae_encoder"]

@@ -14,7 +14,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -151,7 +151,7 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
     endpoint = Endpoint(config, factory)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         endpoint.host.start()
         yield
         endpoint.begin_shutdown()
