@@ -26,14 +26,11 @@ import asyncio
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Container, Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
@@ -53,6 +50,8 @@ from console.config import (
 )
 from console.endpoint_client import EndpointClient, EndpointError
 from console.gpu import GpuSnapshot, NvmlSampler, cuda_gpu_count
+from console.keys import KEY_TABLE, bindings, help_rows
+from console.palette import ConsoleCommands, PaletteCommand, build_commands
 from console.supervisor import RUNNING_STATES, EndpointView, Launcher, Prober, Supervisor, launch_endpoint
 from console.widgets.banner import Banner, StatusLine
 from console.widgets.confirm import ConfirmScreen, QuitScreen
@@ -61,61 +60,9 @@ from console.widgets.gpu import GpuPane
 from console.widgets.help import HelpScreen
 from console.widgets.logs import LogPane
 
-# `1` `2` `3` switch the selected endpoint; shift (`!` `@` `#`) applies to every endpoint.
-PRESET_KEYS: tuple[str, ...] = ("text_mv_ultra_fast", "text_mv_fast", "text_mv")
-PRESET_SHORT: tuple[str, ...] = ("ultra-fast", "fast", "quality")
-ALL_KEYS: tuple[str, ...] = ("exclamation_mark", "at", "number_sign")
-
-
-def _bindings() -> list[Binding]:
-    out = [
-        Binding("n", "spawn_endpoint", "New", id="spawn_endpoint"),
-        Binding("x", "stop_endpoint", "Stop", id="stop_endpoint"),
-        Binding("r", "restart_endpoint", "Restart", id="restart_endpoint"),
-    ]
-    for i, (name, short) in enumerate(zip(PRESET_KEYS, PRESET_SHORT, strict=True), start=1):
-        out.append(Binding(str(i), f"set_preset('{name}')", short, id=f"preset_{i}"))
-    for i, (key, name) in enumerate(zip(ALL_KEYS, PRESET_KEYS, strict=True), start=1):
-        out.append(Binding(key, f"set_preset_all('{name}')", f"all→{name}", show=False, id=f"preset_all_{i}"))
-    out += [
-        Binding("plus", "refresh_slower", "Refresh+", id="refresh_slower"),
-        Binding("minus", "refresh_faster", "Refresh-", id="refresh_faster"),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("q", "quit", "Quit", id="quit"),
-        # pm2 monit / nvitop habit: Ctrl-C leaves too (through the same stop-or-leave question)
-        Binding("ctrl+c", "quit", "Quit", show=False, id="quit_ctrl_c"),
-    ]
-    return out
-
 
 def binding_ids() -> set[str]:
-    return {b.id for b in _bindings() if b.id} | set(EndpointsTable.binding_ids())
-
-
-@dataclass(frozen=True)
-class PaletteCommand:
-    title: str
-    help: str
-    run: Callable[[], object]
-
-
-class ConsoleCommands(Provider):
-    """Command palette (ctrl+p): the same actions as the keys."""
-
-    def _commands(self) -> list[PaletteCommand]:
-        app = self.app
-        return app.palette_commands() if isinstance(app, Gen404Console) else []
-
-    async def discover(self) -> Hits:
-        for cmd in self._commands():
-            yield DiscoveryHit(cmd.title, cmd.run, help=cmd.help)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for cmd in self._commands():
-            score = matcher.match(cmd.title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(cmd.title), cmd.run, help=cmd.help)
+    return {spec.id for spec in KEY_TABLE} | set(EndpointsTable.binding_ids())
 
 
 class GpuUpdated(Message):
@@ -127,7 +74,7 @@ class GpuUpdated(Message):
 class Gen404Console(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "gen404-console"
-    BINDINGS = _bindings()
+    BINDINGS = bindings()
     COMMANDS = App.COMMANDS | {ConsoleCommands}
 
     banner_messages: list[str]
@@ -160,8 +107,10 @@ class Gen404Console(App[None]):
         self.endpoint_views: list[EndpointView] = []
         self._gpu_wake = threading.Event()
         self._stopping = threading.Event()
-        if self.config.keymap:
-            self.set_keymap(self.config.keymap)
+        # the user's remaps by binding id; the help screen reads this (not Textual's private map)
+        self.keymap_overrides: dict[str, str] = dict(self.config.keymap or {})
+        if self.keymap_overrides:
+            self.set_keymap(self.keymap_overrides)
             unknown = sorted(set(self.config.keymap) - binding_ids())
             if unknown:
                 self.banner_messages.append(
@@ -411,20 +360,8 @@ class Gen404Console(App[None]):
         self.notify(f"Refresh every {value:g}s", timeout=1.5)
 
     def key_rows(self) -> list[tuple[str, str, str]]:
-        """(keys as currently bound, binding id, description) for the help screen."""
-        keymap = getattr(self, "_keymap", {}) or {}
-        rows = []
-        for b in self.BINDINGS:
-            assert isinstance(b, Binding)
-            keys = keymap.get(b.id or "", b.key)
-            shown = ", ".join(self.get_key_display(Binding(k, "")) for k in keys.split(","))
-            desc = b.description
-            if b.action.startswith("set_preset_all"):
-                desc = f"every endpoint → {b.action.split(chr(39))[1]}"
-            elif b.action.startswith("set_preset"):
-                desc = f"selected endpoint → {b.action.split(chr(39))[1]}"
-            rows.append((shown, b.id or "", ACTION_HELP.get(b.id or "", desc)))
-        return rows
+        """(keys as currently bound, binding id, help text) for the help screen."""
+        return help_rows(self.keymap_overrides, lambda key: self.get_key_display(Binding(key, "")))
 
     def action_help(self) -> None:
         cfg = self.config.config_path or paths.config_file()
@@ -452,48 +389,7 @@ class Gen404Console(App[None]):
         self.exit()
 
     def palette_commands(self) -> list[PaletteCommand]:
-        cmds = [
-            PaletteCommand(
-                "Spawn endpoint", "start one more endpoint on the next free port", self.action_spawn_endpoint
-            ),
-            PaletteCommand("Stop selected endpoint", "with confirmation", self.action_stop_endpoint),
-            PaletteCommand(
-                "Restart selected endpoint", "stop, then start again", self.action_restart_endpoint
-            ),
-        ]
-        extra = [n for n in available_presets() if n not in PRESET_KEYS]  # smoke, user presets
-        for name in (*PRESET_KEYS, *extra):
-            cmds.append(
-                PaletteCommand(
-                    f"Preset {name}: selected", "PUT /preset", partial(self.action_set_preset, name)
-                )
-            )
-            cmds.append(
-                PaletteCommand(
-                    f"Preset {name}: all endpoints",
-                    "PUT /preset on each",
-                    partial(self.action_set_preset_all, name),
-                )
-            )
-        cmds += [
-            PaletteCommand("Refresh slower", "longer refresh interval (+)", self.action_refresh_slower),
-            PaletteCommand("Refresh faster", "shorter refresh interval (-)", self.action_refresh_faster),
-            PaletteCommand("Help: keys", "every key and its binding id", self.action_help),
-            PaletteCommand("Quit console", "stop endpoints or leave them running", self.action_quit),
-        ]
-        return cmds
-
-
-ACTION_HELP = {
-    "spawn_endpoint": "spawn one more endpoint on the next free port (from 10006)",
-    "stop_endpoint": "stop the selected endpoint (asks first)",
-    "restart_endpoint": "restart the selected endpoint (or start a stopped one)",
-    "refresh_slower": "longer refresh interval",
-    "refresh_faster": "shorter refresh interval",
-    "help": "this help",
-    "quit": "quit: stop the endpoints, or leave them running for the next console",
-    "quit_ctrl_c": "same as q (endpoints run in their own sessions: Ctrl-C never reaches them)",
-}
+        return build_commands(self.run_action, available_presets())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
