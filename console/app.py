@@ -33,7 +33,6 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
@@ -49,10 +48,17 @@ from console.config import (
     weights_present,
 )
 from console.endpoint_client import EndpointClient, EndpointError
-from console.gpu import GpuSnapshot, NvmlSampler, cuda_gpu_count
+from console.gpu import NvmlSampler, cuda_gpu_count
 from console.keys import KEY_TABLE, bindings, help_rows
 from console.palette import ConsoleCommands, PaletteCommand, build_commands
-from console.supervisor import RUNNING_STATES, EndpointView, Launcher, Prober, Supervisor, launch_endpoint
+from console.supervisor import EndpointView, Launcher, Prober, Supervisor, launch_endpoint
+from console.ui_messages import (
+    EndpointsUpdated,
+    GpuUpdated,
+    MiningUpdated,
+    SupervisorNoticed,
+    forward_supervisor,
+)
 from console.widgets.banner import Banner, StatusLine
 from console.widgets.confirm import ConfirmScreen, QuitScreen
 from console.widgets.endpoints import EndpointsTable
@@ -63,12 +69,6 @@ from console.widgets.logs import LogPane
 
 def binding_ids() -> set[str]:
     return {spec.id for spec in KEY_TABLE} | set(EndpointsTable.binding_ids())
-
-
-class GpuUpdated(Message):
-    def __init__(self, snapshot: GpuSnapshot) -> None:
-        super().__init__()
-        self.snapshot = snapshot
 
 
 class Gen404Console(App[None]):
@@ -99,7 +99,7 @@ class Gen404Console(App[None]):
         self._have_weights = have_weights
         self.state_file = state_file if state_file is not None else paths.state_file()
         self.supervisor = Supervisor(self.config.log_dir, self.state_file, self.prober, launcher=launcher)
-        self.supervisor.on_event = self._on_supervisor_event
+        forward_supervisor(self.supervisor, self)
         self.supervise = supervise
         self.default_preset = "smoke"
         self.banner_messages = []
@@ -204,7 +204,21 @@ class Gen404Console(App[None]):
             )
         self.supervisor.adopt_from_state()
         self.supervisor.ensure(specs, spawn=self.config.spawn)
-        await self.supervisor.run(lambda: self.refresh_interval, self.show_endpoints)
+        await self.supervisor.run(lambda: self.refresh_interval)
+
+    def on_endpoints_updated(self, message: EndpointsUpdated) -> None:
+        self.show_endpoints(message.views)
+
+    def on_supervisor_noticed(self, message: SupervisorNoticed) -> None:
+        self.log.info(message.text)
+
+    def on_mining_updated(self, message: MiningUpdated) -> None:
+        mining = getattr(self, "mining", None)
+        if mining is not None:
+            try:
+                mining.refresh()
+            except NoMatches:  # a change published while the panes are torn down
+                return
 
     def show_endpoints(self, views: list[EndpointView]) -> None:
         self.endpoint_views = views
@@ -223,9 +237,6 @@ class Gen404Console(App[None]):
             kept = [m for m in self.banner_messages if m not in self._problems_shown]
             self._problems_shown = problems
             self.set_banner(kept + problems)
-
-    def _on_supervisor_event(self, text: str) -> None:
-        self.log.info(text)
 
     def set_banner(self, messages: list[str]) -> None:
         self.banner_messages = messages
@@ -312,11 +323,7 @@ class Gen404Console(App[None]):
         if ep.external:
             self.notify(f"{ep.spec.name} is not ours (attach mode): not restarting", severity="warning")
             return
-        if ep.status in RUNNING_STATES:
-            await self.supervisor.restart(port)
-        else:
-            ep.quick_crashes = 0
-            self.supervisor.start(port)
+        await self.supervisor.restart_or_start(port)
         self.show_endpoints(self.supervisor.views())
         self.notify(f"Restarting {ep.spec.name}")
 

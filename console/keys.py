@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 # `1` `2` `3` switch the selected endpoint; shift (`!` `@` `#`) applies to every endpoint.
 PRESET_KEYS: tuple[str, ...] = ("text_mv_ultra_fast", "text_mv_fast", "text_mv")
@@ -125,7 +125,7 @@ KEY_TABLE: tuple[KeySpec, ...] = (
 )
 
 
-def bindings() -> list[Binding]:
+def bindings() -> list[BindingType]:
     return [spec.binding() for spec in KEY_TABLE]
 
 

@@ -17,14 +17,18 @@ from typing import Any
 
 from console.config import EndpointSpec
 from console.endpoint_client import EndpointError, Probe, StatsSummary
+from console.publisher import Publisher
 from console.supervisor.model import (
     RUNNING_STATES,
     BackoffPolicy,
+    EndpointsChanged,
     EndpointView,
     Launcher,
     ManagedEndpoint,
     Prober,
     Status,
+    SupervisorEvent,
+    SupervisorNotice,
 )
 from console.supervisor.processes import AdoptedProcess, launch_endpoint, port_in_use, proc_alive
 from console.supervisor.state_file import read_state, state_items, write_state
@@ -61,12 +65,16 @@ class Supervisor:
         self.problems: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._closed = False
-        self.on_event: Callable[[str], None] | None = None  # human-readable events for the UI
+        # notices and fresh views for whoever listens (the UI adapter, tests); see publisher.py
+        self.changes: Publisher[SupervisorEvent] = Publisher()
 
     # -- bookkeeping
     def _event(self, text: str) -> None:
-        if self.on_event:
-            self.on_event(text)
+        self.changes.publish(SupervisorNotice(text))
+
+    def publish_views(self) -> None:
+        """Publish the current views (the loop does after every change; actions may call it too)."""
+        self.changes.publish(EndpointsChanged(tuple(self.views()), tuple(self.problems.values())))
 
     def _problem(self, key: str, text: str | None) -> None:
         """Record (text) or clear (None) a standing problem; each new one is also an event."""
@@ -169,6 +177,16 @@ class Supervisor:
         self.start(port)
         ep.message = reason
         self._event(f"{ep.spec.name}: {reason}")
+
+    async def restart_or_start(self, port: int) -> None:
+        """The `r` key: restart a running endpoint, or give a stopped/errored one a fresh start
+        (its quick-crash count starts again from zero)."""
+        ep = self.endpoints[port]
+        if ep.status in RUNNING_STATES:
+            await self.restart(port)
+        else:
+            ep.quick_crashes = 0
+            self.start(port)
 
     async def remove(self, port: int) -> None:
         await self.stop(port)
@@ -384,13 +402,11 @@ class Supervisor:
             )
         return out
 
-    async def run(
-        self, refresh: Callable[[], float], on_update: Callable[[list[EndpointView]], None]
-    ) -> None:
+    async def run(self, refresh: Callable[[], float]) -> None:
         """Supervise until shutdown(): exits/restarts every <=0.5 s, probes every `refresh` s.
 
-        `on_update` gets fresh views after each probe round and after anything changed (an
-        exit, a restart, an action that woke the loop); idle wake-ups cost a few poll() calls.
+        Publishes EndpointsChanged after each probe round and after anything changed (an exit, a
+        restart, an action that woke the loop); idle wake-ups cost a few poll() calls.
         """
         last_probe = -1e18
         woken = True
@@ -403,7 +419,7 @@ class Supervisor:
             if self._closed:
                 break
             if changed:
-                on_update(self.views())
+                self.publish_views()
             wake_at = min(last_probe + refresh(), self.clock() + 0.5)
             due = self.next_due()
             if due is not None:

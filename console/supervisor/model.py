@@ -119,3 +119,24 @@ class Prober(Protocol):
 
 
 Launcher = Callable[[EndpointSpec, Path], ProcessHandle]
+
+
+# ---------------------------------------------------------------- what the supervisor publishes
+
+
+@dataclass(frozen=True)
+class SupervisorNotice:
+    """A human-readable event: spawned, crashed, restarted, a file it cannot write."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class EndpointsChanged:
+    """Fresh views of every endpoint, and the standing problems (files it cannot write)."""
+
+    views: tuple[EndpointView, ...]
+    problems: tuple[str, ...] = ()
+
+
+SupervisorEvent = SupervisorNotice | EndpointsChanged

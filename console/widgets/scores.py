@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -63,7 +64,7 @@ class ScoresPane(Vertical):
     ScoresPane #scores-caption { color: $text-muted; }
     """
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rows: list[dict[str, str]] = []
         self.values: list[float] = []

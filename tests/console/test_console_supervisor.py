@@ -276,7 +276,7 @@ async def test_run_loop_restarts_a_crashed_real_process(tmp_path: Path) -> None:
     client = EndpointClient()
     sup = Supervisor(tmp_path / "logs", tmp_path / "state.json", client, launcher=launcher)
     sup.add(EndpointSpec(port, "smoke"))
-    task = asyncio.create_task(sup.run(lambda: 0.2, lambda views: None))
+    task = asyncio.create_task(sup.run(lambda: 0.2))
     try:
         deadline = time.time() + 15
         while len(launched) < 3 and time.time() < deadline:

@@ -23,7 +23,7 @@ from helpers_console import offline_console
 
 from console.config import ConsoleConfig, EndpointSpec
 from console.gpu import NvmlSampler
-from console.mining.controller import MiningOptions
+from console.mining.options import MiningOptions
 from console.widgets.cooldowns import CooldownsPane
 from console.widgets.scores import ScoresPane
 

@@ -25,6 +25,8 @@ from console.supervisor import (
     ManagedEndpoint,
     Status,
     Supervisor,
+    SupervisorEvent,
+    SupervisorNotice,
     launch_endpoint,
     proc_alive,
 )
@@ -164,10 +166,12 @@ class SupervisorThread:
         self.supervisor = Supervisor(
             log_dir, state_file, self.client, launcher=tracking_launcher, policy=policy, **kwargs
         )
-        self.supervisor.on_event = lambda text: self.events.append((time.monotonic(), text))
-        self._task = asyncio.run_coroutine_threadsafe(
-            self.supervisor.run(lambda: self._refresh, lambda views: None), self._loop
-        )
+        self.supervisor.changes.subscribe(self._record_notice)
+        self._task = asyncio.run_coroutine_threadsafe(self.supervisor.run(lambda: self._refresh), self._loop)
+
+    def _record_notice(self, event: SupervisorEvent) -> None:
+        if isinstance(event, SupervisorNotice):
+            self.events.append((time.monotonic(), event.text))
 
     async def _make_client(self) -> EndpointClient:
         return EndpointClient()

@@ -28,7 +28,7 @@ from console.app import Gen404Console
 from console.config import EndpointSpec
 from console.endpoint_client import EndpointClient, EndpointError
 from console.gpu import NvmlSampler
-from console.supervisor import Status, Supervisor, launch_endpoint
+from console.supervisor import Status, Supervisor, SupervisorNotice, launch_endpoint
 from console.widgets.banner import Banner
 from console.widgets.gpu import GpuPane
 from engine.formats.ply import read_ply
@@ -174,7 +174,12 @@ def test_unwritable_state_file_is_reported_and_supervision_goes_on(
     """ENOTDIR on the state file: the endpoint still starts, crashes are still handled."""
     sup = Supervisor(tmp_path / "logs", blocked_dir / "endpoints.json", NoProbe(), launcher=sleeper_launcher)
     events: list[str] = []
-    sup.on_event = events.append
+
+    def record(event: object) -> None:
+        if isinstance(event, SupervisorNotice):
+            events.append(event.text)
+
+    sup.changes.subscribe(record)
     ep = sup.add(EndpointSpec(free_port(), "tiny"))
     assert ep.process is not None and ep.status is Status.STARTING
     kill_list.append((ep.process.pid, ep.process.start_ticks))
