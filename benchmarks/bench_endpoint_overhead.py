@@ -31,10 +31,9 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the shared server starter lives with the tests
 sys.path.insert(0, str(REPO_ROOT))
 
-from helpers_server import running_server  # noqa: E402
+from tests.support.server import running_server  # noqa: E402
 
 PROMPTS = ["a red sports car", "a wooden chair", "a ceramic teapot with blue flowers", "a small robot"]
 

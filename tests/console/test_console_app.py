@@ -9,8 +9,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from console_testkit import FakeNvml, fake_command, free_port_range, screen_text, wait_until
-from helpers_console import quiet_config
 from textual.binding import Binding
 
 from console.app import Gen404Console
@@ -22,6 +20,10 @@ from console.widgets.confirm import ConfirmScreen
 from console.widgets.endpoints import EndpointsTable
 from console.widgets.gpu import GpuPane
 from console.widgets.help import HelpScreen
+from tests.support.console_app import quiet_config
+from tests.support.console_testkit import fake_command, screen_text, wait_until
+from tests.support.fakes import FakeNvml
+from tests.support.ports import free_port_range
 
 SIZE = (200, 50)
 

@@ -20,9 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_console import offline_console, quiet_config
-from helpers_server import REPO_ROOT, ServerProcess, free_port
-from reliability_kit import AUTH, MIN_SPLATS, Figures, FlakyNvml, signal_if_alive, wait_for
 
 from console.app import Gen404Console
 from console.config import EndpointSpec
@@ -32,6 +29,10 @@ from console.supervisor import Status, Supervisor, SupervisorNotice, launch_endp
 from console.widgets.banner import Banner
 from console.widgets.gpu import GpuPane
 from engine.formats.ply import read_ply
+from tests.support.console_app import offline_console, quiet_config
+from tests.support.ports import free_port
+from tests.support.reliability_kit import AUTH, MIN_SPLATS, Figures, FlakyNvml, signal_if_alive, wait_for
+from tests.support.server import REPO_ROOT, ServerProcess
 
 # A stand-in endpoint process for the file-system cases: real, cheap, and it writes output.
 SLEEPER = "import sys, time; print('endpoint output', flush=True); time.sleep(60)"

@@ -1,7 +1,7 @@
 """Helpers for the reliability suite (faults, load, hostile input, security): presets sized for
 a CPU box, /proc readers, a supervisor running on its own thread, a flaky NVML module.
 
-Servers are started with tests/helpers_server.py (`running_server`); nothing here opens a
+Servers are started with tests/support/server.py (`running_server`); nothing here opens a
 socket other than 127.0.0.1.
 """
 

@@ -1,52 +1,9 @@
-"""Helpers for the console tests (imported by conftest and the test modules)."""
+"""Fakes of outside systems for the tests: NVML (the GPU driver library) as pynvml shows it."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-
-from helpers_server import free_port
-
-from console.config import EndpointSpec
-
-FAKE_ENDPOINT = Path(__file__).with_name("fake_endpoint.py")
-
-
-def free_port_range(n: int) -> int:
-    """A first port with n free ports after it (ephemeral range, checked)."""
-    for _ in range(50):
-        base = free_port()
-        if base + n >= 65535:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
-
-
-def fake_command(spec: EndpointSpec, *extra: str) -> list[str]:
-    return [sys.executable, str(FAKE_ENDPOINT), "--port", str(spec.port), "--preset", spec.preset, *extra]
-
-
-def kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-# ---------------------------------------------------------------- fake NVML
 
 
 class FakeNVMLError(Exception):
@@ -121,33 +78,3 @@ class FakeNvml:
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: int) -> int:  # noqa: N802
         self._check("clock_events")
         return 0x4  # sw power cap
-
-
-# ---------------------------------------------------------------- Pilot helpers
-
-
-async def wait_until(pilot: Any, predicate: Any, timeout: float = 20.0, step: float = 0.1) -> None:
-    """Let the app run until predicate() is true; fail with the predicate's source on timeout."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            if os.environ.get("CONSOLE_TEST_TIMING"):
-                print(f"waited {timeout - (deadline - time.monotonic()):.2f}s")
-            return
-        await pilot.pause(step)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {getattr(predicate, '__name__', predicate)}"
-    )
-
-
-def screen_text(app: Any) -> str:
-    """The current screen as plain text (from Textual's own SVG export; tags and escapes removed)."""
-    import html
-    import re
-
-    svg = app.export_screenshot()
-    body = svg[svg.find("<g class=") :]
-    text = re.sub(r"<[^>]+>", "", body)
-    return html.unescape(text).replace("\xa0", " ")
