@@ -22,8 +22,11 @@ from console.mining.clock import ManualClock
 from console.supervisor import (
     BackoffPolicy,
     ChildProcess,
+    EndpointsChanged,
     Status,
     Supervisor,
+    SupervisorEvent,
+    SupervisorNotice,
     launch_endpoint,
     proc_stat,
 )
@@ -308,3 +311,35 @@ def test_gpu_pinning_sets_cuda_visible_devices(tmp_path: Path) -> None:
     while proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert "CVD=1" in log.read_text()
+
+
+async def test_changes_are_published_and_r_gives_an_errored_endpoint_a_fresh_start(tmp_path: Path) -> None:
+    """Crashes reach listeners as SupervisorNotice; restart_or_start (the `r` key) revives an
+    errored endpoint with its quick-crash count reset, so one crash does not error it again."""
+    sup, clock, procs, _ = make(tmp_path, policy=BackoffPolicy(max_quick_crashes=2))
+    events: list[SupervisorEvent] = []
+    unsubscribe = sup.changes.subscribe(events.append)
+    ep = sup.add(EndpointSpec(10006, "smoke"))
+    for _ in range(2):
+        clock.advance(1.0)
+        procs[-1].code = 1
+        sup.check_processes()
+        if ep.restart_due is not None:
+            clock.set(ep.restart_due)
+            sup.check_processes()
+    assert ep.status is Status.ERRORED and ep.quick_crashes == 2
+    notices = [e.text for e in events if isinstance(e, SupervisorNotice)]
+    assert any("crashed (exit code 1)" in t for t in notices) and any("errored" in t for t in notices)
+    sup.publish_views()
+    changed = [e for e in events if isinstance(e, EndpointsChanged)]
+    assert changed and changed[-1].views[0].status == "errored"
+    await sup.restart_or_start(10006)
+    assert ep.status is Status.STARTING and ep.quick_crashes == 0 and len(procs) == 3
+    clock.advance(1.0)
+    procs[-1].code = 1
+    sup.check_processes()
+    assert ep.status is Status.RESTARTING  # one quick crash again, not two
+    unsubscribe()
+    count = len(events)
+    sup.publish_views()
+    assert len(events) == count
