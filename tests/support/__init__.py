@@ -6,7 +6,7 @@
     console_app.py      quiet_config, offline_console: an isolated console for Pilot tests
     console_testkit.py  the fake endpoint's command line, process reaping, Pilot waits, screen text
     fake_endpoint.py    a stdlib HTTP stand-in for `gen404 serve` (run as a script)
-    reliability_kit.py  the reliability suite's supervisor thread, figures and flaky NVML
+    reliability_kit.py  the reliability suite's supervisor thread, figures, presets
 
 The one test clock is console.mining.clock.ManualClock (pass `clock.now` where a callable is wanted).
 """

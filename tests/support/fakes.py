@@ -11,7 +11,12 @@ class FakeNVMLError(Exception):
 
 
 class FakeNvml:
-    """Enough of pynvml for NvmlSampler. `fail` names methods that raise; `init_error` fails init."""
+    """Enough of pynvml for console.gpu.NvmlSampler, with failures switchable mid-run.
+
+    `fail` names calls that raise (e.g. {"temp", "power"}); `lost = True` makes every call raise,
+    as when the driver goes away (Xid, GPU fallen off the bus, driver reload); `init_error` fails
+    nvmlInit as a machine without the driver does. `calls` counts every call.
+    """
 
     NVML_TEMPERATURE_GPU = 0
     NVML_CLOCK_SM = 1
@@ -22,25 +27,34 @@ class FakeNvml:
         self.init_error = init_error
         self.util = 50
         self.shutdowns = 0
+        self.lost = False
+        self.calls = 0
 
     def _check(self, name: str) -> None:
+        self.calls += 1
+        if self.lost:
+            raise FakeNVMLError("NVML_ERROR_GPU_IS_LOST")
         if name in self.fail:
             raise FakeNVMLError(f"{name}: Not Supported")
 
     def nvmlInit(self) -> None:  # noqa: N802
         if self.init_error:
             raise FakeNVMLError("NVML Shared Library Not Found")
+        self._check("init")
 
     def nvmlShutdown(self) -> None:  # noqa: N802
         self.shutdowns += 1
 
     def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+        self._check("driver")
         return "550.54.15"
 
     def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        self._check("count")
         return self.count
 
     def nvmlDeviceGetHandleByIndex(self, i: int) -> int:  # noqa: N802
+        self._check("handle")
         return i
 
     def nvmlDeviceGetName(self, h: int) -> bytes:  # noqa: N802
