@@ -105,6 +105,7 @@ class Gen404Console(App[None]):
         self.banner_messages = []
         self._problems_shown: list[str] = []  # supervisor problems currently in the banner
         self.endpoint_views: list[EndpointView] = []
+        self._views_seq = 0  # the newest supervisor publication drawn (EndpointsChanged.seq)
         self._gpu_wake = threading.Event()
         self._stopping = threading.Event()
         # the user's remaps by binding id; the help screen reads this (not Textual's private map)
@@ -207,7 +208,9 @@ class Gen404Console(App[None]):
         await self.supervisor.run(lambda: self.refresh_interval)
 
     def on_endpoints_updated(self, message: EndpointsUpdated) -> None:
-        self.show_endpoints(message.views)
+        # An action may have drawn fresher views (show_endpoints) while this one sat in the queue.
+        if message.seq > self._views_seq:
+            self.show_endpoints(message.views, message.seq)
 
     def on_supervisor_noticed(self, message: SupervisorNoticed) -> None:
         self.log.info(message.text)
@@ -220,7 +223,9 @@ class Gen404Console(App[None]):
             except NoMatches:  # a change published while the panes are torn down
                 return
 
-    def show_endpoints(self, views: list[EndpointView]) -> None:
+    def show_endpoints(self, views: list[EndpointView], seq: int | None = None) -> None:
+        """Draw `views`: a published EndpointsUpdated (`seq`), or views an action just read."""
+        self._views_seq = self.supervisor.views_published if seq is None else seq
         self.endpoint_views = views
         try:
             self.query_one(EndpointsTable).show(views)

@@ -28,10 +28,11 @@ class GpuUpdated(Message):
 class EndpointsUpdated(Message):
     """The supervisor's views of every endpoint, and its standing problems."""
 
-    def __init__(self, views: list[EndpointView], problems: list[str]) -> None:
+    def __init__(self, views: list[EndpointView], problems: list[str], seq: int = 0) -> None:
         super().__init__()
         self.views = views
         self.problems = problems
+        self.seq = seq  # the supervisor's publication number (EndpointsChanged.seq)
 
 
 class SupervisorNoticed(Message):
@@ -53,7 +54,7 @@ class MiningUpdated(Message):
 
 def supervisor_message(event: SupervisorEvent) -> Message:
     if isinstance(event, EndpointsChanged):
-        return EndpointsUpdated(list(event.views), list(event.problems))
+        return EndpointsUpdated(list(event.views), list(event.problems), event.seq)
     assert isinstance(event, SupervisorNotice)
     return SupervisorNoticed(event.text)
 

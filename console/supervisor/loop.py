@@ -67,6 +67,7 @@ class Supervisor:
         self._closed = False
         # notices and fresh views for whoever listens (the UI adapter, tests); see publisher.py
         self.changes: Publisher[SupervisorEvent] = Publisher()
+        self.views_published = 0  # EndpointsChanged.seq of the latest publication
 
     # -- bookkeeping
     def _event(self, text: str) -> None:
@@ -74,7 +75,10 @@ class Supervisor:
 
     def publish_views(self) -> None:
         """Publish the current views (the loop does after every change; actions may call it too)."""
-        self.changes.publish(EndpointsChanged(tuple(self.views()), tuple(self.problems.values())))
+        self.views_published += 1
+        self.changes.publish(
+            EndpointsChanged(tuple(self.views()), tuple(self.problems.values()), self.views_published)
+        )
 
     def _problem(self, key: str, text: str | None) -> None:
         """Record (text) or clear (None) a standing problem; each new one is also an event."""

@@ -133,10 +133,14 @@ class SupervisorNotice:
 
 @dataclass(frozen=True)
 class EndpointsChanged:
-    """Fresh views of every endpoint, and the standing problems (files it cannot write)."""
+    """Fresh views of every endpoint, and the standing problems (files it cannot write).
+
+    `seq` counts publications (1, 2, ...): a listener that also reads `Supervisor.views()`
+    directly drops events numbered at or below `Supervisor.views_published` at that read."""
 
     views: tuple[EndpointView, ...]
     problems: tuple[str, ...] = ()
+    seq: int = 0
 
 
 SupervisorEvent = SupervisorNotice | EndpointsChanged
