@@ -43,10 +43,9 @@ from typing import Any
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the shared server starter lives with the tests
 sys.path.insert(0, str(REPO_ROOT))
 
-from helpers_server import ServerProcess, running_server  # noqa: E402
+from tests.support.server import ServerProcess, running_server  # noqa: E402  (the shared server starter)
 
 PROMPTS = [
     "a red sports car",

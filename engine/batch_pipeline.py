@@ -235,7 +235,7 @@ class BatchEngine:
             batch = torch.cat([batch, batch.new_zeros((pad, *batch.shape[1:]))])
         with stage("vae_encode"):
             mean, std = g.posterior(batch)
-        latents, noise, noisy, t_rows, conds, uncond, cameras = [], [], [], [], [], [], []
+        latents, noise, noisy, t_rows, conds, uncond, c2ws, cameras = [], [], [], [], [], [], [], []
         for k, job in enumerate(jobs):
             rows_k = slice(k * views, (k + 1) * views)
             m, s = mean[rows_k], std[rows_k]
@@ -251,6 +251,7 @@ class BatchEngine:
             t_rows.append(torch.full((views,), t_value, device=g.device, dtype=torch.long))
             conds.append(job.embeds.cond.expand(views, -1, -1))
             uncond.append(job.embeds.uncond.expand(views, -1, -1))
+            c2ws.append(job.plan.c2w[job.step])
             if job.plan.camera is not None:
                 cameras.append(job.plan.camera[job.step])
         if pad:  # blank rows: posterior mean, the first job's timestep, text and cameras
@@ -258,6 +259,7 @@ class BatchEngine:
             t_rows.append(t_rows[0][:1].expand(pad))
             conds.append(conds[0][:1].expand(pad, -1, -1))
             uncond.append(uncond[0][:1].expand(pad, -1, -1))
+            c2ws.append(c2ws[0].repeat(pad // views, 1, 1))
             if cameras:
                 cameras.append(cameras[0].repeat(pad // views, 1))
         with torch.no_grad():
@@ -268,7 +270,7 @@ class BatchEngine:
                     torch.cat(noisy),
                     torch.cat(t_rows),
                     embeds,
-                    None,
+                    torch.cat(c2ws),
                     self.preset.guidance_scale,
                     camera=camera,
                 )[:rows]

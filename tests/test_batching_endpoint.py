@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from helpers_server import ServerProcess, running_server
 
 from engine.formats.ply import read_ply
 from engine.gate import check_gate
 from engine.service.queue import GenerationQueue, QueueFull, Worker
+from tests.support.server import ServerProcess, running_server
 
 PRESETS = {
     # tiny MVDream on CPU; long enough (40 steps) that concurrent requests overlap in one batch
