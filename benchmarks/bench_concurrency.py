@@ -330,6 +330,7 @@ def profile_batched_step(args: argparse.Namespace, jobs_list: list[int]) -> dict
     profile: dict[str, Any] = {}
     for jobs in jobs_list:
         engine = BatchEngine(generator, max_batch=max(jobs_list))
+        engine.time_substages = True  # vae_encode and unet inside the guidance stage, synced
         for k in range(jobs):
             engine.add(PROMPTS[k % len(PROMPTS)], seed=k)
         for _ in range(3):  # capture / warm this bucket

@@ -143,3 +143,14 @@ def test_warmup_runs_every_bucket_short_and_restores_the_preset(
     short = min(tiny.iters, 8)  # warmup_preset's length
     assert runs == [(1, short), (2, short), (4, short)]
     assert generator.preset is tiny and engine.jobs == []
+
+
+def test_substage_timing_hook_times_the_batched_vae_and_unet(generator: Generator) -> None:
+    engine = BatchEngine(generator)
+    assert engine.time_substages is False  # off unless asked (it syncs)
+    engine.time_substages = True
+    result = engine.run([PROMPT, "a tree"], [SEED, 7])[0]
+    assert set(result.substages) == {"vae_encode", "unet"}
+    assert all(seconds > 0 for seconds in result.substages.values())
+    assert set(engine.step_timings) >= {"render", "guidance", "backward", "vae_encode", "unet"}
+    assert result.substages["unet"] < result.timings["guidance"]  # inside the guidance stage
