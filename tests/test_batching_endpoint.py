@@ -276,3 +276,23 @@ def test_batcher_fails_the_waiting_when_the_worker_stops() -> None:
     assert running.result(10) == "running done"  # the job in flight finishes
     with pytest.raises(GenerationCancelled):
         waiting.result(10)  # not left hanging behind the stopped Worker
+
+
+def test_batcher_moves_to_a_new_engine_after_the_running_batch_drains() -> None:
+    from engine.service.batcher import Batcher
+
+    worker = Worker("test-batcher")
+    gate = threading.Event()
+    old = _CountingEngine(max_batch=4, iters=3, step_gate=gate)
+    new = _CountingEngine(max_batch=4, iters=3, step_gate=gate)
+    current = [old]
+    batcher = Batcher(worker, lambda: current[0])
+    never = threading.Event()
+    a = batcher.submit("a", lambda r: r, never)
+    time.sleep(0.1)  # a is in its first step on the old engine
+    current[0] = new  # the preset is swapped while the batch runs
+    b = batcher.submit("b", lambda r: r, never)  # a slot is free on the old engine, but it is stale
+    gate.set()
+    assert a.result(10) == "a done" and b.result(10) == "b done"
+    assert old.steps == [["a"]] * 3 and new.steps == [["b"]] * 3
+    worker.stop()

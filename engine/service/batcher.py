@@ -8,7 +8,9 @@ ones, advances every active job one step (engine.batch_pipeline.BatchEngine), an
 finished job's result back through its future. When nothing is active or waiting the loop
 returns and the Worker is free again. When other work is queued on the Worker (a preset switch,
 a reload), the loop admits no one new, lets the active jobs finish, and requeues itself behind
-that work, so a busy endpoint still switches presets.
+that work, so a busy endpoint still switches presets. Likewise, when the engine factory answers
+with a new engine (the preset was swapped while the batch ran), the running batch finishes on
+the old one and waiting requests start on the new one.
 
 Torch-free at import: the engine is built by the caller's factory, on the worker thread.
 """
@@ -85,7 +87,11 @@ class Batcher:
             return
         active: dict[int, _Request] = {}
         while True:
-            yielding = self.worker.has_waiting()  # a switch or reload waits: drain, then requeue
+            # the preset changed under us (a new engine): drain this batch, then go on with the new one
+            fresh = self._current(engine)
+            if fresh is not engine and not active:
+                engine = fresh
+            yielding = fresh is not engine or self.worker.has_waiting()  # a switch or reload waits
             with self._lock:
                 joining: list[_Request] = []
                 while self._pending and len(joining) < engine.free and not yielding:
@@ -129,6 +135,14 @@ class Batcher:
                 except BaseException as exc:
                     request.future.set_exception(exc)
             self._publish(engine)
+
+    def _current(self, engine: Any) -> Any:
+        """The engine new requests should join now (the factory's answer; the running one if it
+        cannot answer, e.g. while models reload)."""
+        try:
+            return self._engine()
+        except Exception:
+            return engine
 
     def _join(self, engine: Any, request: _Request, active: dict[int, _Request]) -> None:
         if not request.future.set_running_or_notify_cancel():
