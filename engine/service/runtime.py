@@ -181,7 +181,7 @@ class ModelHost:
                 raise fault
             generator = self.factory(preset, self.device_request, self.random_weights)
             generator.load(self._on_progress)
-            warmup_s = self._warm_up(generator, preset)
+            warmup_s = _warm_up(generator, self._on_progress)
         except Exception as exc:
             message = f"loading preset {name!r} failed: {type(exc).__name__}: {exc}"
             self._set("error", message)
@@ -240,7 +240,7 @@ class ModelHost:
         started = time.perf_counter()
         try:
             reloaded = generator.set_preset(preset, self._on_progress)
-            warmup_s = self._warm_up(generator, preset)  # new shapes: capture before requests
+            warmup_s = _warm_up(generator, self._on_progress)  # new shapes: capture before requests
         except Exception as exc:
             self._generator = None
             message = f"switching to preset {preset.name!r} failed: {type(exc).__name__}: {exc}"
@@ -267,15 +267,6 @@ class ModelHost:
         if engine is None or engine.generator is not generator or engine.preset is not generator.preset:
             engine = self._engine = BatchEngine(generator, self.max_batch)
         return engine
-
-    def _warm_up(self, generator: Any, preset: Preset) -> float:
-        """Warm up the path this preset serves on: one generation, or every batch-size bucket."""
-        if preset.max_batch <= 1:
-            return _warm_up(generator, self._on_progress)
-        from engine.batch_pipeline import BatchEngine
-
-        self._engine = None
-        return float(BatchEngine(generator, preset.max_batch).warmup(self._on_progress))
 
     def submit(
         self, prompt: str, encode: Callable[[Any], bytes], cancel: threading.Event
@@ -350,9 +341,16 @@ def _ready_message(generator: Any, started: float, warmup_s: float) -> str:
 
 def _warm_up(generator: Any, progress: Callable[[float, str], None]) -> float:
     """Generator.warmup() (CUDA graphs, kernels) so the first request is as fast as the rest;
-    generators without one (test doubles) are ready as loaded."""
+    a preset with max_batch > 1 warms every batch-size bucket instead (the path it serves on).
+    Generators without a warmup (test doubles) are ready as loaded."""
     warmup = getattr(generator, "warmup", None)
-    return float(warmup(progress) or 0.0) if callable(warmup) else 0.0
+    if not callable(warmup):
+        return 0.0
+    if int(getattr(getattr(generator, "preset", None), "max_batch", 1)) > 1:
+        from engine.batch_pipeline import BatchEngine  # torch-heavy: on the loading thread
+
+        return float(BatchEngine(generator).warmup(progress))
+    return float(warmup(progress) or 0.0)
 
 
 def _describe_models(generator: Any, preset: Preset) -> str:
