@@ -27,7 +27,6 @@ last step is done (`step()` returns it, exported).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,8 +51,6 @@ from engine.pipeline import (
     warmup_preset,
 )
 from engine.presets import Preset
-
-log = logging.getLogger("gen404.batch")
 
 
 @contextmanager
