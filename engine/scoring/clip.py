@@ -15,14 +15,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.scoring.weights import DEFAULT_MODEL, DEFAULT_PRETRAINED, WeightsMissing, require_clip
+from engine.scoring.seeded import seeded_init
+from engine.scoring.weights import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    TINY_CLIP_MODEL,
+    WeightsMissing,
+    require_clip,
+)
 
-TINY_MODEL = "gen404-tiny"  # a small random CLIP built in code, for tests
+TINY_MODEL = TINY_CLIP_MODEL  # a small random CLIP built in code, for tests
 CLIP_IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VALIDATOR_NORM_FACTOR = 3.0  # the subnet scales mean and std by 3 (alignment_scorer.py)
 TEXT_CACHE_SIZE = 64
+CLIP_SEED = 403  # --random-weights: seeded_init, the same numbers on every machine
 
 TINY_CONFIG = {
     "embed_dim": 32,
@@ -40,7 +48,8 @@ TINY_CONFIG = {
 def build_clip(
     model_name: str, pretrained: str | None, device: torch.device, random_weights: bool
 ) -> tuple[torch.nn.Module, object]:
-    """(model in eval mode on `device`, tokenizer). Random weights skip every weight look-up."""
+    """(model in eval mode on `device`, tokenizer). Random weights skip every weight look-up and
+    are seeded (engine.scoring.seeded), not open_clip's own initialisation."""
     import open_clip
 
     if model_name == TINY_MODEL:
@@ -54,6 +63,8 @@ def build_clip(
         weights = None if random_weights else str(require_clip(model_name, pretrained or ""))
         model = open_clip.create_model(model_name, pretrained=weights, device="cpu")
         tokenizer = open_clip.get_tokenizer(model_name)
+    if random_weights:
+        seeded_init(model, CLIP_SEED)
     return model.to(device).eval(), tokenizer
 
 
