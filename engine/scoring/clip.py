@@ -2,7 +2,7 @@
 
 Preprocessing read from 404-Repo/three-gen-subnet, validation/engine/metrics/alignment_scorer.py
 (TextVSImageMetric.preprocess_images / score_text_alignment): the uint8 renders / 255, float16 on
-the GPU, bicubic resize to 224 (align_corners=False, no antialias), then torchvision Normalize with
+every device, bicubic resize to 224 (align_corners=False, no antialias), then torchvision Normalize with
 the CLIP mean and std *both multiplied by 3* (what validators run, so we do the same), image and
 text features L2-normalised under autocast, cosine = their dot product in float32.
 """
@@ -70,12 +70,11 @@ def build_clip(
 
 def preprocess_views(images: torch.Tensor, size: int = CLIP_IMAGE_SIZE) -> torch.Tensor:
     """uint8 (C, H, W, 3) renders -> normalised (C, 3, size, size), as the validator feeds CLIP."""
-    x = images.permute(0, 3, 1, 2).float() / 255.0
-    if x.is_cuda:
-        x = x.half()  # the validator resizes and normalises in float16 on the GPU
+    x = (images.float() / 255.0).permute(0, 3, 1, 2).half()  # the validator resizes in float16
     x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR
-    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR
+    # scaled in float32, then cast to the images' dtype (what torchvision's Normalize does)
+    mean = (torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR).to(x.device, x.dtype)
+    std = (torch.tensor(CLIP_STD).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR).to(x.device, x.dtype)
     return (x - mean) / std
 
 
@@ -130,6 +129,8 @@ class ClipEmbedder:
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         self.load()
         x = preprocess_views(images.to(self.device))
+        if self.device.type != "cuda":
+            x = x.float()  # no autocast off the GPU: float32 weights need float32 input
         with self._autocast():
             feats = self._model.encode_image(x)
             feats /= feats.norm(dim=-1, keepdim=True)
