@@ -73,12 +73,15 @@ def final_score(alignment_raw: float, iqa: float, ssim: float, lpips: float) -> 
     return float(score) if math.isfinite(score) else 0.0
 
 
-def verdict(gate_passed: bool, gate_reason: str, alignment_raw: float | None, score: float) -> tuple[bool, str]:
+def verdict(
+    gate_passed: bool, gate_reason: str, alignment_raw: float | None, score: float
+) -> tuple[bool, str]:
     """(accepted, why not): accepted at score >= 0.6, as the subnet validator counts a result."""
     if not gate_passed:
         return False, f"gate failed: {gate_reason}"
     if alignment_raw is None or not alignment_raw >= MIN_ALIGNMENT:
-        return False, f"alignment {alignment_raw:.3f} < {MIN_ALIGNMENT}: the validator scores 0"
+        shown = "n/a" if alignment_raw is None else f"{alignment_raw:.3f}"
+        return False, f"alignment {shown} < {MIN_ALIGNMENT}: the validator scores 0"
     if score < ACCEPT_THRESHOLD:
         return False, f"score {score:.3f} < {ACCEPT_THRESHOLD}"
     return True, ""

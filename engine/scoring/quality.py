@@ -104,7 +104,9 @@ def _load_checkpoints(model: QualityNet, backbone_file: str, head_file: str) -> 
 def preprocess_quality(images: torch.Tensor) -> torch.Tensor:
     """uint8 (C, H, W, 3) -> normalised float32 (C, 3, 518, 518), as the validator's _tensor_transform."""
     x = images.permute(0, 3, 1, 2).float() / 255.0
-    x = F.interpolate(x, size=(QUALITY_IMAGE_SIZE,) * 2, mode="bilinear", align_corners=False, antialias=False)
+    x = F.interpolate(
+        x, size=(QUALITY_IMAGE_SIZE,) * 2, mode="bilinear", align_corners=False, antialias=False
+    )
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std

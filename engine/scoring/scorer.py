@@ -140,7 +140,9 @@ class Scorer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.backend = select_backend(self.device, backend)
         self.clip = ClipEmbedder(model, pretrained, self.device, random_weights)
-        self.quality = QualityScorer(quality_model or default_quality_model(model), self.device, random_weights)
+        self.quality = QualityScorer(
+            quality_model or default_quality_model(model), self.device, random_weights
+        )
         self.lpips = LpipsScorer(self.device, random_weights)
         self._lock = threading.Lock()  # one score at a time on one set of models
         self.load_s: float | None = None
@@ -200,9 +202,7 @@ class Scorer:
             t = self._stage(timings, "render", t)
             self.score_views(images, prompt, report, timings, t)
             report.images = images.cpu() if keep_images else None
-        report.accepted, report.reason = verdict(
-            gate.passed, gate.reason, report.alignment_raw, report.score
-        )
+        report.accepted, report.reason = verdict(gate.passed, gate.reason, report.alignment_raw, report.score)
         timings["total"] = time.perf_counter() - t0
         report.timings = timings
         return report

@@ -114,7 +114,9 @@ def build_lpips(device: torch.device, random_weights: bool) -> LpipsNet:
 def load_lpips_weights(net: LpipsNet, alex_file: str, lin_file: str) -> None:
     """torchvision's AlexNet checkpoint (features.* keys) and the LPIPS v0.1 alex.pth (linK.model.1.weight)."""
     alex = torch.load(alex_file, map_location="cpu", weights_only=True)
-    net.features.load_state_dict({k[len("features.") :]: v for k, v in alex.items() if k.startswith("features.")})
+    net.features.load_state_dict(
+        {k[len("features.") :]: v for k, v in alex.items() if k.startswith("features.")}
+    )
     lins = torch.load(lin_file, map_location="cpu", weights_only=True)
     for i, lin in enumerate(net.lins):
         key = next((k for k in (f"lin{i}.model.1.weight", f"lin{i}.model.0.weight") if k in lins), None)

@@ -151,9 +151,7 @@ MAX_URL_DOWNLOAD = 512 * 1024 * 1024
 
 
 def _torch_hub_checkpoints() -> Path:
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch"
-    )
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
     return Path(home).expanduser() / "hub" / "checkpoints"
 
 
@@ -161,7 +159,9 @@ def _torchmetrics_lpips_file() -> Path | None:
     spec = importlib.util.find_spec("torchmetrics")  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "functional" / "image" / "lpips_models" / "alex.pth"
+    path = (
+        Path(list(spec.submodule_search_locations)[0]) / "functional" / "image" / "lpips_models" / "alex.pth"
+    )
     return path if path.is_file() else None
 
 
