@@ -10,6 +10,7 @@ text features L2-normalised under autocast, cosine = their dot product in float3
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ VALIDATOR_NORM_FACTOR = 3.0  # the subnet scales mean and std by 3 (alignment_sc
 TEXT_CACHE_SIZE = 64
 CLIP_SEED = 403  # --random-weights: seeded_init, the same numbers on every machine
 
-TINY_CONFIG = {
+TINY_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {
         "image_size": CLIP_IMAGE_SIZE,
@@ -92,8 +93,8 @@ class ClipEmbedder:
         self.pretrained = None if random_weights else pretrained
         self.random_weights = random_weights
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self._model: torch.nn.Module | None = None
-        self._tokenizer = None
+        self._model: Any = None  # open_clip's CLIP (encode_image / encode_text)
+        self._tokenizer: Any = None
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @property

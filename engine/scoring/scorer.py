@@ -86,10 +86,6 @@ class ScoreReport:
     backend: str = "torch"
     images: torch.Tensor | None = field(default=None, repr=False)  # uint8 (C,H,W,3) if kept
 
-    @property
-    def fidelity(self) -> float:  # the name the endpoint's self-score hook and older callers use
-        return self.score
-
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("images")

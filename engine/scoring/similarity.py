@@ -80,8 +80,6 @@ class LpipsNet(nn.Module):
 
         self.features = alexnet(weights=None).features
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in ALEX_CHANNELS)
-        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
 
     def _activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         acts, start = [], 0
@@ -93,9 +91,14 @@ class LpipsNet(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Distances (B,) between images in [0, 1]."""
-        fa = self._activations(((2 * a - 1) - self.shift) / self.scale)
-        fb = self._activations(((2 * b - 1) - self.shift) / self.scale)
-        return sum(lin((x - y) ** 2).mean(dim=(1, 2, 3)) for lin, x, y in zip(self.lins, fa, fb, strict=True))
+        shift = torch.tensor(LPIPS_SHIFT, device=a.device).view(1, 3, 1, 1)
+        scale = torch.tensor(LPIPS_SCALE, device=a.device).view(1, 3, 1, 1)
+        fa = self._activations(((2 * a - 1) - shift) / scale)
+        fb = self._activations(((2 * b - 1) - shift) / scale)
+        distance = torch.zeros(a.shape[0], device=a.device)
+        for lin, x, y in zip(self.lins, fa, fb, strict=True):
+            distance = distance + lin((x - y) ** 2).mean(dim=(1, 2, 3))
+        return distance
 
 
 def build_lpips(device: torch.device, random_weights: bool) -> LpipsNet:
@@ -104,6 +107,7 @@ def build_lpips(device: torch.device, random_weights: bool) -> LpipsNet:
         seeded_init(net, LPIPS_SEED)
         with torch.no_grad():  # LPIPS linear weights are non-negative (their training clamps them)
             for lin in net.lins:
+                assert isinstance(lin, nn.Conv2d)
                 lin.weight.abs_()
     else:
         alex_file, lin_file = require_lpips()
@@ -119,6 +123,7 @@ def load_lpips_weights(net: LpipsNet, alex_file: str, lin_file: str) -> None:
     )
     lins = torch.load(lin_file, map_location="cpu", weights_only=True)
     for i, lin in enumerate(net.lins):
+        assert isinstance(lin, nn.Conv2d)
         key = next((k for k in (f"lin{i}.model.1.weight", f"lin{i}.model.0.weight") if k in lins), None)
         if key is None:
             raise ValueError(f"{lin_file} is not an LPIPS alex checkpoint (no lin{i} weights)")
