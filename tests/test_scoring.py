@@ -401,3 +401,42 @@ def test_cli_score_errors_are_one_line(
     assert "cannot read" in capsys.readouterr().err
     assert cli_main(["score", ply, "--prompt", "x" * 1025]) == 2
     assert "1024" in capsys.readouterr().err
+
+
+def test_models_pull_score_finds_local_files_or_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gen404 models pull --score`: every scoring file, by its id; offline it is one line."""
+    _no_caches(tmp_path, monkeypatch)
+
+    def offline(timeout: float = 5.0) -> None:
+        raise ConnectionError("cannot reach the Hub (test)")
+
+    monkeypatch.setattr("engine.models.check_hub_reachable", offline)
+    monkeypatch.setattr("engine.scoring.weights._download_url", lambda url, dest: offline())
+    monkeypatch.setattr("engine.scoring.weights._torchmetrics_lpips_file", lambda: None)
+    assert cli_main(["models", "pull", "--score"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot download" in err
+
+    root = tmp_path / "models"
+    files = [
+        "laion/CLIP-convnext_large_d.laion2B-s26B-b102K-augreg/open_clip_model.safetensors",
+        "facebook/dinov2-small/model.safetensors",
+        "404-Gen/validation/quality_scorer.safetensors",
+        "lpips/alexnet-owt-7be5be79.pth",
+        "lpips/alex.pth",
+    ]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    assert cli_main(["models", "pull", "--score"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == [
+        "clip",
+        "quality_backbone",
+        "quality_head",
+        "lpips_alexnet",
+        "lpips_linear",
+    ]
+    assert all(str(root / name) in line for name, line in zip(files, out, strict=True))
