@@ -6,7 +6,7 @@ reduced size and at the validators' 518 px. `--full` times the validators' archi
 (convnext_large_d CLIP, DINOv2-small) with random weights; `--device cuda` is the GPU mode (for
 the H200 figure see benchmarks/gpu_scoring_full.py). Results are medians over `--repeats`.
 
-    python benchmarks/bench_scoring.py [--sizes 64 518] [--repeats 3] [--full] [--device cpu|cuda]
+    python -m benchmarks.bench_scoring [--sizes 64 518] [--repeats 3] [--full] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from anywhere without installing
+from engine.scoring.scorer import Scorer
 
-from engine.scoring.scorer import Scorer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VECTORS = REPO / "tests" / "vectors"
 STAGES = ["decode", "gate", "transform", "render", "clip", "quality", "ssim", "lpips", "total"]

@@ -7,7 +7,7 @@
 source benchmarks/gpu_env.sh scoring
 gsplat_restore
 gsplat_build 2>&1 | tail -1 | tee -a "$LOG"
-timeout "${SCORING_TIMEOUT:-240}" python3 benchmarks/gpu_scoring_full.py --repeats "${1:-10}" \
+timeout "${SCORING_TIMEOUT:-240}" python3 -m benchmarks.gpu_scoring_full --repeats "${1:-10}" \
   >/dev/null 2> >(tee -a "$LOG" >&2)
 echo "gpu_scoring_full exit: $?" | tee -a "$LOG"
 gsplat_save
