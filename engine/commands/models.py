@@ -113,8 +113,8 @@ def run_pull(args: argparse.Namespace) -> int:
         print(f"preset {args.preset} uses random weights: nothing to download")
         return 0
     for source in needed:
-        if (path := locate(source)) is not None:
-            print(f"{source.label}: already present at {path}")
+        if (present := locate(source)) is not None:
+            print(f"{source.label}: already present at {present}")
             continue
         print(f"{source.label}: downloading ({source.role})", flush=True)
         try:
