@@ -20,7 +20,7 @@ setups then run uncompiled, so the comparison stays like for like).
 GPU (repo root, wheels installed; ~5-6 min for text_mv_fast):
     bash benchmarks/gpu_concurrency.sh
 CPU dev box (tiny models; checks the script, not the GPU figures):
-    python benchmarks/bench_concurrency.py --smoke
+    python -m benchmarks.bench_concurrency --smoke
 """
 
 from __future__ import annotations
@@ -42,10 +42,7 @@ from typing import Any
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from tests.support.server import ServerProcess, running_server  # noqa: E402  (the shared server starter)
+from tests.support.server import ServerProcess, running_server
 
 PROMPTS = [
     "a red sports car",

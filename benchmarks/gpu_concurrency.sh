@@ -16,7 +16,7 @@ mkdir -p "$OUT/logs"
 gsplat_restore
 gsplat_build 2>&1 | tail -1 | tee -a "$LOG"
 python3 -m pytest -q -p no:cacheprovider tests/test_batching_gpu.py 2>&1 | tail -3 | tee -a "$LOG"
-BENCH=(python3 benchmarks/bench_concurrency.py --logs "$OUT/logs" --json "$OUT/concurrency_${MODE}.json")
+BENCH=(python3 -m benchmarks.bench_concurrency --logs "$OUT/logs" --json "$OUT/concurrency_${MODE}.json")
 case "$MODE" in
   fast) timeout 540 "${BENCH[@]}" --preset text_mv_fast --counts 1,2,4,8 2>&1 | tee -a "$LOG" ;;
   compiled) timeout 560 "${BENCH[@]}" --preset text_mv_fast --compile --setups batched --counts 4,8 \
