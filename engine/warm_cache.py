@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import struct
@@ -215,11 +216,18 @@ class WarmCache:
             return CacheReport(
                 "stale", str(self.path), f"made for another setup ({why}); removed, rebuilding"
             )
+        torch_log = logging.getLogger("torch.compiler._cache")
+        level = torch_log.level
+        torch_log.setLevel(logging.ERROR)  # its refusal is a warning with a traceback; ours is one line
         try:
-            compiler.load_cache_artifacts(payload)
-        except Exception as exc:  # torch could not use it: as good as corrupt
-            _remove(self.path)
+            loaded = compiler.load_cache_artifacts(payload)  # None: torch could not read it
+            reason = "unreadable artefacts" if loaded is None else ""
+        except Exception as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        finally:
+            torch_log.setLevel(level)
+        if reason:  # as good as corrupt
+            _remove(self.path)
             return CacheReport("corrupt", str(self.path), f"torch refused it ({reason}); removed, rebuilding")
         elapsed = time.perf_counter() - started
         return CacheReport("hit", str(self.path), f"{len(payload)} bytes of compiled artefacts", elapsed)
