@@ -189,9 +189,10 @@ class WarmCache:
     """One preset's cache file on one device kind: load before compiling, save after warm-up."""
 
     def __init__(self, preset: Any, device: Any, root: Path | None = None) -> None:
-        self.key = {"format": FORMAT, **environment_key(device), "preset": preset_key(preset)}
+        environment = environment_key(device)
+        self.key: dict[str, Any] = {"format": FORMAT, **environment, "preset": preset_key(preset)}
         self.root = cache_dir() if root is None else root
-        self.path = cache_path(str(getattr(preset, "name", "preset")), self.key["device"], self.root)
+        self.path = cache_path(str(getattr(preset, "name", "preset")), environment["device"], self.root)
 
     def load(self) -> CacheReport:
         """Load the artefacts into torch's caches if the file is there and matches; never raises."""

@@ -149,7 +149,7 @@ def run_warm(args: argparse.Namespace) -> int:
             failed += 1
             continue
 
-        def make(progress, preset=preset):  # type: ignore[no-untyped-def]
+        def make(progress: Any, preset: Any = preset) -> Any:
             generator = default_factory(preset, device, args.random_weights)
             generator.load(progress)
             return generator

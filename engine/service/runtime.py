@@ -181,7 +181,7 @@ class ModelHost:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            info = {
+            info: dict[str, Any] = {
                 "status": self.status,
                 "preset": self.preset_name,
                 "device": self.device,
