@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -366,6 +367,7 @@ def main() -> int:
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny CPU presets: checks the script itself")
     ap.add_argument("--out", default=os.environ.get("OUT") or tempfile.gettempdir())
     ap.add_argument("--phase-budget", type=float, default=240.0, help="seconds any one part may take")
+    ap.add_argument("--keep", action="store_true", help="keep the private state and compiler caches")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -403,6 +405,10 @@ def main() -> int:
     (out / "bench_restart.json").write_text(json.dumps(results, indent=1, default=str))
     print("\n" + table(results))
     print(f"total {results['total_s']:.0f}s; JSON: {out / 'bench_restart.json'}; serve log: {log}")
+    if args.keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

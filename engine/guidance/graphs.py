@@ -8,6 +8,10 @@ arithmetic (performance-anchors.md: an SD 2.1-size UNet forward at batch 8 on 32
 A replay writes into static output buffers: consume (or copy) an output before the next replay.
 Parameters must stay where they were at capture (no `.to()`, no memory-format change): the
 owner drops its graphs when it changes them.
+
+Captures use `capture_error_mode="thread_local"`: a preset switch captures the new preset's
+graphs on the endpoint's build thread while the generation thread keeps running the old preset
+(its host syncs and allocations would invalidate a "global"-mode capture, or fail themselves).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import torch
 from torch import Tensor
 
 from engine.guidance.sds import guided_eps
+
+CAPTURE_MODE = "thread_local"  # see the module docstring
 
 
 def _side_stream_warmup(fn: Callable[[], Any], iterations: int) -> None:
@@ -61,7 +67,7 @@ class GraphedCFG:
         with torch.no_grad():
             _side_stream_warmup(self._forward, warmup)
             self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
+            with torch.cuda.graph(self._graph, capture_error_mode=CAPTURE_MODE):
                 self._output = self._forward()
 
     def _forward(self) -> Tensor:
@@ -99,7 +105,9 @@ def graph_vae_encoder(
     def encode(x: Tensor) -> tuple[Tensor, Tensor]:
         return moments(x)
 
-    return torch.cuda.make_graphed_callables(encode, (sample,), num_warmup_iters=3)
+    return torch.cuda.make_graphed_callables(
+        encode, (sample,), num_warmup_iters=3, capture_error_mode=CAPTURE_MODE
+    )
 
 
 __all__ = ["GraphedCFG", "graph_vae_encoder"]

@@ -213,6 +213,7 @@ class ModelHost:
     def _load(self, name: str, preset: Preset | None = None) -> None:
         """First start (or a start after a failed one): nothing serves until this is ready."""
         self.clock = PhaseClock()
+        self.cache = None
         try:
             preset = preset or load_preset(name)
             fault = _take_fault(self.faults, "load")
@@ -225,6 +226,7 @@ class ModelHost:
                 self.clock,
                 self._on_progress,
                 self.use_cache,
+                on_cache=self._show_cache,
             )
         except Exception as exc:
             self.clock.finish()
@@ -235,6 +237,10 @@ class ModelHost:
             return
         self._activate(built)
         log.info("preset %s ready on %s (%s)", name, self.device, self.message)
+
+    def _show_cache(self, report: Any) -> None:
+        with self._lock:
+            self.cache = report.to_dict()
 
     def _fresh_generator(self, preset: Preset) -> Callable[[ProgressCallback], Any]:
         def make(progress: ProgressCallback) -> Any:
@@ -326,7 +332,14 @@ class ModelHost:
 
         try:
             built = build_ready(
-                preset, self.device_request, make, ticket.clock, quiet, self.use_cache, shared=shared
+                preset,
+                self.device_request,
+                make,
+                ticket.clock,
+                quiet,
+                self.use_cache,
+                shared=shared,
+                on_cache=lambda report: setattr(ticket, "cache", report.to_dict()),
             )
         except Exception as exc:
             cause = describe_failure(exc)

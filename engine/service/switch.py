@@ -84,6 +84,7 @@ class PresetSwitch:
     state: str = "building"
     error: str | None = None
     status: int = 200  # the HTTP status a waiting PUT answers with
+    cache: dict[str, Any] | None = None  # the new preset's warm-cache report, once known
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     future: concurrent.futures.Future[PresetSwitch] = field(default_factory=concurrent.futures.Future)
@@ -106,6 +107,7 @@ class PresetSwitch:
             "phase_elapsed_s": clock["phase_elapsed_s"],
             "phases": clock["phases"],
             "elapsed_s": round(end - self.started, 2),
+            "cache": self.cache,
             "error": self.error,
         }
 
@@ -169,10 +171,12 @@ def build_ready(
     progress: ProgressCallback,
     use_cache: bool = True,
     shared: bool = False,
+    on_cache: Callable[[Any], None] | None = None,
 ) -> Built:
     """Build `preset`'s ready state. `make_generator(progress)` returns a loaded generator (with
     `shared`: one on the serving preset's models). Raises whatever loading or warm-up raised;
-    nothing is swapped in here."""
+    nothing is swapped in here. `on_cache(report)` hears the warm cache's outcome as soon as it
+    is known (and again once it is saved), for /health."""
     started = time.perf_counter()
     cache_box: dict[str, Any] = {}
     cache_thread: threading.Thread | None = None
@@ -195,6 +199,8 @@ def build_ready(
     report = cache_box.get("report")
     if report is not None:
         progress(1.0, f"warm cache: {report.state} ({report.detail})")
+        if on_cache is not None:
+            on_cache(report)
     on_cuda = str(getattr(generator, "device", "")).startswith("cuda")
     if preset.compile and not getattr(generator, "compile_failure", None):
         clock.enter(COMPILING)  # compiling includes the capture that follows it
@@ -204,6 +210,8 @@ def build_ready(
     if report is not None and report.state != "hit":
         clock.enter(SAVING_CACHE)
         report.saved = cache_box["cache"].save()
+        if on_cache is not None:
+            on_cache(report)
     clock.finish()
     return Built(preset, generator, warmup_s, report, time.perf_counter() - started)
 
