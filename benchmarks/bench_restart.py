@@ -377,6 +377,12 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT") or tempfile.gettempdir())
     ap.add_argument("--phase-budget", type=float, default=240.0, help="seconds any one part may take")
     ap.add_argument("--keep", action="store_true", help="keep the private state and compiler caches")
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=470.0,
+        help="seconds for everything: later parts are cut short or skipped",
+    )
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -404,13 +410,18 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     began = time.monotonic()
+
+    def budget(most: float) -> float:
+        return max(0.0, min(most, args.deadline - (time.monotonic() - began)))
+
     fresh_compiler_caches(work, "first")
-    results["first_start"] = timed_start(args.preset, args.device, log, args.phase_budget)
+    results["first_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
     print(table({**results}), flush=True)
     fresh_compiler_caches(work, "second")  # only gen404's warm cache is left from the first start
-    results["second_start"] = timed_start(args.preset, args.device, log, args.phase_budget)
-    results["sigkill"] = asyncio.run(supervised_crash(args.preset, work / "logs", args.phase_budget))
-    results["switch"] = switches(args.preset, args.alt, args.device, log, args.phase_budget * 2)
+    results["second_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+    print(table({**results}), flush=True)
+    results["sigkill"] = asyncio.run(supervised_crash(args.preset, work / "logs", budget(args.phase_budget)))
+    results["switch"] = switches(args.preset, args.alt, args.device, log, budget(args.phase_budget * 2))
     results["total_s"] = time.monotonic() - began
     (out / "bench_restart.json").write_text(json.dumps(results, indent=1, default=str))
     print("\n" + table(results))
