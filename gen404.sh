@@ -39,12 +39,21 @@ case "$cmd" in
         ensure_env
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
+    lint)
+        # Style (ruff), the layers (import-linter contracts in pyproject.toml) and the types (mypy),
+        # as CI runs them.
+        ensure_env
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/ruff" format --check .
+        "$VENV/bin/lint-imports"
+        exec "$VENV/bin/mypy"
+        ;;
     gen404)
         ensure_env
         exec "$VENV/bin/gen404" "$@"
         ;;
     *)
-        echo "usage: ./gen404.sh console [ARGS] | test [PYTEST ARGS] | gen404 [ARGS]" >&2
+        echo "usage: ./gen404.sh console [ARGS] | test [PYTEST ARGS] | lint | gen404 [ARGS]" >&2
         exit 2
         ;;
 esac

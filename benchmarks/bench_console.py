@@ -1,6 +1,6 @@
 """Console benchmark: launch-to-first-frame time and the console's own CPU use.
 
-    python benchmarks/bench_console.py [--seconds 20] [--refresh 1.0] [--rehearsal]
+    python -m benchmarks.bench_console [--seconds 20] [--refresh 1.0] [--rehearsal]
 
 Starts the real `gen404-console` in a pseudo-terminal (200x50) with one smoke endpoint on a
 free port and private state/config dirs, then reports:

@@ -10,9 +10,9 @@ covers form parsing, the queue hand-off to the worker thread, PLY encoding (also
 from X-Timings "encode") and the transfer over loopback.
 
 CPU dev box (smoke preset shortened to 2 steps: overhead does not depend on step count):
-    python benchmarks/bench_endpoint_overhead.py -n 10 --set iters=2
+    python -m benchmarks.bench_endpoint_overhead -n 10 --set iters=2
 GPU box (the lead):
-    python benchmarks/bench_endpoint_overhead.py --preset text_mv_fast --random-weights -n 20
+    python -m benchmarks.bench_endpoint_overhead --preset text_mv_fast --random-weights -n 20
 Against an endpoint already running: --url http://127.0.0.1:10006
 """
 
@@ -23,18 +23,15 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the shared server starter lives with the tests
-sys.path.insert(0, str(REPO_ROOT))
+from tests.helpers_server import running_server
 
-from helpers_server import running_server  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PROMPTS = ["a red sports car", "a wooden chair", "a ceramic teapot with blue flowers", "a small robot"]
 

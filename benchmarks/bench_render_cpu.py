@@ -4,24 +4,20 @@ A freshly initialised scene as the reference generator makes it (404-reference s
 points in a ball of radius 0.5, near-grey colours, opacity 0.1, scale = mean distance to the
 3 nearest neighbours, identity rotations; one step renders 4 views 90 degrees apart.
 
-    python benchmarks/bench_render_cpu.py [--gaussians 2000 10000] [--size 64 128] [--repeats 5] [--threads N]
+    python -m benchmarks.bench_render_cpu [--gaussians 2000 10000] [--size 64 128] [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
-
-from engine.cameras import camera_tensors, sample_orbit_group  # noqa: E402
-from engine.render import rasterize  # noqa: E402
+from engine.cameras import camera_tensors, sample_orbit_group
+from engine.render import rasterize
 
 
 def init_scene(n: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ Default: the tiny random CLIP (gen404-tiny) on hamburger.ply and hamburger.spz, 
 reduced size and at the validators' 518 px, torch rasterizer. `--model convnext_large_d` times the
 full architecture with random weights (slow on CPU). Results are medians over `--repeats`.
 
-    python benchmarks/bench_scoring.py [--sizes 64 518] [--repeats 3] [--model gen404-tiny]
+    python -m benchmarks.bench_scoring [--sizes 64 518] [--repeats 3] [--model gen404-tiny]
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from anywhere without installing
+from engine.scoring.scorer import Scorer
 
-from engine.scoring.scorer import Scorer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VECTORS = REPO / "tests" / "vectors"
 STAGES = ["decode", "gate", "transform", "render", "clip", "total"]

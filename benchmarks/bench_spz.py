@@ -4,22 +4,20 @@ robocop.spz (267,776 splats, SH 0): decompress(spz, include_normals=False), and 
 PLY at level 1; hamburger.ply (52,709 splats) compress as a small case. Minimum of N runs,
 since the dev box's cores are shared. The reference figures come from the steering folder's vectors README (measured with the subnet's pyspz).
 
-    python benchmarks/bench_spz.py [--repeats 5] [--stages]
+    python -m benchmarks.bench_spz [--repeats 5] [--stages]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from anywhere without installing
+from engine.formats import ply, spz
 
-from engine.formats import ply, spz  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VECTORS = ROOT / "tests" / "vectors"
 REFERENCE_MS = {"robocop compress": 48.7, "robocop decompress": 26.4, "hamburger compress": 5.1}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one device command line for issue 9: graphed-vs-eager check, then `gen404 bench` on the
+# The one device script kept (issue 9 onwards): graphed-vs-eager check, then `gen404 bench` on the
 # GPU presets (full-size MVDream, random weights), optimised vs the eager fp32 baseline on
 # the first preset (text_mv_fast), torch.profiler tables. Writes under $OUT: bench.json, bench.log, prof/*.txt and
 # gsplat's compiled extension (torch_ext.tar.zst, ~33 MB as a plain tar: over the 16 MiB a returned
@@ -11,7 +11,7 @@ BASELINE=${BASELINE:-${PRESETS%%,*}}  # the eager fp32 baseline: the first entry
 source benchmarks/gpu_env.sh bench
 mkdir -p "$OUT/prof"
 gsplat_restore
-python3 -m pytest -q -p no:cacheprovider tests/test_bench.py -k graphed 2>&1 | tail -3 | tee -a "$LOG"
+python3 -m pytest -q -p no:cacheprovider tests/test_guidance.py -k graphed 2>&1 | tail -3 | tee -a "$LOG"
 timeout "${BENCH_TIMEOUT:-480}" python3 -m engine.cli bench --presets "$PRESETS" --runs "$RUNS" \
   --baseline="$BASELINE" --random-weights --device cuda --profile "$OUT/prof" --json "$OUT/bench.json" \
   2>&1 | grep -v "USDT\|profiler_st" | tee -a "$LOG"

@@ -9,7 +9,7 @@ torch.cuda.synchronize around every timed region:
   vae       VAE encoder forward + backward for the 4 views
   peak      peak GPU memory allocated during the step
 Also prints the UNet parameter count. Usage (repo root):
-  python benchmarks/gpu_guidance_full.py [--iters 20] [--warmup 5] [--dtypes bf16,fp32] [--refs 256,128]
+  python -m benchmarks.gpu_guidance_full [--iters 20] [--warmup 5] [--dtypes bf16,fp32] [--refs 256,128]
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from engine.guidance import build_guidance  # noqa: E402
+from engine.guidance import build_guidance
 
 
 def _timed(fn: Callable[[], object], iters: int, warmup: int, cuda: bool) -> list[float]:

@@ -2,7 +2,7 @@
 
 Self-contained: run from the repo root (or anywhere) on a CUDA box with gsplat installed.
 
-    python benchmarks/gpu_render_parity.py [--vectors tests/vectors] [--repeats 10]
+    python -m benchmarks.gpu_render_parity [--vectors tests/vectors] [--repeats 10]
 
 Prints, for a random scene and for hamburger.ply in the validator's reference view: mean
 absolute image difference (target <= 2e-3), cosine similarity of the gradients wrt means,
@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run without installing the package
+from engine.cameras import camera_tensors, orbit_c2w, sample_orbit_group
+from engine.render import rasterize
 
-from engine.cameras import camera_tensors, orbit_c2w, sample_orbit_group  # noqa: E402
-from engine.render import rasterize  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 Scene = list[torch.Tensor]  # means, quats, scales (linear), opacities, colors
 

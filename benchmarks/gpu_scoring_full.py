@@ -5,7 +5,7 @@ arithmetic as the real ones, nothing downloaded), 16 views at 518 px through gsp
 subnet's validation service does. Inputs: the test vectors (hamburger.ply, robocop.spz) when
 found, plus synthetic results of the sizes given; `--result FILE` adds others.
 
-    python benchmarks/gpu_scoring_full.py [--repeats 10] [--synthetic 50000 250000] [--result F ...]
+    python -m benchmarks.gpu_scoring_full [--repeats 10] [--synthetic 50000 250000] [--result F ...]
 
 Needs torch with CUDA, open_clip_torch and (for the gsplat backend) gsplat; without gsplat it
 says so and uses the torch rasterizer. gsplat compiles its CUDA code on first use (about
@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from anywhere without installing
+from engine.formats.ply import write_ply
+from engine.render import gsplat_backend
+from engine.scoring.scorer import Scorer
+from engine.splats import Splats
 
-from engine.formats.ply import write_ply  # noqa: E402
-from engine.render import gsplat_backend  # noqa: E402
-from engine.scoring.scorer import Scorer  # noqa: E402
-from engine.splats import Splats  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VECTOR_DIRS = [REPO / "tests" / "vectors", REPO / ".bench_data"]
 VECTOR_FILES = ["hamburger.ply", "robocop.spz"]

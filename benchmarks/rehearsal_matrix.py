@@ -14,7 +14,7 @@ What is measured and what is projected (nothing else is claimed):
    stand-in, which measures no quality: then "score x generations" cannot be computed and the
    table says so; the last column multiplies by the seed guide's CLIP estimates, labelled as such.
 
-    python benchmarks/rehearsal_matrix.py [--hours 1] [--endpoints 2] [--port 18190]
+    python -m benchmarks.rehearsal_matrix [--hours 1] [--endpoints 2] [--port 18190]
 """
 
 from __future__ import annotations
@@ -33,19 +33,17 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.machine import cpu_model, load_average
+from console.mining.clock import VirtualClock
+from console.mining.ledger import project
+from console.mining.miner_loop import EndpointSpec, RehearsalMiner, load_prompts
+from console.mining.scorers import pick_scorer
+from console.mining.state import MiningState
+from console.mining.validators import load_validators
+from engine.formats import spz
+from engine.presets import load_preset
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from machine import cpu_model, load_average  # noqa: E402
-
-from console.mining.clock import VirtualClock  # noqa: E402
-from console.mining.ledger import project  # noqa: E402
-from console.mining.miner_loop import EndpointSpec, RehearsalMiner, load_prompts  # noqa: E402
-from console.mining.scorers import pick_scorer  # noqa: E402
-from console.mining.state import MiningState  # noqa: E402
-from console.mining.validators import load_validators  # noqa: E402
-from engine.formats import spz  # noqa: E402
-from engine.presets import load_preset  # noqa: E402
 
 PRESETS = ["text_mv_ultra_fast", "text_mv_fast", "text_mv", "smoke"]
 GUIDE_CLIP = {"text_mv_ultra_fast": 0.62, "text_mv_fast": 0.70, "text_mv": 0.80}  # seed guide, not measured

@@ -1,9 +1,9 @@
 """Run the reliability suite and print the figures it measured (the numbers in docs/reliability.md).
 
-    python benchmarks/reliability_figures.py              # runs tests/reliability (~2-4 min on CPU)
-    python benchmarks/reliability_figures.py --from F.json  # print figures saved by an earlier run
-    python benchmarks/reliability_figures.py -k faults    # a subset (pytest -k)
-    python benchmarks/reliability_figures.py --save F.json  # keep the raw figures too
+    python -m benchmarks.reliability_figures              # runs tests/reliability (~2-4 min on CPU)
+    python -m benchmarks.reliability_figures --from F.json  # print figures saved by an earlier run
+    python -m benchmarks.reliability_figures -k faults    # a subset (pytest -k)
+    python -m benchmarks.reliability_figures --save F.json  # keep the raw figures too
 
 The tests record what they measure (latencies, counts, memory) through the `figures` fixture
 (tests/reliability/conftest.py), which writes JSON when GEN404_RELIABILITY_FIGURES names a file;
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model, load_average
+from benchmarks.machine import cpu_model, load_average
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

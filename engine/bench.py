@@ -3,7 +3,8 @@
 One run = a request's work: `Generator.generate` (prompt in) + `write_ply` (PLY bytes out); the
 SPZ encoding (`splats_to_spz`) is timed beside it. Timed runs are unsynchronised (the headline);
 the per-stage breakdown needs device syncs, so it comes from one extra run with
-`sync_timings` on and the guidance's VAE encode and UNet wrapped in synced timers.
+`sync_timings` and `time_substages` on (the pipeline's stage-timing hook, which also times the
+guidance's VAE encode and UNet, synced).
 
 The baseline is the straightforward loop the pipeline started as: fp32 guidance, no CUDA
 graphs, no fused Adam, a device sync at every stage edge. It runs in the same process, on the
@@ -16,13 +17,14 @@ import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from engine.generator import GenerationResult, GeneratorProtocol
 from engine.presets import Preset, PresetError, load_preset, with_overrides
 
 BASELINE_OVERRIDES: dict[str, object] = {
@@ -132,33 +134,7 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-@contextlib.contextmanager
-def _substage_timers(guidance: Any, device: Any, into: dict[str, float]) -> Iterator[None]:
-    """Time the guidance's VAE encode and UNet (synced) by wrapping its methods on the instance."""
-    wrapped = []
-    for method, stage in (("encode_images", "vae_encode"), ("predict_noise", "unet")):
-        original = getattr(guidance, method, None)
-        if original is None:
-            continue
-
-        def timed(*args: Any, _fn: Callable = original, _stage: str = stage, **kwargs: Any) -> Any:
-            _sync(device)
-            start = time.perf_counter()
-            out = _fn(*args, **kwargs)
-            _sync(device)
-            into[_stage] = into.get(_stage, 0.0) + time.perf_counter() - start
-            return out
-
-        setattr(guidance, method, timed)
-        wrapped.append(method)
-    try:
-        yield
-    finally:
-        for method in wrapped:
-            delattr(guidance, method)  # back to the class's method
-
-
-def _one_run(generator: Any, prompt: str) -> tuple[RunRecord, Any, bytes, bytes]:
+def _one_run(generator: GeneratorProtocol, prompt: str) -> tuple[RunRecord, GenerationResult, bytes, bytes]:
     from engine.formats.ply import write_ply
     from engine.formats.spz import splats_to_spz
 
@@ -180,20 +156,18 @@ def _one_run(generator: Any, prompt: str) -> tuple[RunRecord, Any, bytes, bytes]
     return record, result, ply, spz
 
 
-def _profiled_stages(generator: Any, prompt: str) -> dict[str, float]:
+def _profiled_stages(generator: GeneratorProtocol, prompt: str) -> dict[str, float]:
     """One run with synced stage edges; guidance split into VAE encode, UNet and the rest."""
-    sub: dict[str, float] = {}
-    previous = generator.sync_timings
-    generator.sync_timings = True
+    previous = generator.sync_timings, generator.time_substages
+    generator.sync_timings = generator.time_substages = True
     try:
-        with _substage_timers(generator.guidance, generator.device, sub):
-            record, result, _ply, _spz = _one_run(generator, prompt)
+        record, result, _ply, _spz = _one_run(generator, prompt)
     finally:
-        generator.sync_timings = previous
+        generator.sync_timings, generator.time_substages = previous
     stages = dict(result.timings)
     guidance_s = stages.pop("guidance", 0.0)
-    stages["vae_encode"] = sub.get("vae_encode", 0.0)
-    stages["unet"] = sub.get("unet", 0.0)
+    stages["vae_encode"] = result.substages.get("vae_encode", 0.0)
+    stages["unet"] = result.substages.get("unet", 0.0)
     stages["guidance_other"] = max(guidance_s - stages["vae_encode"] - stages["unet"], 0.0)
     stages["ply"] = record.ply_s
     stages["spz"] = record.spz_s
@@ -204,7 +178,9 @@ def _profiled_stages(generator: Any, prompt: str) -> dict[str, float]:
 PROFILE_STEPS = 100  # a profile's trace grows with every kernel: the first steps tell the costs
 
 
-def _torch_profile(generator: Any, prompt: str, out_dir: Path, label: str, top: int = 25) -> list[dict]:
+def _torch_profile(
+    generator: GeneratorProtocol, prompt: str, out_dir: Path, label: str, top: int = 25
+) -> list[dict[str, Any]]:
     """One generation (its first PROFILE_STEPS steps, same shapes) under torch.profiler: top ops
     by device and by CPU time to a text file."""
     import dataclasses
@@ -262,7 +238,7 @@ def _torch_profile(generator: Any, prompt: str, out_dir: Path, label: str, top: 
 
 
 def bench_one(
-    generator: Any,
+    generator: GeneratorProtocol,
     label: str,
     preset: Preset,
     variant: str,
@@ -349,7 +325,7 @@ def run_bench(
     from engine.pipeline import Generator
 
     parsed = [parse_spec(spec, overrides) for spec in specs]  # all errors before any model loads
-    generators: dict[tuple, Generator] = {}
+    generators: dict[tuple[object, ...], Generator] = {}
 
     def generator_for(preset: Preset) -> Generator:
         probe = Generator(preset, device=device, random_weights=random_weights, sync_timings=False)

@@ -13,7 +13,7 @@ Numpy-only (torch is imported lazily by `camera_tensors`). Conventions, as the 4
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
 
@@ -166,5 +166,5 @@ def _uniform(rng: np.random.Generator | torch.Generator | int | None, shape: tup
     if type(rng).__name__ == "Generator" and type(rng).__module__.startswith("torch"):
         import torch
 
-        return torch.rand(shape, generator=rng, dtype=torch.float64).numpy()
-    return np.random.default_rng(rng).random(shape)
+        return torch.rand(shape, generator=cast("torch.Generator", rng), dtype=torch.float64).numpy()
+    return np.random.default_rng(cast("np.random.Generator | int | None", rng)).random(shape)

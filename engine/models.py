@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.guidance import preset_value
+from engine.guidance_spec import GuidanceSpec
 
 MVDREAM_CKPT_REPO = "MVDream/MVDream"
 MVDREAM_CKPT_FILE = "sd-v2.1-base-4view.pt"
@@ -54,44 +54,45 @@ class WeightSource:
         return f"{self.repo_id}/{self.filename}" if self.filename else self.repo_id
 
 
-def model_ids(preset: Any) -> dict[str, str | None]:
-    """The preset's model ids with the GEN404_* environment overrides applied."""
-    return {
-        "mvdream_id": os.environ.get("GEN404_MVDREAM_ID") or preset_value(preset, "mvdream_id"),
-        "mvdream_ckpt": os.environ.get("GEN404_MVDREAM_CKPT") or preset_value(preset, "mvdream_ckpt"),
-        "sd_id": os.environ.get("GEN404_SD_ID") or preset_value(preset, "sd_id"),
-    }
+def resolve(preset: Any) -> GuidanceSpec:
+    """The preset's guidance spec with the GEN404_* environment overrides applied to its model ids."""
+    spec = GuidanceSpec.of(preset)
+    return replace(
+        spec,
+        mvdream_id=os.environ.get("GEN404_MVDREAM_ID") or spec.mvdream_id,
+        mvdream_ckpt=os.environ.get("GEN404_MVDREAM_CKPT") or spec.mvdream_ckpt,
+        sd_id=os.environ.get("GEN404_SD_ID") or spec.sd_id,
+    )
 
 
 def requirements(preset: Any) -> list[WeightSource]:
-    """What the preset's guidance loads from disk; empty for tiny or random-weight presets."""
-    kind = preset_value(preset, "guidance")
-    if kind == "tiny_mvdream" or preset_value(preset, "weights") == "random":
+    """What the preset's (or spec's) guidance loads from disk; empty for tiny or random weights."""
+    spec = resolve(preset)
+    if spec.guidance == "tiny_mvdream" or spec.weights == "random":
         return []
-    ids = model_ids(preset)
-    if kind == "sd":
-        return [WeightSource(ids["sd_id"], ("unet", "vae", "text_encoder", "tokenizer"), role="SD 2.1")]
-    if kind != "mvdream":
-        raise ValueError(f"unknown guidance {kind!r}")
-    ckpt = ids["mvdream_ckpt"]
+    if spec.guidance == "sd":
+        return [WeightSource(spec.sd_id, ("unet", "vae", "text_encoder", "tokenizer"), role="SD 2.1")]
+    if spec.guidance != "mvdream":
+        raise ValueError(f"unknown guidance {spec.guidance!r}")
+    ckpt = spec.mvdream_ckpt
     if ckpt:
         # original checkpoint: UNet+VAE+OpenCLIP in one file; the CLIP tokenizer comes from SD 2.1
         name = Path(ckpt).name if Path(ckpt).suffix else MVDREAM_CKPT_FILE
         return [
             WeightSource(MVDREAM_CKPT_REPO, filename=name, local_path=str(ckpt), role="MVDream (original)"),
-            WeightSource(ids["sd_id"], ("tokenizer",), role="CLIP tokenizer"),
+            WeightSource(spec.sd_id, ("tokenizer",), role="CLIP tokenizer"),
         ]
-    return [WeightSource(ids["mvdream_id"], ("unet", "vae", "text_encoder", "tokenizer"), role="MVDream")]
+    return [WeightSource(spec.mvdream_id, ("unet", "vae", "text_encoder", "tokenizer"), role="MVDream")]
 
 
 def known_sources() -> list[WeightSource]:
     """The public weights gen404 can use, for `gen404 models list` (defaults, env overrides applied)."""
-    ids = model_ids(None)
+    spec = resolve(None)
     full = ("unet", "vae", "text_encoder", "tokenizer")
     return [
-        WeightSource(ids["mvdream_id"], full, role="MVDream"),
+        WeightSource(spec.mvdream_id, full, role="MVDream"),
         WeightSource(MVDREAM_CKPT_REPO, filename=MVDREAM_CKPT_FILE, role="MVDream (original)"),
-        WeightSource(ids["sd_id"], full, role="SD 2.1"),
+        WeightSource(spec.sd_id, full, role="SD 2.1"),
     ]
 
 
@@ -148,14 +149,27 @@ def pull_command(preset_name: str | None) -> str:
     return f"gen404 models pull --preset {preset_name}" if preset_name else "gen404 models pull"
 
 
+def _missing_line(source: WeightSource, preset_name: str | None) -> str:
+    what = source.local_path if source.filename and source.local_path else source.label
+    return f"{source.role or 'model'} weights {what} not found locally; fetch them with `{pull_command(preset_name)}`"
+
+
+def missing_weights(preset: Any) -> str | None:
+    """One line naming the first weights `preset` loads that are not on this machine, and the
+    command that fetches them; None when everything is present (or nothing is needed). The check
+    a preset switch makes before building (the endpoint's PUT /preset, the console's hotkeys)."""
+    name = getattr(preset, "name", None)
+    for source in requirements(preset):
+        if locate(source) is None:
+            return _missing_line(source, name if isinstance(name, str) else None)
+    return None
+
+
 def require(source: WeightSource, preset_name: str | None = None) -> Path:
     """`locate`, or MissingWeightsError naming the model and the command that fetches it."""
     found = locate(source)
     if found is None:
-        what = source.local_path if source.filename and source.local_path else source.label
-        raise MissingWeightsError(
-            f"{source.role or 'model'} weights {what} not found locally; fetch them with `{pull_command(preset_name)}`"
-        )
+        raise MissingWeightsError(_missing_line(source, preset_name))
     return found
 
 

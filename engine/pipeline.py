@@ -24,9 +24,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,27 +34,17 @@ import torch
 from engine import cameras
 from engine.gate import check_gate
 from engine.gaussians import GaussianModel, LearningRates
+from engine.generator import GenerationResult, ProgressCallback, StepCallback
+from engine.guidance import Guidance
 from engine.presets import Preset, load_preset
-from engine.splats import Splats
 
 log = logging.getLogger("gen404.pipeline")
 
 STAGES = ("init", "prompt", "render", "guidance", "backward", "optimizer", "densify", "export")
 
-ProgressCallback = Callable[[float, str], None]
-StepCallback = Callable[[int, int], None]
+SUBSTAGES = ("vae_encode", "unet")  # inside "guidance", timed only with `time_substages`
 
-
-@dataclass
-class GenerationResult:
-    splats: Splats
-    timings: dict[str, float]  # seconds per stage, keys STAGES
-    steps: int
-    preset: str
-    seed: int
-    grown_to_min: bool
-    total_s: float
-    notes: list[str] = field(default_factory=list)
+__all__ = ["STAGES", "SUBSTAGES", "GenerationResult", "Generator", "generate", "resolve_device"]
 
 
 @dataclass
@@ -77,8 +67,8 @@ def resolve_device(device: str | None) -> torch.device:
 class _StageTimer:
     """Wall time per stage; on CUDA it synchronises at stage edges so the split is honest."""
 
-    def __init__(self, device: torch.device, sync: bool) -> None:
-        self.timings = dict.fromkeys(STAGES, 0.0)
+    def __init__(self, device: torch.device, sync: bool, stages: tuple[str, ...] = STAGES) -> None:
+        self.timings = dict.fromkeys(stages, 0.0)
         self._sync = sync and device.type == "cuda"
 
     @contextmanager
@@ -95,7 +85,8 @@ class _StageTimer:
 
 
 class Generator:
-    """Holds the loaded guidance model; generate() may be called many times."""
+    """Holds the loaded guidance model; generate() may be called many times.
+    Implements engine.generator.GeneratorProtocol."""
 
     def __init__(
         self,
@@ -109,26 +100,27 @@ class Generator:
         self.device = resolve_device(device or preset.device)
         self.random_weights = random_weights
         self.sync_timings = sync_timings
-        self.guidance = None
-        self._loaded_key: tuple | None = None
+        self.time_substages = False  # the stage-timing hook `gen404 bench` uses (see SUBSTAGES)
+        self.guidance: Guidance | None = None
+        self._loaded_key: tuple[object, ...] | None = None
         # set when torch.compile failed in warmup(): later runs go without it (see warmup)
         self.compile_failure: str | None = None
 
-    def _key_for(self, preset: Preset) -> tuple:
+    def _key_for(self, preset: Preset) -> tuple[object, ...]:
         device = resolve_device(self._device_arg or preset.device)
         random = self.random_weights or preset.weights == "random"
         ids = (preset.mvdream_id, preset.mvdream_ckpt, preset.sd_id)
         # random weights are seeded by the preset seed, so then the seed picks the model too
         return (preset.guidance, random, *ids, preset.dtype, str(device), preset.seed if random else None)
 
-    def models_key(self) -> tuple:
+    def models_key(self) -> tuple[object, ...]:
         return self._key_for(self.preset)
 
     @property
     def loaded(self) -> bool:
         return self.guidance is not None
 
-    def load(self, progress: ProgressCallback | None = None) -> None:
+    def load(self, progress: ProgressCallback | None = None) -> Guidance:
         from engine.guidance import build_guidance
 
         report = progress or (lambda fraction, message: None)
@@ -140,9 +132,10 @@ class Generator:
         self.device = resolve_device(self._device_arg or p.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes per preset: pick conv kernels once
-        self.guidance = build_guidance(p, self.device, random_weights=self.random_weights)
+        self.guidance = guidance = build_guidance(p, self.device, random_weights=self.random_weights)
         self._loaded_key = self.models_key()
         report(1.0, "ready")
+        return guidance
 
     def warmup(self, progress: ProgressCallback | None = None, force: bool = False) -> float:
         """Run a short generation of the current preset: gsplat's kernels, cuDNN algorithm
@@ -201,14 +194,13 @@ class Generator:
     def generate(
         self, prompt: str, seed: int | None = None, on_step: StepCallback | None = None
     ) -> GenerationResult:
-        if not self.loaded:
-            self.load()
-        guidance = self.guidance
+        guidance = self.guidance if self.guidance is not None else self.load()
         p = self.preset
         seed = p.seed if seed is None else int(seed)
         iters = p.iters
         device = self.device
         timer = _StageTimer(device, self.sync_timings)
+        substages = _StageTimer(device, True, SUBSTAGES) if self.time_substages else None
         notes: list[str] = []
         started = time.perf_counter()
 
@@ -217,16 +209,11 @@ class Generator:
             gen = torch.Generator().manual_seed(seed)
             model = GaussianModel.random_init(p.num_pts, gen, device)
             optimizer = model.setup_optimizer(_learning_rates(p), fused=p.fused_optimizer)
-            if hasattr(guidance, "ref_size"):
-                guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
-            if hasattr(guidance, "cuda_graphs"):
-                guidance.cuda_graphs = p.cuda_graphs
-            if hasattr(guidance, "set_channels_last"):
-                guidance.set_channels_last(p.channels_last and device.type == "cuda")
-            if hasattr(guidance, "set_compile"):
-                guidance.set_compile(self._compiling())
-            if hasattr(guidance, "reseed"):
-                guidance.reseed(seed)
+            guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
+            guidance.cuda_graphs = p.cuda_graphs
+            guidance.set_channels_last(p.channels_last and device.type == "cuda")
+            guidance.set_compile(self._compiling())
+            guidance.reseed(seed)
             plan = self._plan_views(gen, guidance, iters)
         if p.warmup_rgb_loss:
             log.debug("warmup_rgb_loss: no reference image for a text prompt; nothing to warm up")
@@ -255,8 +242,10 @@ class Generator:
                 )
                 images = images.permute(0, 3, 1, 2)  # (B,3,H,W) for the guidance
             with timer("guidance"):
-                extra = {} if plan.camera is None else {"camera": plan.camera[i]}
-                loss = guidance.sds_loss(images, plan.c2w[i], embeds, step, iters, p.guidance_scale, **extra)
+                camera = None if plan.camera is None else plan.camera[i]
+                loss = guidance.sds_loss(
+                    images, plan.c2w[i], embeds, step, iters, p.guidance_scale, camera=camera, timer=substages
+                )
             with timer("backward"):
                 loss.backward()
             in_window = p.density_start_iter <= step <= p.density_end_iter
@@ -307,25 +296,25 @@ class Generator:
             grown_to_min=bool(added),
             total_s=time.perf_counter() - started,
             notes=notes,
+            substages=substages.timings if substages is not None else {},
         )
 
-    def _plan_views(self, gen: torch.Generator, guidance: object, iters: int) -> _ViewPlan:
+    def _plan_views(self, gen: torch.Generator, guidance: Guidance, iters: int) -> _ViewPlan:
         """Draw every step's cameras and background (same per-step order as drawing them in the
         loop) and move them to the device in one copy: the loop then never waits on the host."""
         p = self.preset
         c2w = np.empty((iters, p.batch_size, 4, 4), np.float32)
         backgrounds = np.empty(iters, np.float32)
         for i in range(iters):
-            c2w[i] = self._sample_cameras(gen, guidance.frames)  # type: ignore[attr-defined]
+            c2w[i] = self._sample_cameras(gen, guidance.frames)
             backgrounds[i] = float(torch.rand(1, generator=gen) < 0.5)
         viewmats = cameras.c2w_to_viewmat(c2w).astype(np.float32)
         ks = np.broadcast_to(cameras.intrinsics(p.fovy, p.render_size, p.render_size), (p.batch_size, 3, 3))
         host = np.concatenate([viewmats.ravel(), c2w.ravel(), ks.astype(np.float32).ravel(), backgrounds])
         flat = torch.from_numpy(host).to(self.device)
         n = iters * p.batch_size * 16
-        camera_fn = getattr(guidance, "camera_inputs", None)
         c2w_device = flat[n : 2 * n].view(iters, p.batch_size, 4, 4)
-        camera = camera_fn(c2w_device.reshape(-1, 4, 4)) if camera_fn is not None else None
+        camera = guidance.camera_inputs(c2w_device.reshape(-1, 4, 4))
         return _ViewPlan(
             viewmats=flat[:n].view(iters, p.batch_size, 4, 4),
             ks=flat[2 * n : 2 * n + p.batch_size * 9].view(p.batch_size, 3, 3),

@@ -261,7 +261,7 @@ def _check_value(path: Path, key: object, value: object) -> None:
         )
     if key in _CHOICES and value not in _CHOICES[key]:
         raise PresetError(f"{path}: key {key!r} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-    if key in _RANGES:
+    if key in _RANGES and isinstance(value, (int, float)):  # range keys are numeric (type checked above)
         lo, hi = _RANGES[key]
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise PresetError(f"{path}: key {key!r} = {value!r} is out of range [{lo}, {hi}]")
@@ -284,16 +284,14 @@ def _type_ok(value: object, expected: object) -> bool:
 def _type_name(expected: object) -> str:
     if typing.get_origin(expected) is typing.Union or isinstance(expected, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(expected))
-    return {
+    names: dict[object, str] = {
         type(None): "null",
         int: "an integer",
         float: "a number",
         bool: "true/false",
         str: "a string",
-    }.get(
-        expected,  # type: ignore[arg-type]
-        str(expected),
-    )
+    }
+    return names.get(expected, str(expected))
 
 
 def _as_field_types(values: dict) -> dict:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from helpers_server import ServerProcess, running_server
 from engine.formats.ply import read_ply
 from engine.formats.spz import spz_to_splats
 from engine.gate import check_gate
+from engine.service.endpoint import GENERATE_BODY_LIMIT
 from engine.service.queue import GenerationQueue, QueueFull, ShuttingDown, Worker
 
 PRESETS = {
@@ -202,8 +204,13 @@ MULTIPART_BAD = b'--XyZ\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n
             "UTF-8",
         ),
         ({"json": {"prompt": "a chair"}}, 415, "Content-Type"),
-        ({"data": {"prompt": "y" * 70_000}}, 413, "too large"),
-        ({"chunked_bytes": 80_000, "headers": {"content-type": URLENCODED}}, 413, "too large"),
+        ({"data": {"prompt": "y" * 70_000}}, 422, "1024"),  # under the body limit: the text rule answers
+        ({"data": {"prompt": "y" * (GENERATE_BODY_LIMIT + 1)}}, 413, "too large"),
+        (
+            {"chunked_bytes": GENERATE_BODY_LIMIT + 16_384, "headers": {"content-type": URLENCODED}},
+            413,
+            "too large",
+        ),
     ],
     ids=[
         "missing",
@@ -214,8 +221,9 @@ MULTIPART_BAD = b'--XyZ\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n
         "bad-bytes",
         "bad-multipart",
         "json",
-        "over-64k",
-        "over-64k-chunked",
+        "long-text",
+        "over-limit",
+        "over-limit-chunked",
     ],  # fmt: skip
 )
 def test_bad_input_gets_a_clear_4xx_and_the_endpoint_keeps_serving(
@@ -229,6 +237,27 @@ def test_bad_input_gets_a_clear_4xx_and_the_endpoint_keeps_serving(
     body = response.json()
     assert says in body["error"] + str(body.get("detail"))
     assert server.health()["status"] in ("ready", "busy")
+
+
+IMAGE_PROMPT = (Path(__file__).parent / "mining" / "fixtures" / "image_prompt.b64").read_text().strip()
+
+
+def test_image_prompt_gets_an_explicit_answer_counted_in_stats(server: ServerProcess) -> None:
+    """An image task's prompt (a real PNG, base64, url-encoded as the miner sends it) is answered at
+    once with a JSON error naming the preset, never generated for, and counted in /stats."""
+    use_preset(server, "svc_tiny")
+    before = stats(server)["requests"]
+    response = post(server, data={"prompt": IMAGE_PROMPT}, timeout=30)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "image prompts are not supported by preset svc_tiny"
+    assert body["detail"]["format"] == "png"
+    after = stats(server)["requests"]
+    assert after["image_prompts"] == before["image_prompts"] + 1
+    assert (after["ok"], after["failed"]) == (before["ok"], before["failed"])  # nothing generated
+    # a large image still fits the body limit and gets the same answer (text keeps its 1024 rule)
+    big = IMAGE_PROMPT + "A" * (4 * 1024 * 1024)
+    assert post(server, data={"prompt": big}, timeout=60).json()["error"].startswith("image prompts")
 
 
 def test_oversized_body_is_refused_before_it_is_read(server: ServerProcess) -> None:

@@ -161,3 +161,26 @@ def test_from_splats_of_a_real_file_renders_the_same_values(vectors_dir) -> None
     assert len(m) == 52_709
     assert np.allclose(m.colors.detach().numpy(), np.clip(splats.rgb(), 0, None), atol=1e-6)
     assert np.allclose(m.to_splats().positions, splats.positions)
+
+
+def test_densification_stats_equal_the_indexed_accumulation() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = GaussianModel.random_init(50, g)
+    means2d = torch.zeros(4, 50, 2, requires_grad=True)
+    means2d.grad = torch.randn(4, 50, 2, generator=g)
+    radii = (torch.rand(4, 50, generator=g) > 0.3).int() * 3
+    model.add_densification_stats(means2d, radii, 64, 48)
+    # the former formulation: nonzero() ids and index_add_ (a host sync per step)
+    grads = means2d.grad.clone()
+    grads[..., 0] *= 64 / 2.0 * 4
+    grads[..., 1] *= 48 / 2.0 * 4
+    visible = radii > 0
+    ids = torch.nonzero(visible)[:, 1]
+    accum = torch.zeros(50).index_add_(0, ids, grads[visible].norm(dim=-1))
+    count = torch.zeros(50).index_add_(0, ids, torch.ones(len(ids)))
+    assert torch.allclose(model.grad_accum, accum, rtol=1e-5) and torch.equal(model.grad_count, count)
+
+
+def test_fused_adam_is_asked_for_on_cuda_only() -> None:
+    model = GaussianModel.random_init(10, torch.Generator().manual_seed(0))
+    assert not model.setup_optimizer(LearningRates(), fused=True).defaults["fused"]

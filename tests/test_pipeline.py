@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import engine.gate
 import engine.render
-from engine.pipeline import STAGES, Generator, generate
+from engine.pipeline import STAGES, SUBSTAGES, Generator, generate
 from engine.presets import Preset, load_preset
 
 TINY = {
@@ -87,6 +88,20 @@ def test_result_timings_progress_views_backgrounds_and_gate(
     assert _gate_passes_with_minimum(r.splats, 500)
 
 
+def test_substage_hook_times_vae_encode_and_unet_inside_guidance(generator: Generator) -> None:
+    plain = generator.generate("a clay pot", seed=2)
+    generator.time_substages = True
+    try:
+        timed = generator.generate("a clay pot", seed=2)
+    finally:
+        generator.time_substages = False
+    assert plain.substages == {}  # off by default: no extra syncs on a serving endpoint
+    assert tuple(timed.substages) == SUBSTAGES and all(v > 0 for v in timed.substages.values())
+    assert sum(timed.substages.values()) <= timed.timings["guidance"] + 1e-6  # nested in "guidance"
+    assert tuple(timed.timings) == STAGES
+    assert np.array_equal(plain.splats.positions, timed.splats.positions)  # timing changes nothing
+
+
 def _gate_passes_with_minimum(splats, minimum: int) -> bool:  # noqa: ANN001
     """The validator gate's transparency and rotation rules, with a test-sized count."""
     monkeypatch = pytest.MonkeyPatch()
@@ -121,3 +136,60 @@ def test_generate_by_preset_name_uses_the_user_preset_dir(
     monkeypatch.setenv("GEN404_PRESETS_DIR", str(tmp_path))
     r = generate("a boat", "tiny", seed=2)
     assert (r.preset, r.steps, r.seed, len(r.splats)) == ("tiny", 2, 2, 500)
+
+
+def test_view_plan_holds_every_step_on_the_device_in_order() -> None:
+    from engine import cameras
+
+    preset = dataclasses.replace(load_preset("smoke"), iters=6)
+    generator = Generator(preset, device="cpu")
+    generator.load()
+    plan = generator._plan_views(torch.Generator().manual_seed(3), generator.guidance, preset.iters)
+    # the same draws, step by step, as the loop used to make them
+    g = torch.Generator().manual_seed(3)
+    for i in range(preset.iters):
+        c2w = generator._sample_cameras(g, 4)
+        background = float(torch.rand(1, generator=g) < 0.5)
+        viewmats, ks = cameras.camera_tensors(c2w, preset.fovy, preset.render_size, preset.render_size)
+        assert torch.allclose(plan.viewmats[i], viewmats, atol=1e-5) and torch.allclose(plan.ks, ks)
+        assert torch.equal(plan.backgrounds[i], torch.full((3,), background))
+        assert torch.equal(plan.c2w[i], torch.as_tensor(c2w))
+        assert torch.allclose(plan.camera[i], generator.guidance.camera_fn(torch.as_tensor(c2w)))
+
+
+def test_warmup_is_a_short_run_that_leaves_the_preset_alone() -> None:
+    preset = dataclasses.replace(load_preset("smoke"), num_pts=200, max_gaussians=300)
+    generator = Generator(preset, device="cpu")
+    assert generator.warmup() == 0.0  # CPU: nothing to compile or capture
+    assert generator.warmup(force=True) > 0.0
+    assert generator.preset is preset
+
+
+def test_warmup_falls_back_to_eager_when_torch_compile_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_compile(module, **kwargs):  # noqa: ANN001, ANN202
+        def run(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+            raise RuntimeError("Cannot find a working triton installation")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    preset = dataclasses.replace(load_preset("smoke"), compile=True, iters=4, num_pts=200)
+    generator = Generator(preset, device="cpu")
+    generator.warmup(force=True)
+    assert generator.compile_failure and "triton" in generator.compile_failure
+    assert generator.guidance.compiled is False
+    result = generator.generate("a chair")  # later runs stay uncompiled and work
+    assert generator.guidance.compiled is False and len(result.splats) >= 7000
+
+
+def test_warmup_failure_without_compile_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = Generator(dataclasses.replace(load_preset("smoke"), iters=4), device="cpu")
+    generator.load()
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("CUDA error: device-side assert")
+
+    monkeypatch.setattr(generator.guidance, "sds_loss", broken)
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        generator.warmup(force=True)
+    assert generator.compile_failure is None

@@ -1,10 +1,16 @@
-"""Reward ledger: results in the validators' 4-hour window, and the seed guide's projection.
+"""Reward ledger: results in the validators' 4-hour window, and a projection per preset.
 
-The subnet rewards accepted results in the last 4 hours times the miner's duel rating; the seed
-guide ranks presets by score x generations per 4 hours. `project()` gives that number from a
-generation time, a score and an acceptance rate against a validator set, with the cooldown
-rules applied (a validator's cycle is its cooldown plus whatever the generation overran the
-throttle period by, plus the 600 s penalty for each rejection).
+Validators pay on accepted results in the last 4 hours times the miner's duel rating
+(three-gen-subnet miner_data.calculate_reward), then set weights by rank; the fidelity score
+only decides acceptance. `project()` gives generations and accepted results per 4 hours from a
+generation time and an acceptance rate against a validator set, with the cooldown rules applied
+(a validator's cycle is its cooldown plus whatever the generation overran the throttle period
+by, plus the 600 s penalty for each rejection). `guide_reward` keeps the seed guide's
+score x generations for comparison only: it is not what validators compute.
+
+`endpoints` are independent generation lanes: several endpoints on one GPU share its
+throughput (measured on an H200: 4 serve processes 1,065 gens/h, one endpoint with the same 4
+requests queued 1,068), so count GPUs, not processes, when projecting capacity.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ class ResultRecord:
     accepted: bool
     outcome: str
     gate_only: bool = False
+    image: bool = False  # an image-to-3D task (its prompt is shown as its log id)
+    parts: dict[str, float] | None = None  # the validation service's iqa, alignment_score, ssim, lpips
+    duel: str | None = None  # rehearsal: "won" | "lost" | "draw" for a duel task
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,15 @@ TAIL_BYTES = 64 * 2**20  # a long pm2 log: read its last 64 MiB (hours of lines)
 
 
 def live_state(validators: ValidatorSet | None = None) -> MiningState:
-    """Validators appear as the log names them; known ones (YAML) get their own rules, e.g. UID 49's
-    120 s cooldown, others the subnet defaults. Cooldowns after feedback are estimated from them."""
+    """Validators appear as the log names them; known ones (YAML) get their own rules and hotkeys,
+    others the subnet defaults. Cooldowns after feedback are estimated from those rules (the log
+    does not carry `cooldown_until`); a later cooldown line gives the validator's own number."""
     state = MiningState(
         mode="live", scorer_label="validators (read from the miner's log)", busy_limit_s=BUSY_MARK_S
     )
     if validators is not None:
         state.known = {v.uid: (v.rules, v.name) for v in validators.validators}
+        state.hotkeys = {v.hotkey: v.uid for v in validators.validators if v.hotkey}
     return state
 
 
@@ -38,8 +40,8 @@ class LiveSource:
         tail_bytes: int | None = TAIL_BYTES,
     ) -> None:
         self.follower = LogFollower(path, from_start=from_start, tail_bytes=tail_bytes)
-        self.interpreter = LogInterpreter(tz)
         self.state = state if state is not None else live_state()
+        self.interpreter = LogInterpreter(tz, hotkeys=self.state.hotkeys)
 
     def _apply(self, lines: list[str]) -> int:
         n = 0

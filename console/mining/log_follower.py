@@ -2,9 +2,11 @@
 
 Line format (bittensor's logger): `YYYY-MM-DD HH:MM:SS.mmm | <level centred in 16> | <message>`,
 with ANSI colour codes in pm2 files, an optional `name:file.py:line | ` part in trace mode, and
-an optional pm2 `--time` prefix. Several workers write interleaved lines. A cooldown line
-carries no UID: it belongs to the latest `Querying task from [UID]` line. Feedback lines carry
-the UID and the task's log id (the prompt, cut to 97 characters + "..." past 100).
+an optional pm2 `--time` prefix. Several workers write interleaved lines. Cooldown, task and
+failed-pull lines carry no UID: they are attributed only when the log makes it certain
+(console/mining/attribution.py). Feedback lines carry the UID and the task's log id (the prompt,
+cut to 97 characters + "..." past 100, or `image:<blake3 hex>` for an image task, whose prompt is
+the base64 image); the "Average score" line that follows a feedback line is that validator's.
 
 `LogFollower` survives rotation (the path gets a new inode: the old file is drained first),
 truncation (copytruncate: the size drops below the read position), partial lines (held until
@@ -16,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import BinaryIO
 
+from console.mining.attribution import InFlight, PullTracker
 from console.mining.events import (
     AveragesReported,
     FeedbackReceived,
@@ -31,6 +36,7 @@ from console.mining.events import (
     PullFailed,
     PullRefused,
     Querying,
+    SubmitFailed,
     TaskReceived,
     WorkerStarted,
 )
@@ -103,6 +109,7 @@ _P = {
         rf"Accepted results \(last (?P<h>\d+)h\): (?P<k>\d+)\. Reward: (?P<w>{NUM})\.?$"
     ),
     "pull_failed": re.compile(r"^Failed to get task from \[(?P<hk>[^\]]+)\]\. Reason: (?P<r>.*?)\.?$"),
+    "submit_failed": re.compile(r"^Failed to submit results to \[(?P<hk>[^\]]+)\]\. Reason: (?P<r>.*?)\.?$"),
     "status": re.compile(
         rf"^Miner \| UID:(?P<uid>\d+) \| Block:(?P<b>\d+) \| Stake:(?P<s>{NUM}) \| Trust:(?P<tr>{NUM}) \| "
         rf"Incentive:(?P<i>{NUM}) \| Emission:(?P<e>{NUM})"
@@ -110,68 +117,156 @@ _P = {
 }
 
 
-class LogInterpreter:
-    """Stateful: lines in order -> events (resolves the UID of UID-less lines and log ids)."""
+PENDING_MAX = 256  # tasks received and not yet answered; a miner has at most one per validator
+PENDING_TTL_S = 900.0  # generation (300 s client timeout) + submit (300 s) + slack: then it is lost
+FAILED_SKIP_S = 300.0  # the miner's FAILED_VALIDATOR_DELAY (neurons/miner/workers.py)
+TEXT_LOG_ID_CHARS = 100  # neurons/common/protocol.py TextTask.log_id: prompt, or its first 97 + "..."
 
-    def __init__(self, tz: tzinfo | None = None) -> None:
+
+def text_log_id(prompt: str) -> str:
+    return prompt if len(prompt) <= TEXT_LOG_ID_CHARS else prompt[: TEXT_LOG_ID_CHARS - 3] + "..."
+
+
+def image_log_id(prompt: str) -> str | None:
+    """ImageTask.log_id: `image:` + the blake3 hex digest of the prompt (the base64 image) as sent."""
+    try:
+        import blake3  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # without it image tasks are still seen, only not paired with their feedback
+        return None
+    return "image:" + blake3.blake3(prompt.encode()).hexdigest()
+
+
+def looks_like_image_prompt(prompt: str) -> bool:
+    """A base64 image: long, one token of the base64 alphabet (text prompts are short sentences)."""
+    return len(prompt) > 256 and re.fullmatch(r"[A-Za-z0-9+/=_-]+", prompt[:4096]) is not None
+
+
+PullAnswer = PullRefused | TaskReceived | PullFailed  # the lines that answer a pull, naming no UID
+
+
+@dataclass
+class PendingTask:
+    uid: int | None
+    t: float
+    prompt: str  # what is shown: the text, or the image task's log id
+    image: bool
+
+
+class LogInterpreter:
+    """Stateful: lines in order -> events. UID-less lines are attributed only when the log makes it
+    certain (see console/mining/attribution.py); the rest come out with uid None (unattributed)."""
+
+    def __init__(self, tz: tzinfo | None = None, hotkeys: dict[str, int] | None = None) -> None:
         self.tz = tz
-        self.last_uid: int | None = None
-        self.pending: dict[str, int | None] = {}  # prompt -> uid it was received from
-        self.generating: list[tuple[str, float]] = []  # (prompt, started) in order
+        self.hotkeys: dict[str, int] = dict(hotkeys or {})  # validator hotkey -> uid (file, or learned)
+        self.pulls: PullTracker[PullAnswer] = PullTracker()
+        self.pending: OrderedDict[str, PendingTask] = OrderedDict()  # log id -> task
+        self.generating: InFlight[str] = InFlight()  # log ids
+        self.expired = 0  # pending tasks dropped unanswered (expired or over the bound)
+        self._after_feedback: int | None = None  # the UID of the feedback line just read, if any
         self.records = 0
         self.unknown = 0  # log records with a message we do not read
         self.garbage = 0  # lines that are not log records
 
     def feed(self, raw: str) -> list[MiningEvent]:
         rec = parse_line(raw, self.tz)
+        after_feedback, self._after_feedback = self._after_feedback, None
         if rec is None:
             if raw.strip():
                 self.garbage += 1
             return []
         self.records += 1
-        events = self._message(rec.t, rec.message)
+        self._expire(rec.t)
+        events = self._message(rec.t, rec.message, after_feedback)
         if events is None:
             self.unknown += 1
             return []
         return events
 
-    def _resolve_prompt(self, log_id: str) -> str:
-        if log_id in self.pending:
-            return log_id
-        if log_id.endswith("..."):
-            head = log_id[:-3]
-            for p in self.pending:
-                if p.startswith(head):
-                    return p
-        return log_id
+    # -- pending tasks ------------------------------------------------------------------------
+    def _expire(self, t: float) -> None:
+        while self.pending:
+            key, task = next(iter(self.pending.items()))
+            if t - task.t <= PENDING_TTL_S and len(self.pending) <= PENDING_MAX:
+                break
+            del self.pending[key]
+            self.expired += 1
 
-    def _message(self, t: float, msg: str) -> list[MiningEvent] | None:  # noqa: C901 - one table of cases
+    def _pending_of(self, uid: int) -> str | None:
+        keys = [k for k, p in self.pending.items() if p.uid == uid]
+        return keys[0] if len(keys) == 1 else None
+
+    def _task_received(self, t: float, prompt: str) -> list[MiningEvent]:
+        image = looks_like_image_prompt(prompt)
+        key = (image_log_id(prompt) if image else None) or text_log_id(prompt)
+        shown = key if image else prompt
+        if image and not key.startswith("image:"):
+            shown = f"image ({len(prompt) * 3 // 4 // 1024} KiB)"
+        ev = TaskReceived(t, None, shown, log_id=key, image=image)
+        verdict = self.pulls.answer(t, ev, key=key)
+        self.pending.pop(key, None)
+        self.pending[key] = PendingTask(verdict.uid, t, shown, image)
+        self._expire(t)
+        return [replace(ev, uid=verdict.uid)]
+
+    def _late(self, resolved: list[tuple[PullAnswer, int]]) -> list[MiningEvent]:
+        out: list[MiningEvent] = []
+        for ev, uid in resolved:
+            out.append(replace(ev, uid=uid, late=True))
+            if isinstance(ev, TaskReceived) and ev.key in self.pending:
+                self.pending[ev.key].uid = uid
+        return out
+
+    def _message(  # noqa: C901 - one table of cases
+        self, t: float, msg: str, after_feedback: int | None
+    ) -> list[MiningEvent] | None:
         P = _P
         if m := P["feedback"].match(msg) or P["feedback_old"].match(msg) or P["feedback_oldest"].match(msg):
             groups = m.groupdict()
-            prompt = self._resolve_prompt(groups.get("id") or groups.get("p") or "")
+            log_id = groups.get("id") or text_log_id(groups.get("p") or "")
+            task = self.pending.pop(log_id, None)
             uid_text = groups.get("uid")
-            uid = int(uid_text) if uid_text is not None else self.pending.get(prompt, self.last_uid)
-            self.pending.pop(prompt, None)
+            uid = int(uid_text) if uid_text is not None else (task.uid if task else None)
             score = None if m["s"] == "failed" else float(m["s"])
             if uid is None:
                 return []
-            return [FeedbackReceived(t, uid, prompt, score)]
+            self._after_feedback = uid
+            late = self._late(self.pulls.tie(log_id, uid)) if task is not None and task.uid is None else []
+            image = log_id.startswith("image:") or bool(task and task.image)
+            prompt = task.prompt if task is not None else log_id
+            fb = FeedbackReceived(t, uid, prompt, score, log_id=log_id, image=image)
+            return [*late, fb]
+        if m := P["average"].match(msg):
+            r = m["r"]
+            return [
+                AveragesReported(
+                    t,
+                    float(m["a"]),
+                    int(m["k"]),
+                    float(m["w"]),
+                    float(r) if r else None,
+                    int(m["h"]),
+                    uid=after_feedback,  # the same worker writes it right after its feedback line
+                )
+            ]
         if m := P["query"].match(msg):
             uid = int(m["uid"])
-            self.last_uid = uid
+            self.pulls.query(t, uid)
             return [Querying(t, uid, _num(m["stake"] or ""))]
         if P["owner"].match(msg):
-            self.last_uid = None
-            return [Querying(t, None, owner_turn=True)]
+            self.pulls.query(t, None)
+            return [Querying(t, self.pulls.owner_uid, owner_turn=True)]
         if m := P["cooldown"].match(msg):
             v = m["v"]
-            return [PullRefused(t, self.last_uid, t + float(m["n"]), int(v) if v is not None else None)]
+            ev = PullRefused(t, None, t + float(m["n"]), int(v) if v is not None else None)
+            verdict = self.pulls.answer(t, ev)
+            return [replace(ev, uid=verdict.uid)]
         if m := P["task_v"].match(msg) or P["task"].match(msg):
-            self.pending[m["p"]] = self.last_uid
-            return [TaskReceived(t, self.last_uid, m["p"])]
+            return self._task_received(t, m["p"])
         if m := P["generating"].match(msg):
-            self.generating.append((m["p"], t))
+            p = m["p"]
+            image = looks_like_image_prompt(p)
+            self.generating.start((image_log_id(p) if image else None) or text_log_id(p), t)
             return []
         if m := P["generated"].match(msg):
             return [self._generation_end(t, True, size=int(m["n"]))]
@@ -180,17 +275,17 @@ class LogInterpreter:
         for key, label in (("connect", "cannot connect"), ("timeout", "timed out"), ("unexpected", "error")):
             if m := P[key].match(msg):
                 return [self._generation_end(t, False, endpoint=m["url"], error=label)]
-        if m := P["average"].match(msg):
-            r = m["r"]
-            return [
-                AveragesReported(
-                    t, float(m["a"]), int(m["k"]), float(m["w"]), float(r) if r else None, int(m["h"])
-                )
-            ]
         if P["none"].match(msg):
             return [NoValidators(t)]
         if m := P["pull_failed"].match(msg):
-            return [PullFailed(t, m["hk"], m["r"])]
+            hotkey = m["hk"]
+            failed = PullFailed(t, hotkey, m["r"])
+            verdict = self.pulls.answer(t, failed, uid=self.hotkeys.get(hotkey))
+            if verdict.uid is not None:
+                self.hotkeys.setdefault(hotkey, verdict.uid)  # learned: certain pull, named hotkey
+            return [replace(failed, uid=verdict.uid)]
+        if m := P["submit_failed"].match(msg):
+            return [self._submit_failed(t, m["hk"], m["r"])]
         if m := P["worker"].match(msg):
             return [WorkerStarted(t, m["ep"])]
         if m := P["status"].match(msg):
@@ -201,6 +296,21 @@ class LogInterpreter:
             ]
         return None
 
+    def _submit_failed(self, t: float, hotkey: str, reason: str) -> SubmitFailed:
+        """The lost task is the one its validator had given us (one a validator at a time), or the
+        only task outstanding; otherwise the loss cannot be placed and stays unattributed."""
+        uid = self.hotkeys.get(hotkey)
+        key = self._pending_of(uid) if uid is not None else None
+        if key is None and uid is None and len(self.pending) == 1:
+            key = next(iter(self.pending))
+            uid = self.pending[key].uid
+            if uid is not None:
+                self.hotkeys.setdefault(hotkey, uid)
+        task = self.pending.pop(key) if key is not None else None
+        return SubmitFailed(
+            t, hotkey, reason, uid=uid, prompt=task.prompt if task else None, log_id=key if task else None
+        )
+
     def _generation_end(
         self,
         t: float,
@@ -209,11 +319,21 @@ class LogInterpreter:
         endpoint: str | None = None,
         error: str | None = None,
     ) -> GenerationDone:
-        # lines carry no prompt: with one generation in flight the match is exact, else oldest first
-        prompt, started = self.generating.pop(0) if self.generating else (None, None)
-        uid = self.pending.get(prompt) if prompt is not None else None
-        time_s = t - started if started is not None and len(self.generating) == 0 else None
-        return GenerationDone(t, uid, prompt, endpoint, ok, time_s=time_s, size=size, error=error)
+        # end lines carry no prompt: the task is named only when the log makes it certain
+        done = self.generating.end()
+        key, started = done if done is not None else (None, None)
+        task = self.pending.get(key) if key is not None else None
+        return GenerationDone(
+            t,
+            task.uid if task else None,
+            task.prompt if task else None,
+            endpoint,
+            ok,
+            time_s=t - started if started is not None else None,
+            size=size,
+            error=error,
+            log_id=key,
+        )
 
 
 class LogFollower:
@@ -226,7 +346,7 @@ class LogFollower:
         self.from_start = from_start
         self.tail_bytes = tail_bytes
         self._first_open = True
-        self._fh = None
+        self._fh: BinaryIO | None = None
         self._ino: int | None = None
         self._buf = b""
         self.rotations = 0

@@ -3,10 +3,12 @@
 One worker per endpoint, one shared selector (round robin over free validators, the owner's
 every fifth pull). Per task, as the miner does: select; mark the validator busy locally
 (now + 300 s); pull; with no task, take the validator's `cooldown_until`; else generate through
-the endpoint over HTTP (form field `prompt`), SPZ-compress (an empty result when generation
-fails, which the validator answers with the plain cooldown), submit, score through the
-pluggable scorer, and set the validator's cooldown to the `cooldown_until` it returns. With no
-validator free the worker sleeps 10 s (on the rehearsal's clock, so scaled).
+the endpoint over HTTP (form field `prompt`; an image task's prompt is the base64 image, posted
+unchanged), SPZ-compress (an empty result when generation fails, which the validator answers
+with the plain cooldown and, for a duel, a lost duel), submit, score through the pluggable
+scorer, and set the validator's cooldown to the `cooldown_until` it returns. A failed pull or
+submit (the rules' failure rates) makes the miner skip that validator for 300 s on its own side.
+With no validator free the worker sleeps 10 s (on the rehearsal's clock, so scaled).
 
 Time: validators live on the rehearsal clock (possibly compressed by --time-scale). A generation
 takes real wall seconds, which a compressed clock would stretch; so each task is judged by its
@@ -19,8 +21,11 @@ out the difference on the rehearsal clock.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
+import struct
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +34,19 @@ import httpx
 
 from console.mining.clock import Clock
 from console.mining.events import (
+    AveragesReported,
     FeedbackReceived,
     GenerationDone,
     MiningEvent,
     NoValidators,
+    PullFailed,
     PullRefused,
     Querying,
+    SubmitFailed,
     TaskReceived,
     WorkerStarted,
 )
+from console.mining.log_follower import FAILED_SKIP_S, image_log_id
 from console.mining.rules import SimulatedValidator
 from console.mining.scorers import Scorer
 from console.mining.selector import BUSY_MARK_S, Candidate, ValidatorSelector
@@ -64,6 +73,25 @@ class Generation:
 
 
 TaskTime = Callable[[str | None, float], float]  # (preset, measured wall seconds) -> seconds to charge
+
+
+def rehearsal_image_prompt(size: int = 64) -> str:
+    """A real PNG (a colour gradient), base64 as a validator's image task carries it."""
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((x * 4 % 256, y * 4 % 256, 128)) for x in range(size)) for y in range(size)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)  # 8-bit RGB
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return base64.b64encode(png).decode()
 
 
 def load_prompts(path: Path | str | None = None) -> list[str]:
@@ -102,7 +130,13 @@ class RehearsalMiner:
         self.http_timeout = http_timeout
         self._transport = transport
         self._rng = random.Random(seed)
-        self.sims = {v.uid: SimulatedValidator(v.uid, v.rules, clock) for v in validators.validators}
+        image = rehearsal_image_prompt()
+        self.sims = {
+            v.uid: SimulatedValidator(
+                v.uid, v.rules, clock, rng=random.Random(self._rng.random()), image_prompt=image
+            )
+            for v in validators.validators
+        }
         self.selector = ValidatorSelector(
             [Candidate(v.uid, v.stake, v.serving) for v in validators.validators],
             clock,
@@ -155,13 +189,19 @@ class RehearsalMiner:
         self.emit(Querying(clock.now(), uid, sel.stake, sel.owner_turn))
         self.selector.set_cooldown(uid, clock.now() + BUSY_MARK_S)
         sim = self.sims[uid]
+        if self._rng.random() < sim.rules.pull_failure_rate:
+            self.selector.set_cooldown(uid, clock.now() + FAILED_SKIP_S)  # the miner's own skip
+            self.emit(PullFailed(clock.now(), f"uid {uid}", "Timeout", uid=uid))
+            return
         pull = sim.pull(self._rng.choice(self.prompts))
         if pull.task is None:
             self.selector.set_cooldown(uid, pull.cooldown_until)
             self.emit(PullRefused(clock.now(), uid, pull.cooldown_until, pull.violations))
             return
         task = pull.task
-        self.emit(TaskReceived(clock.now(), uid, task.prompt, ep.url))
+        log_id = (image_log_id(task.prompt) if task.image else None) or task.prompt
+        label = log_id if task.image else task.prompt  # never the base64 itself
+        self.emit(TaskReceived(task.assigned_at, uid, label, ep.url, log_id=log_id, image=task.image))
         self.busy_endpoints += 1
         try:
             gen = await self._generate(client, ep, task.prompt)
@@ -173,13 +213,14 @@ class RehearsalMiner:
                 GenerationDone(
                     clock.now(),
                     uid,
-                    task.prompt,
+                    label,
                     ep.url,
                     gen.error is None,
                     charged,
                     len(gen.ply),
                     gen.preset,
                     gen.error,
+                    log_id=log_id,
                 )
             )
             if self.task_time is not None:
@@ -187,6 +228,13 @@ class RehearsalMiner:
             result = await self.scorer.score(task.prompt, spz_bytes) if spz_bytes else None
         finally:
             self.busy_endpoints -= 1
+        if self._rng.random() < sim.rules.submit_failure_rate:
+            # no feedback: the result is lost, the validator keeps the task, the miner skips it 300 s
+            self.selector.set_cooldown(uid, clock.now() + FAILED_SKIP_S)
+            self.emit(
+                SubmitFailed(clock.now(), f"uid {uid}", "Timeout", uid=uid, prompt=label, log_id=log_id)
+            )
+            return
         threshold = sim.rules.quality_threshold
         rule_score = result.rule_score(threshold) if result is not None else None
         sub = sim.submit(task.id, spz_bytes, rule_score, finished_at=task.assigned_at + charged)
@@ -195,7 +243,7 @@ class RehearsalMiner:
             FeedbackReceived(
                 clock.now(),
                 uid,
-                task.prompt,
+                label,
                 sub.score,
                 outcome=sub.outcome.value,
                 cooldown_until=sub.cooldown_until,
@@ -206,6 +254,17 @@ class RehearsalMiner:
                 measured_score=result.score if result is not None else None,
                 gate_only=bool(result and result.gate_only),
                 gate_passed=result.gate_passed if result is not None else None,
+                log_id=log_id,
+                image=task.image,
+                parts=result.parts if result is not None else None,
+                duel=sub.duel,
+                rating=sub.rating,
+            )
+        )
+        # the miner logs this validator's view right after its feedback
+        self.emit(
+            AveragesReported(
+                clock.now(), sub.average_score, sub.accepted_in_window, sub.reward, sub.rating, uid=uid
             )
         )
 

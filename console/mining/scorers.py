@@ -26,6 +26,7 @@ VALIDATE_PATH = "/validate_txt_to_3d_ply/"
 VERSION_PATH = "/version/"
 DEFAULT_VALIDATOR_URL = "http://127.0.0.1:8094"
 COMPRESSION_SPZ = 2
+SCORE_PARTS = ("iqa", "alignment_score", "ssim", "lpips")  # the validation service's answer fields
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ScoreResult:
     gate_only: bool
     detail: str = ""
     failed: bool = False  # the scorer could not score (the validator's "validation failed")
+    parts: dict[str, float] | None = None  # the service's iqa, alignment_score, ssim, lpips (as answered)
 
     def rule_score(self, threshold: float) -> float | None:
         """The number fed to the validator rules (None = validation failed: plain cooldown)."""
@@ -99,7 +101,12 @@ class ValidationServiceScorer:
         gate = data.get("gate")
         gate_passed = gate.get("passed") if isinstance(gate, dict) else None
         detail = str(data.get("error") or "")
-        return ScoreResult(float(score), gate_passed, gate_only=False, detail=detail)
+        parts = {
+            k: float(data[k])
+            for k in SCORE_PARTS
+            if isinstance(data.get(k), (int, float)) and not isinstance(data.get(k), bool)
+        }
+        return ScoreResult(float(score), gate_passed, gate_only=False, detail=detail, parts=parts or None)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -14,7 +14,7 @@ DEFAULT_VALIDATORS_FILE = Path(__file__).resolve().parents[1] / "data" / "valida
 MIN_STAKE = 1000.0
 
 _RULE_KEYS = {f.name for f in fields(ValidatorRules)}
-_SPEC_KEYS = {"uid", "name", "stake", "serving", "owner"}
+_SPEC_KEYS = {"uid", "name", "stake", "serving", "owner", "hotkey"}
 
 
 class ValidatorsFileError(ValueError):
@@ -29,6 +29,7 @@ class ValidatorSpec:
     serving: bool
     owner: bool
     rules: ValidatorRules
+    hotkey: str | None = None  # live logs name validators by hotkey in failed pull/submit lines
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def parse_validators(data: Any, source: str = "<validators>") -> ValidatorSet:
                 serving=bool(item.get("serving", True)),
                 owner=bool(item.get("owner", False)),
                 rules=_rules(rule_part, defaults, where),
+                hotkey=str(item["hotkey"]) if item.get("hotkey") else None,
             )
         )
     seen = [s.uid for s in specs]

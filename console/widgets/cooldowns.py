@@ -1,4 +1,7 @@
-"""Cooldown windows pane: one row per validator (uid, state, countdown bar, last score, violations, tasks)."""
+"""Cooldown windows pane: one row per validator (uid, its task cooldown, state, countdown bar, last
+score, violations, tasks, and the validator's own duel rating and accepted results in its 4-hour
+window). A countdown marked ≈ is estimated from the rules (live logs carry no cooldown_until);
+lines the log cannot tie to one validator are never shown here (see the once/JSON output)."""
 
 from __future__ import annotations
 
@@ -6,9 +9,23 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from console.mining.state import MiningState, ValidatorView
+from console.mining.state import FAILED_SKIP_S, MiningState, ValidatorView
 
-STATE_STYLE = {"ready": "bold green", "busy": "bold cyan", "cooldown": "yellow", "penalised": "bold red"}
+STATE_STYLE = {
+    "ready": "bold green",
+    "busy": "bold cyan",
+    "cooldown": "yellow",
+    "penalised": "bold red",
+    "skipped": "magenta",  # the miner's own 300 s skip after a failed pull or submit
+}
+OUTCOME_TEXT = {  # results with no quality score to show
+    "empty": "empty",
+    "validation_failed": "validation failed",
+    "submit_failed": "lost (submit)",
+    "validation_locked": "locked (0.0)",
+    "resubmitted_too_quickly": "too soon (0.0)",
+    "wrong_task": "wrong task",
+}
 BAR_WIDTH = 12
 
 
@@ -23,8 +40,10 @@ def cooldown_bar(fraction_left: float, width: int = BAR_WIDTH) -> str:
 
 
 def score_text(v: ValidatorView, threshold: float) -> Text:
-    if v.last_outcome in ("empty", "validation_failed"):
-        return Text(v.last_outcome.replace("_", " "), style="dim")
+    if v.last_outcome in OUTCOME_TEXT:
+        return Text(OUTCOME_TEXT[v.last_outcome], style="dim")
+    if v.last_outcome == "zero":  # live 0.0: rejected, empty or a guard; the log does not say
+        return Text("0.00 ?", style="red")
     if v.last_score is None:
         return Text("gate ok" if v.last_outcome == "accepted" else "-", style="dim")
     return Text(f"{v.last_score:.2f}", style="green" if v.last_score >= threshold else "red")
@@ -35,17 +54,23 @@ def cooldown_rows(state: MiningState, now: float) -> list[dict[str, str]]:
     rows = []
     for v in sorted(state.validators.values(), key=lambda x: x.uid):
         status = v.status(now)
-        left = v.remaining(now) if status in ("cooldown", "penalised") else 0.0
+        left = v.remaining(now) if status in ("cooldown", "penalised", "skipped") else 0.0
+        fraction = min(1.0, left / FAILED_SKIP_S) if status == "skipped" else v.fraction_left(now)
         rows.append(
             {
                 "uid": str(v.uid),
                 "state": status,
                 "countdown": ("≈" if v.estimated and left else "") + (countdown(left) if left else "-"),
-                "bar": cooldown_bar(v.fraction_left(now)) if left else "",
+                "bar": cooldown_bar(fraction) if left else "",
                 "score": score_text(v, v.rules.quality_threshold).plain,
                 "violations": str(v.violations),
                 "tasks": str(v.tasks_done),
                 "cooldown": f"{v.rules.task_cooldown:g}s",
+                # this validator's own view: duel rating and accepted in its window (Average-score line)
+                "rating": "-"
+                if v.reported is None or v.reported.rating is None
+                else f"{v.reported.rating:.0f}",
+                "accepted": "-" if v.reported is None else str(v.reported.accepted),
             }
         )
     return rows
@@ -72,6 +97,8 @@ class CooldownsPane(Static):
             ("last", "right"),
             ("viol", "right"),
             ("tasks", "right"),
+            ("rating", "right"),
+            ("acc 4h", "right"),
         ):
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         views = sorted(state.validators.values(), key=lambda x: x.uid)
@@ -86,5 +113,7 @@ class CooldownsPane(Static):
                 score_text(v, v.rules.quality_threshold),
                 row["violations"],
                 row["tasks"],
+                row["rating"],
+                row["accepted"],
             )
         self.update(table)

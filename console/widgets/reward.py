@@ -1,5 +1,17 @@
-"""The one-line reward summary: accepted in the 4-hour window, mean score, acceptance, missed
-windows, and the seed guide's projection (score x generations per 4 h) per preset."""
+"""The one-line reward summary.
+
+What each part means and where it comes from (docs/mining.md has the long form):
+- `accepted (4h)`, `acceptance`, `missed windows`: our own ledger of results in the 4-hour window.
+- `validators' reward`: what validators pay on, as their code computes it (three-gen-subnet
+  miner_data.calculate_reward): accepted results in their 4-hour window x our duel rating, each
+  validator's own numbers (live: its Average-score line; rehearsal: the simulated validator).
+  Weights then go by rank among miners; the fidelity score only decides acceptance.
+- `projection`: per preset, accepted results per 4 h with the cooldown rules applied, times the
+  rating (1500 when no validator has reported one).
+- the capacity note: one more endpoint on the same GPU buys latency, not results (measured on an
+  H200: 4 `gen404 serve` processes 1,065 gens/h vs one endpoint serving the same 4 requests queued
+  1,068 gens/h); another GPU adds capacity.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +20,32 @@ from textual.widgets import Static
 from console.mining.ledger import Projection
 from console.mining.state import MiningState
 
+DEFAULT_RATING = 1500.0  # a miner's starting duel rating (ratings.py Glicko2Rating)
+SAME_GPU_NOTE = (
+    "+1 endpoint on the same GPU: latency only (H200: 4 processes 1,065 gens/h = 1 endpoint 1,068); "
+    "another GPU: +capacity"
+)
 
-def _projection_text(name: str, p: Projection) -> str:
-    if p.guide_reward is None:
-        return f"{name}: {p.generations_4h:.0f} gens/4h × score ? (gate-only)"
-    return f"{name}: {p.score:.2f} × {p.generations_4h:.0f} = {p.guide_reward:.1f}"
+
+def reported_rewards(state: MiningState) -> tuple[float, int, float | None]:
+    """(sum of the validators' reported rewards, validators reporting, mean reported rating)."""
+    views = [v.reported for v in state.validators.values() if v.reported is not None]
+    ratings = [r.rating for r in views if r.rating is not None]
+    mean_rating = sum(ratings) / len(ratings) if ratings else None
+    return sum(r.reward for r in views), len(views), mean_rating
+
+
+def _projection_text(name: str, p: Projection, rating: float) -> str:
+    return (
+        f"{name}: {p.accepted_4h:.0f} accepted/4h × rating {rating:.0f} = {p.accepted_4h * rating:,.0f}"
+        f" ({p.limited_by}-bound)"
+    )
+
+
+def capacity_note(projections: dict[str, Projection]) -> str:
+    if projections and all(p.limited_by == "validators" for p in projections.values()):
+        return "validators' cooldowns bound the results: more endpoints buy nothing"
+    return SAME_GPU_NOTE
 
 
 def reward_line(state: MiningState, now: float) -> str:
@@ -26,18 +59,22 @@ def reward_line(state: MiningState, now: float) -> str:
         "acceptance: " + ("-" if rate is None else f"{rate:.0%}"),
         f"missed windows: {led.missed_windows(now)}",
     ]
-    if state.averages is not None:
-        a = state.averages
-        rating = "" if a.rating is None else f" rating {a.rating:.0f},"
-        parts.append(f"miner: avg {a.average:.2f},{rating} {a.accepted}/{a.window_h}h, reward {a.reward:.0f}")
+    total, reporting, mean_rating = reported_rewards(state)
+    if reporting:
+        rating = "" if mean_rating is None else f", mean rating {mean_rating:.0f}"
+        parts.append(f"validators' reward: {total:,.0f} from {reporting} (accepted × rating{rating})")
+    if state.submit_failures:
+        parts.append(f"lost submits: {state.submit_failures}")
     endpoints = max(1, len(state.endpoints))
     rules = [v.rules for v in state.validators.values()]
     if rules:
         projections = led.projections(now, rules, endpoints)
         if projections:
+            r = mean_rating if mean_rating is not None else DEFAULT_RATING
             parts.append(
-                "projection " + "; ".join(_projection_text(k, p) for k, p in sorted(projections.items()))
+                "projection " + "; ".join(_projection_text(k, p, r) for k, p in sorted(projections.items()))
             )
+            parts.append(capacity_note(projections))
     return " · ".join(parts)
 
 

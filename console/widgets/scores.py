@@ -1,4 +1,8 @@
-"""Recent scores pane: a sparkline and a table (time, validator, prompt, endpoint, preset, time, score)."""
+"""Recent scores pane: a sparkline and a table (time, validator, prompt, endpoint, preset, time, score).
+
+Click the pane to show each score's parts as the validation service answers them (iqa,
+alignment_score, ssim, lpips; rehearsal with a validation service only) instead of the
+endpoint and preset columns."""
 
 from __future__ import annotations
 
@@ -26,12 +30,29 @@ def _endpoint(url: str | None) -> str:
     return url.split("//", 1)[-1].rstrip("/")
 
 
+NO_SCORE = {
+    "empty": "empty",
+    "validation_failed": "failed",
+    "submit_failed": "lost",
+    "validation_locked": "locked",
+    "resubmitted_too_quickly": "too soon",
+    "wrong_task": "wrong task",
+}
+PART_NAMES = (("iqa", "iqa"), ("alignment_score", "align"), ("ssim", "ssim"), ("lpips", "lpips"))
+
+
+def parts_text(r: ResultRecord) -> str:
+    if not r.parts:
+        return "-"
+    return " ".join(f"{short} {r.parts[k]:.2f}" for k, short in PART_NAMES if k in r.parts)
+
+
 def score_cell(r: ResultRecord) -> tuple[str, str]:
     """(text, style): the score and whether it made the 0.6 threshold."""
-    if r.outcome == "empty":
-        return "empty", "dim"
-    if r.outcome == "validation_failed":
-        return "failed", "dim"
+    if r.outcome in NO_SCORE:
+        return NO_SCORE[r.outcome], "dim"
+    if r.outcome == "zero":
+        return "0.00 ?", "red"  # live: not accepted; rejected, empty or a guard (the log does not say)
     mark = "✓" if r.accepted else "✗"
     if r.score is None:
         return f"gate ok {mark}" if r.gate_only else f"- {mark}", "green" if r.accepted else "red"
@@ -51,6 +72,8 @@ def score_rows(state: MiningState, limit: int = ROWS) -> list[dict[str, str]]:
                 "preset": r.preset or "-",
                 "gen": "-" if r.gen_time_s is None else f"{r.gen_time_s:.1f}s",
                 "score": text,
+                "parts": parts_text(r),
+                "kind": ("image" if r.image else "text") + (f" duel {r.duel}" if r.duel else ""),
             }
         )
     return rows
@@ -67,6 +90,13 @@ class ScoresPane(Vertical):
         super().__init__(*args, **kwargs)
         self.rows: list[dict[str, str]] = []
         self.values: list[float] = []
+        self.show_parts = False  # click toggles: the score's parts instead of endpoint/preset
+        self._state: MiningState | None = None
+
+    def on_click(self) -> None:
+        self.show_parts = not self.show_parts
+        if self._state is not None:
+            self.show(self._state)
 
     def compose(self) -> ComposeResult:
         yield Static("recent scores (threshold 0.60)", id="scores-caption")
@@ -74,6 +104,7 @@ class ScoresPane(Vertical):
         yield Static(id="scores-table")
 
     def show(self, state: MiningState) -> None:
+        self._state = state
         self.rows = score_rows(state)
         recent = list(state.recent)[-60:]
         # the sparkline plots scores we know; gate-only results have none
@@ -82,15 +113,23 @@ class ScoresPane(Vertical):
         caption = f"recent scores (threshold 0.60) · {len(state.recent)} results"
         if gate_only:
             caption += f" · {gate_only} gate-only (no quality score)"
+        images = sum(1 for r in recent if r.image)
+        if images:
+            caption += f" · {images} image tasks"
+        caption += " · click: " + ("endpoints" if self.show_parts else "score parts")
         self.query_one("#scores-caption", Static).update(caption)
         self.query_one("#scores-spark", Sparkline).data = self.values or [0.0]
         table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
+        middle = (
+            (("parts", "left", 36),)
+            if self.show_parts
+            else (("endpoint", "left", 15), ("preset", "left", 10))
+        )
         for name, justify, width in (
             ("time", "left", 8),
             ("UID", "right", 3),
             ("prompt", "left", None),
-            ("endpoint", "left", 15),
-            ("preset", "left", 10),
+            *middle,
             ("gen", "right", 6),
             ("score", "right", 9),
         ):
@@ -105,12 +144,12 @@ class ScoresPane(Vertical):
         records = list(reversed(list(state.recent)[-ROWS:]))
         for row, r in zip(self.rows, records, strict=True):
             text, style = score_cell(r)
+            middle_cells = [row["parts"]] if self.show_parts else [row["endpoint"], row["preset"]]
             table.add_row(
                 row["time"],
                 row["uid"],
                 row["prompt"],
-                row["endpoint"],
-                row["preset"],
+                *middle_cells,
                 row["gen"],
                 Text(text, style=style),
             )

@@ -53,7 +53,7 @@ def _presets() -> dict[str, Any]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from engine.guidance import preset_value
+    from engine.guidance_spec import preset_value
     from engine.models import known_sources, locate, models_dir, pull_command, requirements, size_on_disk
 
     presets = _presets()

@@ -216,7 +216,7 @@ def empty_table(n: int, sh_degree: int, include_normals: bool) -> tuple[np.ndarr
 
 
 def table_bytes(table: np.ndarray, sh_degree: int, include_normals: bool) -> bytes:
-    return b"".join((ply_header(len(table), sh_degree, include_normals), table))
+    return b"".join((ply_header(len(table), sh_degree, include_normals), table.data))
 
 
 def write_ply(splats: Splats, include_normals: bool = True) -> bytes:

@@ -119,7 +119,9 @@ def _zstd_compress(raw: bytes | np.ndarray, compression_level: int, workers: int
     level = min(max(int(compression_level), 1), 22)  # the reference raises levels below 1 to 1
     threads = -1 if workers < 0 else (workers if workers > 1 else 0)
     try:
-        return zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True).compress(raw)
+        return zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True).compress(
+            raw if isinstance(raw, bytes) else raw.data
+        )
     except zstandard.ZstdError as exc:
         raise SpzError(f"zstd compression failed: {exc}") from None
 
@@ -370,5 +372,5 @@ def decompress(spz_bytes: bytes, include_normals: bool) -> bytes:
         if rows.stop - rows.start < len(table):  # the last, partial block
             table, columns = ply.empty_table(rows.stop - rows.start, degree, include_normals)
         unpack_into(header, body, columns, rows)
-        out.write(table)
+        out.write(table.data)
     return out.getvalue()

@@ -1,22 +1,23 @@
 """Guidance models for score distillation: MVDream (4-view), SD 2.1 (1 view), tiny (CPU smoke).
 
-`build_guidance(preset, device)` reads only these preset fields, each with a default, so any
-preset-like object (dataclass, namespace, dict) works: `guidance` ("mvdream" | "sd" |
-"tiny_mvdream"), `weights` ("pretrained" | "random"), `mvdream_id`, `mvdream_ckpt`, `sd_id`,
-`dtype` ("fp32" | "fp16" | "bf16": UNet and VAE precision), `ref_size`, `seed`.
-`guidance_scale` and `negative_prompt` are passed per call by the pipeline.
+`build_guidance(preset, device)` reads the preset through `GuidanceSpec.of` (engine.guidance_spec:
+the guidance fields, each with a default, so any preset-like object works). The builders take the
+typed spec. `guidance_scale` and `negative_prompt` are passed per call by the pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from engine.guidance_spec import GuidanceSpec, preset_value
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Guidance", "PromptEmbeds", "build_guidance", "preset_value"]
+__all__ = ["Guidance", "GuidanceSpec", "PromptEmbeds", "StageTimer", "build_guidance", "preset_value"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,28 @@ class PromptEmbeds:
     uncond: torch.Tensor
 
 
+# The stage-timing hook: `timer("unet")` is a context manager that adds the block's wall time
+# to that stage (engine.pipeline's _StageTimer; `gen404 bench` reads the totals).
+StageTimer = Callable[[str], AbstractContextManager[None]]
+
+
 @runtime_checkable
 class Guidance(Protocol):
-    frames: int  # views per sample group: 4 MVDream, 1 SD
+    """Everything the pipeline calls on a guidance model (SDSGuidance implements it)."""
+
+    frames: int  # views per sample group: 4 MVDream, 1 SD (the pipeline samples cameras to match)
+    ref_size: int  # renders are resized to this before the VAE (per preset; models are shared)
+    cuda_graphs: bool  # replay the UNet and VAE encoder as CUDA graphs (CUDA only)
+
+    def set_channels_last(self, enabled: bool) -> None: ...
+
+    def set_compile(self, enabled: bool) -> None: ...
+
+    def reseed(self, seed: int) -> None:
+        """Restart the noise stream: same seed, same run."""
+
+    def camera_inputs(self, c2w: torch.Tensor) -> torch.Tensor | None:
+        """The model's camera conditioning for OpenGL c2w (N,4,4), or None when it takes none."""
 
     def encode_prompt(self, prompt: str, negative: str) -> PromptEmbeds: ...
 
@@ -41,33 +61,11 @@ class Guidance(Protocol):
         step: int,
         total_steps: int,
         guidance_scale: float,
-    ) -> torch.Tensor: ...
-
-
-_DEFAULTS: dict[str, Any] = {
-    "guidance": "mvdream",
-    "weights": "pretrained",
-    "mvdream_id": "ashawkey/mvdream-sd2.1-diffusers",
-    "mvdream_ckpt": None,
-    "sd_id": "stabilityai/stable-diffusion-2-1-base",
-    "dtype": "fp32",
-    "ref_size": 256,
-    "seed": 0,
-    "name": "?",
-}
-
-
-def preset_value(preset: Any, key: str) -> Any:
-    """`preset.key` (or `preset[key]`, or `preset.model_ids[key]`), else gen404's default."""
-    if isinstance(preset, Mapping):
-        value = preset.get(key)
-        ids = preset.get("model_ids")
-    else:
-        value = getattr(preset, key, None)
-        ids = getattr(preset, "model_ids", None)
-    if value is None and isinstance(ids, Mapping):
-        value = ids.get(key)
-    return _DEFAULTS.get(key) if value is None else value
+        camera: torch.Tensor | None = None,
+        timer: StageTimer | None = None,
+    ) -> torch.Tensor:
+        """Scalar loss whose gradient wrt `images` is the SDS gradient. `camera`: these views'
+        rows of `camera_inputs` (else computed from `c2w`); `timer` times "vae_encode" and "unet"."""
 
 
 def build_guidance(preset: Any, device: str | torch.device, random_weights: bool = False) -> Guidance:
@@ -78,18 +76,18 @@ def build_guidance(preset: Any, device: str | torch.device, random_weights: bool
     `random_weights` (or `weights: random`) builds the full-size architecture with seeded
     random weights instead, for benchmarks.
     """
-    kind = preset_value(preset, "guidance")
-    random_weights = random_weights or preset_value(preset, "weights") == "random"
-    if kind == "tiny_mvdream":
+    spec = GuidanceSpec.of(preset)
+    random_weights = random_weights or spec.weights == "random"
+    if spec.guidance == "tiny_mvdream":
         from engine.guidance.tiny import build_tiny_mvdream
 
-        return build_tiny_mvdream(preset, device)
-    if kind == "mvdream":
+        return build_tiny_mvdream(spec, device)
+    if spec.guidance == "mvdream":
         from engine.guidance.mvdream import build_mvdream
 
-        return build_mvdream(preset, device, random_weights=random_weights)
-    if kind == "sd":
+        return build_mvdream(spec, device, random_weights=random_weights)
+    if spec.guidance == "sd":
         from engine.guidance.sd import build_sd
 
-        return build_sd(preset, device, random_weights=random_weights)
-    raise ValueError(f"unknown guidance {kind!r} (expected mvdream, sd or tiny_mvdream)")
+        return build_sd(spec, device, random_weights=random_weights)
+    raise ValueError(f"unknown guidance {spec.guidance!r} (expected mvdream, sd or tiny_mvdream)")

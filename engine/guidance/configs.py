@@ -6,9 +6,25 @@ diffusers folders bring their own config files.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from diffusers import DDIMScheduler
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+
+class Components(TypedDict):
+    """What SDSGuidance is built from, whichever way it was loaded (pretrained, original
+    checkpoint, random, tiny)."""
+
+    tokenizer: Any  # transformers' CLIPTokenizer or tiny.ByteTokenizer: the same call shape
+    text_encoder: CLIPTextModel
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    scheduler: DDIMScheduler
+
 
 # stabilityai/stable-diffusion-2-1-base unet/config.json, with MVDream's 32x32 latents.
 SD21_UNET_CONFIG: dict[str, Any] = {

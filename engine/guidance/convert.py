@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -74,9 +75,18 @@ def _resnet(rest: str) -> str:
     raise ConversionError(f"no LDM name for resnet parameter {rest!r}")
 
 
+def _config_value(module: torch.nn.Module, key: str) -> Any:
+    """A field of a diffusers/transformers model's config (their configs are untyped)."""
+    return getattr(module.config, key)
+
+
+def _config_int(module: torch.nn.Module, key: str) -> int:
+    return int(_config_value(module, key))
+
+
 def unet_sources(unet: torch.nn.Module) -> SourceFn:
     """diffusers UNet2DConditionModel names -> LDM (MVDream MultiViewUNetModel) names."""
-    n = unet.config.layers_per_block
+    n = _config_int(unet, "layers_per_block")
     names = list(unet.state_dict())
     up_has_attn = {i: any(k.startswith(f"up_blocks.{i}.attentions.") for k in names) for i in range(8)}
     fixed = {
@@ -128,7 +138,7 @@ def _conv1x1_to_linear(t: torch.Tensor) -> torch.Tensor:
 
 def vae_sources(vae: torch.nn.Module) -> SourceFn:
     """diffusers AutoencoderKL names -> LDM AutoencoderKL names (decoder up blocks reversed)."""
-    levels = len(vae.config.block_out_channels)
+    levels = len(_config_value(vae, "block_out_channels"))
     attn = {"group_norm.": "norm.", "to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "proj_out."}
 
     def source(name: str) -> tuple[str, Transform]:
@@ -257,7 +267,8 @@ def load_original_mvdream(
         text_encoder, checkpoint, CLIP_PREFIX, clip_sources(text_encoder), "text encoder", assign
     )
     # SD 2.1 conditions on the penultimate layer: the HF encoder has one layer fewer than the tower
-    last = f"{CLIP_PREFIX}transformer.resblocks.{text_encoder.config.num_hidden_layers}."
+    layers = _config_int(text_encoder, "num_hidden_layers")
+    last = f"{CLIP_PREFIX}transformer.resblocks.{layers}."
     unused = set(SCHEDULE_BUFFERS) | {CLIP_PREFIX + k for k in CLIP_UNUSED}
     unused |= {k for k in checkpoint if k.startswith(last)}
     _raise_unconsumed(checkpoint, consumed, unused, "the MVDream checkpoint")

@@ -17,12 +17,12 @@ graphs on the endpoint's build thread while the generation thread keeps running 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
-from engine.guidance.sds import guided_eps
+from engine.guidance.cfg import guided_eps
 
 CAPTURE_MODE = "thread_local"  # see the module docstring
 
@@ -105,9 +105,10 @@ def graph_vae_encoder(
     def encode(x: Tensor) -> tuple[Tensor, Tensor]:
         return moments(x)
 
-    return torch.cuda.make_graphed_callables(
+    graphed = torch.cuda.make_graphed_callables(
         encode, (sample,), num_warmup_iters=3, capture_error_mode=CAPTURE_MODE
     )
+    return cast(Callable[[Tensor], tuple[Tensor, Tensor]], graphed)  # the callable passed in
 
 
 __all__ = ["GraphedCFG", "graph_vae_encoder"]

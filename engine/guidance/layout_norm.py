@@ -4,7 +4,7 @@ Why: ATen's GroupNorm returns contiguous NCHW tensors, and torch.compile traces 
 In the VAE encoder's compiled backward this made cuDNN's convolution_backward copy its
 channels-last inputs and gradients back and forth: 30 copy kernels a step, most of the 2.6 ms that
 ATen elementwise kernels took of the 10.7 ms fwd+bwd at text_mv's 4 x 256 px (H200,
-benchmarks/gpu_vae_backward_probe.py; docs/benchmarks.md, third round). Written as
+benchmarks/probes/vae_backward.py; docs/benchmarks.md, third round). Written as
 plain elementwise ops and per-channel reductions, the normalisation follows the input's strides,
 so channels-last stays channels-last through the forward and the backward.
 

@@ -19,12 +19,18 @@ import torch
 from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from engine.guidance import preset_value
-from engine.guidance.configs import SD21_TEXT_CONFIG, SD21_UNET_CONFIG, SD21_VAE_CONFIG, ddim_scheduler
+from engine.guidance.configs import (
+    SD21_TEXT_CONFIG,
+    SD21_UNET_CONFIG,
+    SD21_VAE_CONFIG,
+    Components,
+    ddim_scheduler,
+)
 from engine.guidance.convert import load_mvdream_unet, load_original_mvdream
 from engine.guidance.mvdream_unet import CAMERA_DIM, build_unet, mvdream_camera, mvdream_unet_config
 from engine.guidance.sds import SDSGuidance
 from engine.guidance.tiny import ByteTokenizer
+from engine.guidance_spec import GuidanceSpec
 
 FRAMES = 4
 
@@ -80,7 +86,7 @@ def load_original_components(
     unet_config: dict[str, Any] | None = None,
     vae_config: dict[str, Any] | None = None,
     text_config: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Components:
     """Components from `sd-v2.1-base-4view.pt` (sd-v2-base.yaml architecture unless configs given)."""
     state = _read_state_dict(ckpt)
     with torch.device("meta"):  # no 1.2 B-parameter random init: the checkpoint's tensors are assigned
@@ -99,7 +105,7 @@ def load_original_components(
     }
 
 
-def load_port_components(folder: Path) -> dict[str, Any]:
+def load_port_components(folder: Path) -> Components:
     """Components from a diffusers-format MVDream folder (ashawkey/mvdream-sd2.1-diffusers layout)."""
     from engine.models import component_file
 
@@ -117,7 +123,7 @@ def load_port_components(folder: Path) -> dict[str, Any]:
     }
 
 
-def random_components(device: str | torch.device, seed: int, multiview: bool = True) -> dict[str, Any]:
+def random_components(device: str | torch.device, seed: int, multiview: bool = True) -> Components:
     """Full-size SD 2.1-base architecture (MVDream UNet when `multiview`) with seeded random weights.
 
     Built directly on `device` (fast on a GPU). The tokenizer is the offline byte tokenizer:
@@ -140,18 +146,18 @@ def random_components(device: str | torch.device, seed: int, multiview: bool = T
     }
 
 
-def build_mvdream(preset: Any, device: str | torch.device, random_weights: bool = False) -> SDSGuidance:
+def build_mvdream(
+    spec: GuidanceSpec, device: str | torch.device, random_weights: bool = False
+) -> SDSGuidance:
     from engine.models import require, requirements
 
-    seed = int(preset_value(preset, "seed"))
     if random_weights:
-        components = random_components(device, seed)
+        components = random_components(device, spec.seed)
     else:
-        name = preset_value(preset, "name")
-        sources = requirements(preset)
-        paths = [require(source, name) for source in sources]  # MissingWeightsError before any loading
+        sources = requirements(spec)
+        paths = [require(source, spec.name) for source in sources]  # MissingWeightsError before any loading
         if sources[0].filename:
             components = load_original_components(paths[0], paths[1])
         else:
             components = load_port_components(paths[0])
-    return SDSGuidance.for_preset(preset, components, device, FRAMES, mvdream_camera)
+    return SDSGuidance.for_spec(spec, components, device, FRAMES, mvdream_camera)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from engine.guidance import preset_value
-from engine.guidance.configs import ddim_scheduler
+from engine.guidance.configs import Components, ddim_scheduler
 from engine.guidance.mvdream import random_components
 from engine.guidance.sds import SDSGuidance
+from engine.guidance_spec import GuidanceSpec
 
 
-def load_sd_components(folder: Any) -> dict[str, Any]:
+def load_sd_components(folder: str | Path) -> Components:
     """A diffusers SD folder (stabilityai/stable-diffusion-2-1-base layout); our DDIM schedule."""
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")  # SDPA attention by default
     return {
@@ -26,13 +26,11 @@ def load_sd_components(folder: Any) -> dict[str, Any]:
     }
 
 
-def build_sd(preset: Any, device: str | torch.device, random_weights: bool = False) -> SDSGuidance:
+def build_sd(spec: GuidanceSpec, device: str | torch.device, random_weights: bool = False) -> SDSGuidance:
     from engine.models import require, requirements
 
-    seed = int(preset_value(preset, "seed"))
     if random_weights:
-        components = random_components(device, seed, multiview=False)
+        components = random_components(device, spec.seed, multiview=False)
     else:
-        name = preset_value(preset, "name")
-        components = load_sd_components(require(requirements(preset)[0], name))
-    return SDSGuidance.for_preset(preset, components, device, frames=1, camera_fn=None)
+        components = load_sd_components(require(requirements(spec)[0], spec.name))
+    return SDSGuidance.for_spec(spec, components, device, frames=1, camera_fn=None)

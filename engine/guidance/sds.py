@@ -8,16 +8,27 @@ t = round((1 - step/total_steps) * 1000) clipped to [20, 980], DDIM-scheduler no
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from engine.guidance import PromptEmbeds, preset_value
+from engine.guidance import PromptEmbeds, StageTimer
+from engine.guidance.cfg import guided_eps
+from engine.guidance.configs import Components
 from engine.guidance.layout_norm import use_layout_group_norm
+from engine.guidance_spec import GuidanceSpec
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
+
+    from engine.guidance.graphs import GraphedCFG
+
+Moments = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # images -> (mean, std)
 
 T_MIN, T_MAX = 20, 980
 TEXT_CACHE_SIZE = 32  # encoded texts kept on the device (prompts repeat in tests and benches only)
@@ -44,7 +55,7 @@ class EncoderMoments(torch.nn.Module):
     are far below the tile size). One module for the eager, graphed and compiled paths; the
     sample (mean + std * noise) is drawn by the caller from the guidance's generator."""
 
-    def __init__(self, vae: torch.nn.Module) -> None:
+    def __init__(self, vae: AutoencoderKL) -> None:
         super().__init__()
         self.vae = vae
 
@@ -57,28 +68,7 @@ class EncoderMoments(torch.nn.Module):
         return mean, torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
 
 
-def guided_eps(
-    unet: Callable[..., Any],
-    noisy: torch.Tensor,
-    t: torch.Tensor,
-    cond: torch.Tensor,
-    uncond: torch.Tensor,
-    camera: torch.Tensor | None,
-    guidance_scale: float,
-) -> torch.Tensor:
-    """Classifier-free guidance: the UNet on [cond, uncond] in one batch, then the CFG mix.
-    The one definition for the eager path and the captured graph (graphs.GraphedCFG)."""
-    batch = noisy.shape[0]
-    context = torch.cat([cond.expand(batch, -1, -1), uncond.expand(batch, -1, -1)])
-    kwargs: dict[str, torch.Tensor] = {}
-    if camera is not None:
-        kwargs["class_labels"] = torch.cat([camera, camera])
-    eps = unet(torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=context, **kwargs).sample
-    eps_cond, eps_uncond = eps.chunk(2)
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-
-
-def use_math_vae_attention(vae: torch.nn.Module) -> None:
+def use_math_vae_attention(vae: AutoencoderKL) -> None:
     """The VAE's mid-block attention as plain matmuls + softmax (diffusers' AttnProcessor).
 
     Why: its head is 512 wide, past what the flash kernels take, so SDPA falls back to the
@@ -89,6 +79,10 @@ def use_math_vae_attention(vae: torch.nn.Module) -> None:
         from diffusers.models.attention_processor import AttnProcessor
 
         vae.set_attn_processor(AttnProcessor())
+
+
+def _untimed(stage: str) -> contextlib.nullcontext[None]:
+    return contextlib.nullcontext()
 
 
 def _frozen(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -109,7 +103,7 @@ class SDSGuidance:
         *,
         tokenizer: Any,
         text_encoder: torch.nn.Module,
-        vae: torch.nn.Module,
+        vae: AutoencoderKL,
         unet: torch.nn.Module,
         scheduler: Any,
         frames: int,
@@ -149,9 +143,9 @@ class SDSGuidance:
         self.compiled = False
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
-        self._moments_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = self._moments
-        self._unet_graphs: dict[tuple, Any] = {}
-        self._vae_graphs: dict[tuple, Any] = {}
+        self._moments_fn: Moments = self._moments
+        self._unet_graphs: dict[tuple[object, ...], GraphedCFG] = {}
+        self._vae_graphs: dict[tuple[object, ...], Moments] = {}
 
     def set_channels_last(self, enabled: bool) -> None:
         """UNet and VAE weights in channels-last memory format (or back); drops captured graphs."""
@@ -224,23 +218,23 @@ class SDSGuidance:
         return self.camera_fn(c2w.to(self.device)).to(self.dtype)
 
     @classmethod
-    def for_preset(
+    def for_spec(
         cls,
-        preset: Any,
-        components: dict[str, Any],
+        spec: GuidanceSpec,
+        components: Components,
         device: str | torch.device,
         frames: int,
         camera_fn: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> SDSGuidance:
-        """The one place a preset's ref_size, dtype and seed reach the guidance."""
+        """The one place a spec's ref_size, dtype and seed reach the guidance."""
         return cls(
             **components,
             frames=frames,
-            ref_size=int(preset_value(preset, "ref_size")),
+            ref_size=int(spec.ref_size),
             device=device,
-            dtype=torch_dtype(preset_value(preset, "dtype")),
+            dtype=torch_dtype(spec.dtype),
             camera_fn=camera_fn,
-            seed=int(preset_value(preset, "seed")),
+            seed=int(spec.seed),
         )
 
     def reseed(self, seed: int) -> None:
@@ -277,11 +271,12 @@ class SDSGuidance:
         encoder = self._moments_fn
         if self._graphs_on():
             key = (tuple(x.shape), x.dtype, self.channels_last)
-            encoder = self._vae_graphs.get(key)
-            if encoder is None:
+            graphed = self._vae_graphs.get(key)
+            if graphed is None:
                 from engine.guidance.graphs import graph_vae_encoder
 
-                encoder = self._vae_graphs[key] = graph_vae_encoder(self._moments_fn, x)
+                graphed = self._vae_graphs[key] = graph_vae_encoder(self._moments_fn, x)
+            encoder = graphed
         mean, std = encoder(x)
         # the posterior sample as diffusers draws it: same generator, shape and dtype
         eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
@@ -325,7 +320,7 @@ class SDSGuidance:
 
                 graph = GraphedCFG(self._unet_fn, noisy, t, cond, uncond, camera, guidance_scale)
                 self._unet_graphs[key] = graph
-            return cast(torch.Tensor, graph(noisy, t, cond, uncond, camera))
+            return graph(noisy, t, cond, uncond, camera)
         return guided_eps(self._unet_fn, noisy, t, embeds.cond, embeds.uncond, camera, guidance_scale)
 
     def sds_loss(
@@ -337,15 +332,19 @@ class SDSGuidance:
         total_steps: int,
         guidance_scale: float,
         camera: torch.Tensor | None = None,
+        timer: StageTimer | None = None,
     ) -> torch.Tensor:
         """Scalar loss whose gradient wrt `images` is the SDS gradient (w(t) = 1).
 
-        Issues no host synchronisation (no H2D copies, no `.item()`), so the CPU can run ahead.
+        Issues no host synchronisation (no H2D copies, no `.item()`), so the CPU can run ahead;
+        a `timer` (the pipeline's stage-timing hook) may sync around the VAE encode and the UNet.
         """
         batch = images.shape[0]
         if batch % self.frames:
             raise ValueError(f"SDS: batch {batch} is not a multiple of {self.frames} views")
-        latents = self.encode_images(images)
+        stage = timer or _untimed
+        with stage("vae_encode"):
+            latents = self.encode_images(images)
         t_value = annealed_timestep(step, total_steps, len(self.alphas_cumprod))
         t = torch.full((batch,), t_value, device=self.device, dtype=torch.long)
         with torch.no_grad():
@@ -353,7 +352,8 @@ class SDSGuidance:
                 latents.shape, generator=self.generator, device=self.device, dtype=latents.dtype
             )
             noisy = self.add_noise(latents.detach(), noise, t_value)
-            eps_hat = self.predict_noise(noisy, t, embeds, c2w, guidance_scale, camera=camera)
+            with stage("unet"):
+                eps_hat = self.predict_noise(noisy, t, embeds, c2w, guidance_scale, camera=camera)
             grad = torch.nan_to_num(eps_hat.float() - noise.float())
             target = latents.detach().float() - grad
         return 0.5 * F.mse_loss(latents.float(), target, reduction="sum") / batch

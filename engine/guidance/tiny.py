@@ -9,14 +9,18 @@ signal path, not as a prior: the weights are random.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from engine.guidance.configs import ddim_scheduler
+from engine.guidance.configs import Components, ddim_scheduler
 from engine.guidance.mvdream_unet import build_unet, mvdream_camera, mvdream_unet_config
+from engine.guidance_spec import GuidanceSpec
+
+if TYPE_CHECKING:
+    from engine.guidance.sds import SDSGuidance
 
 MAX_LENGTH = 77
 
@@ -108,7 +112,7 @@ TINY_UNET_CONFIG: dict[str, Any] = {
 }
 
 
-def tiny_components(seed: int = 0, multiview: bool = True) -> dict[str, Any]:
+def tiny_components(seed: int = 0, multiview: bool = True) -> Components:
     """Seeded random tiny tokenizer, text encoder, VAE and UNet (4-view MVDream or plain)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -125,9 +129,8 @@ def tiny_components(seed: int = 0, multiview: bool = True) -> dict[str, Any]:
     }
 
 
-def build_tiny_mvdream(preset: Any, device: str | torch.device):
-    from engine.guidance import preset_value
+def build_tiny_mvdream(spec: GuidanceSpec, device: str | torch.device) -> SDSGuidance:
     from engine.guidance.sds import SDSGuidance
 
-    components = tiny_components(int(preset_value(preset, "seed")))
-    return SDSGuidance.for_preset(preset, components, device, frames=4, camera_fn=mvdream_camera)
+    components = tiny_components(spec.seed)
+    return SDSGuidance.for_spec(spec, components, device, frames=4, camera_fn=mvdream_camera)

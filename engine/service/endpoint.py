@@ -14,7 +14,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from engine.presets import PresetError
 from engine.prompts import validate_prompt
 from engine.service import package_version
-from engine.service.forms import FormError, parse_form
+from engine.service.forms import FormError, detect_image_prompt, parse_form
 from engine.service.queue import ClientGone, GenerationQueue, QueueFull, ShuttingDown, Worker
 from engine.service.runtime import (
     Fault,
@@ -46,7 +46,10 @@ from engine.service.stats import ServiceStats
 
 log = logging.getLogger("gen404.serve")
 
-GENERATE_BODY_LIMIT = 64 * 1024
+# Sized for image tasks: the miner posts a validator's base64 image url-encoded (about 1.45x the
+# image's bytes), so 8 MiB lets images up to ~5.5 MB reach the explicit "not supported" answer
+# below instead of a bare 413. Text prompts still stop at 1024 characters (engine/prompts.py).
+GENERATE_BODY_LIMIT = 8 * 1024 * 1024
 SMALL_BODY_LIMIT = 4 * 1024  # PUT /preset and anything else
 LOADING_RETRY_AFTER_S = 5
 SCORER_BACKLOG = 8  # self-scores waiting beyond this are skipped, never queued unboundedly
@@ -155,7 +158,7 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
     endpoint = Endpoint(config, factory)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         endpoint.host.start()
         yield
         endpoint.begin_shutdown()
@@ -183,6 +186,14 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
             return error(exc.status, str(exc))
         if "prompt" not in fields:
             return error(422, "missing form field 'prompt'", {"fields": sorted(fields)[:20]})
+        if (image := detect_image_prompt(fields["prompt"])) is not None:
+            endpoint.stats.record_image_prompt()
+            preset = endpoint.host.preset_name
+            return error(
+                422,
+                f"image prompts are not supported by preset {preset}",
+                {"kind": "image", "format": image.format, "approx_bytes": image.approx_bytes},
+            )
         try:
             prompt = validate_prompt(fields["prompt"])
         except ValueError as exc:

@@ -37,6 +37,7 @@ class ServiceStats:
     failed: int = 0
     rejected: int = 0
     dropped: int = 0  # clients that went away while queued
+    image_prompts: int = 0  # image tasks refused at once (no image-to-3D preset)
     _recent: deque[RecentGeneration] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
     _finished: deque[float] = field(default_factory=deque)  # monotonic finish times, last hour
     _next_id: int = 1
@@ -68,6 +69,10 @@ class ServiceStats:
     def record_rejected(self) -> None:
         with self._lock:
             self.rejected += 1
+
+    def record_image_prompt(self) -> None:
+        with self._lock:
+            self.image_prompts += 1
 
     def record_dropped(self) -> None:
         with self._lock:
@@ -109,6 +114,7 @@ class ServiceStats:
                     "failed": self.failed,
                     "rejected": self.rejected,
                     "dropped": self.dropped,
+                    "image_prompts": self.image_prompts,
                 },
                 "in_flight": in_flight,
                 "queue_depth": queue_depth,

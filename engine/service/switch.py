@@ -145,15 +145,12 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def missing_weights(preset: Preset, random_weights: bool) -> str | None:
-    """The one-line reason a preset cannot load here (engine.models' torch-free lookup), or None."""
+    """Why `preset` cannot load here (engine.models' torch-free lookup, one line), or None."""
     if random_weights:
         return None
-    from engine.models import locate, pull_command, requirements
+    from engine.models import missing_weights as missing
 
-    for source in requirements(preset):
-        if locate(source) is None:
-            return f"{source.role or 'model'} weights {source.label} not found locally; fetch them with `{pull_command(preset.name)}`"
-    return None
+    return missing(preset)
 
 
 def warm_up(generator: Any, progress: ProgressCallback) -> float:

@@ -25,7 +25,7 @@ def test_once_json_prints_validators_scores_and_ledger(capsys: pytest.CaptureFix
     by_uid = {v["uid"]: v for v in data["validators"]}
     assert set(by_uid) == {0, 12, 27, 49, 81, 133}
     assert by_uid[12]["last_score"] == 0.71 and by_uid[12]["last_outcome"] == "accepted"
-    assert by_uid[27]["last_outcome"] == "rejected"
+    assert by_uid[27]["last_outcome"] == "zero"  # 0.0: not accepted, reason unknown
     assert by_uid[49]["violations"] == 3 and by_uid[49]["task_cooldown_s"] == 120.0
     scores = [(r["uid"], r["score"]) for r in data["recent_scores"]]
     assert (12, 0.71) in scores and (81, 0.65) in scores

@@ -54,6 +54,20 @@ async def test_validation_service_client_posts_spz_and_reads_score(hamburger_spz
     assert seen["compression"] == 2 and base64.b64decode(seen["data"]) == hamburger_spz
     assert seen["prompt"] == "a hamburger"
     assert (r.score, r.gate_passed, r.gate_only) == (0.72, True, False)
+    assert r.parts is None  # the service named no parts: none invented
+
+
+async def test_validation_service_score_parts_are_kept_as_answered(hamburger_spz: bytes) -> None:
+    answer = {"score": 0.7, "iqa": 0.81, "alignment_score": 0.66, "ssim": 0.9, "lpips": None, "views": 16}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer)
+
+    scorer = ValidationServiceScorer("http://validator.test")
+    scorer._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    r = await scorer.score("a hamburger", hamburger_spz)
+    await scorer.aclose()
+    assert r.parts == {"iqa": 0.81, "alignment_score": 0.66, "ssim": 0.9}  # lpips null: left out
 
 
 async def test_validation_service_down_counts_as_validation_failure() -> None:

@@ -4,25 +4,21 @@
 The SD 2.1 VAE's mid-block attention has one 512-wide head: SDPA cannot use flash kernels for it.
 This times the graphed encoder (as the engine runs it) at a preset's shape with each attention
 processor, full-size random weights, in one process. Usage (repo root, GPU box):
-    python benchmarks/gpu_vae_attention.py [--ref 256] [--views 4] [--iters 50]
+    python -m benchmarks.probes.vae_attention [--ref 256] [--views 4] [--iters 50]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from diffusers import AutoencoderKL
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-import torch  # noqa: E402
-from diffusers import AutoencoderKL  # noqa: E402
-from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0  # noqa: E402
-
-from engine.guidance.configs import SD21_VAE_CONFIG  # noqa: E402
-from engine.guidance.graphs import graph_vae_encoder  # noqa: E402
-from engine.guidance.sds import EncoderMoments  # noqa: E402
+from engine.guidance.configs import SD21_VAE_CONFIG
+from engine.guidance.graphs import graph_vae_encoder
+from engine.guidance.sds import EncoderMoments
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ A variant is tokens joined by '+': layout `cl` or `contig`; `compile` or `eager`
 `cdt` (coordinate-descent tuning), `autotune` (max-autotune), `nolayout` (no layout optimisation);
 `nativegn` keeps ATen's GroupNorm in compiled code (the engine uses LayoutGroupNorm), `gnview`
 takes the first layout-preserving form tried (var_mean over a (N, G, C/G, H, W) view).
-    python benchmarks/gpu_vae_backward_probe.py --variants cl+compile,contig+compile --trace-dir out
+    python -m benchmarks.probes.vae_backward --variants cl+compile,contig+compile --trace-dir out
 CPU works for a quick check (--device cpu --ref 32 --dtype fp32; no graphs there).
 """
 
@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from diffusers import AutoencoderKL
+from torch.profiler import ProfilerActivity, profile
 
-import torch  # noqa: E402
-from diffusers import AutoencoderKL  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from engine.guidance.configs import SD21_VAE_CONFIG  # noqa: E402
-from engine.guidance.graphs import graph_vae_encoder  # noqa: E402
-from engine.guidance.layout_norm import LayoutGroupNorm  # noqa: E402
-from engine.guidance.sds import DTYPES, EncoderMoments, use_math_vae_attention  # noqa: E402
+from engine.guidance.configs import SD21_VAE_CONFIG
+from engine.guidance.graphs import graph_vae_encoder
+from engine.guidance.layout_norm import LayoutGroupNorm
+from engine.guidance.sds import DTYPES, EncoderMoments, use_math_vae_attention
 
 Encoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 KNOBS = {  # variant token -> inductor config it sets
