@@ -13,11 +13,11 @@ Four measurements, each with real `gen404 serve` processes on 127.0.0.1 (issue 1
      preset, and the first request after the switch against the new preset's steady state.
 Prints a table naming the machine; writes bench_restart.json to --out (default $OUT or /tmp).
 
-GPU (H200; see the command in docs/benchmarks.md, < 8 min):
-    source benchmarks/gpu_env.sh restart && gsplat_restore
-    python3 benchmarks/bench_restart.py --preset text_mv_fast --alt text_mv_ultra_fast --device cuda
-CPU check of the script itself (tiny presets, ~1-2 min on a shared 2-core box):
-    python benchmarks/bench_restart.py --cpu-smoke [--cpu-compile]
+GPU (H200, repo root, < 8 min; gsplat's one-off build is restored/done first so it is not counted):
+    source benchmarks/gpu_env.sh restart && gsplat_restore && gsplat_build && \
+      timeout 540 python3 -m benchmarks.bench_restart --device cuda --out "$OUT" 2>&1 | tee -a "$LOG"
+CPU check of the script itself (tiny presets, ~1 min on a shared 2-core box):
+    python -m benchmarks.bench_restart --cpu-smoke [--cpu-compile]
 On a CPU the warm cache saves inductor's graphs (FX and AOTAutograd cache hits in the next
 process) but the C++ kernels are compiled again from their source (a CPU box, a 64x64 module:
 40.3 s cold, 32.6 s with the cache), so --cpu-compile checks the mechanism, not the speed; on
@@ -47,10 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from machine import cpu_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from benchmarks.machine import cpu_model
 
 PROMPT = "a red wooden chair"
 SMOKE_PRESETS = {  # --cpu-smoke: same models, two shapes, quick steps (--cpu-compile: compiled too)
