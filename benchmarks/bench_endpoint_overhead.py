@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers_server import running_server
+from tests.support.server import running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,17 +26,13 @@ import asyncio
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Container, Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
@@ -52,8 +48,17 @@ from console.config import (
     weights_present,
 )
 from console.endpoint_client import EndpointClient, EndpointError
-from console.gpu import GpuSnapshot, NvmlSampler, cuda_gpu_count
-from console.supervisor import RUNNING_STATES, EndpointView, Launcher, Prober, Supervisor, launch_endpoint
+from console.gpu import NvmlSampler, cuda_gpu_count
+from console.keys import KEY_TABLE, bindings, help_rows
+from console.palette import ConsoleCommands, PaletteCommand, build_commands
+from console.supervisor import EndpointView, Launcher, Prober, Supervisor, launch_endpoint
+from console.ui_messages import (
+    EndpointsUpdated,
+    GpuUpdated,
+    MiningUpdated,
+    SupervisorNoticed,
+    forward_supervisor,
+)
 from console.widgets.banner import Banner, StatusLine
 from console.widgets.confirm import ConfirmScreen, QuitScreen
 from console.widgets.endpoints import EndpointsTable
@@ -61,73 +66,15 @@ from console.widgets.gpu import GpuPane
 from console.widgets.help import HelpScreen
 from console.widgets.logs import LogPane
 
-# `1` `2` `3` switch the selected endpoint; shift (`!` `@` `#`) applies to every endpoint.
-PRESET_KEYS: tuple[str, ...] = ("text_mv_ultra_fast", "text_mv_fast", "text_mv")
-PRESET_SHORT: tuple[str, ...] = ("ultra-fast", "fast", "quality")
-ALL_KEYS: tuple[str, ...] = ("exclamation_mark", "at", "number_sign")
-
-
-def _bindings() -> list[Binding]:
-    out = [
-        Binding("n", "spawn_endpoint", "New", id="spawn_endpoint"),
-        Binding("x", "stop_endpoint", "Stop", id="stop_endpoint"),
-        Binding("r", "restart_endpoint", "Restart", id="restart_endpoint"),
-    ]
-    for i, (name, short) in enumerate(zip(PRESET_KEYS, PRESET_SHORT, strict=True), start=1):
-        out.append(Binding(str(i), f"set_preset('{name}')", short, id=f"preset_{i}"))
-    for i, (key, name) in enumerate(zip(ALL_KEYS, PRESET_KEYS, strict=True), start=1):
-        out.append(Binding(key, f"set_preset_all('{name}')", f"all→{name}", show=False, id=f"preset_all_{i}"))
-    out += [
-        Binding("plus", "refresh_slower", "Refresh+", id="refresh_slower"),
-        Binding("minus", "refresh_faster", "Refresh-", id="refresh_faster"),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("q", "quit", "Quit", id="quit"),
-        # pm2 monit / nvitop habit: Ctrl-C leaves too (through the same stop-or-leave question)
-        Binding("ctrl+c", "quit", "Quit", show=False, id="quit_ctrl_c"),
-    ]
-    return out
-
 
 def binding_ids() -> set[str]:
-    return {b.id for b in _bindings() if b.id} | set(EndpointsTable.binding_ids())
-
-
-@dataclass(frozen=True)
-class PaletteCommand:
-    title: str
-    help: str
-    run: Callable[[], object]
-
-
-class ConsoleCommands(Provider):
-    """Command palette (ctrl+p): the same actions as the keys."""
-
-    def _commands(self) -> list[PaletteCommand]:
-        app = self.app
-        return app.palette_commands() if isinstance(app, Gen404Console) else []
-
-    async def discover(self) -> Hits:
-        for cmd in self._commands():
-            yield DiscoveryHit(cmd.title, cmd.run, help=cmd.help)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for cmd in self._commands():
-            score = matcher.match(cmd.title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(cmd.title), cmd.run, help=cmd.help)
-
-
-class GpuUpdated(Message):
-    def __init__(self, snapshot: GpuSnapshot) -> None:
-        super().__init__()
-        self.snapshot = snapshot
+    return {spec.id for spec in KEY_TABLE} | set(EndpointsTable.binding_ids())
 
 
 class Gen404Console(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "gen404-console"
-    BINDINGS = _bindings()
+    BINDINGS = bindings()
     COMMANDS = App.COMMANDS | {ConsoleCommands}
 
     banner_messages: list[str]
@@ -152,16 +99,19 @@ class Gen404Console(App[None]):
         self._have_weights = have_weights
         self.state_file = state_file if state_file is not None else paths.state_file()
         self.supervisor = Supervisor(self.config.log_dir, self.state_file, self.prober, launcher=launcher)
-        self.supervisor.on_event = self._on_supervisor_event
+        forward_supervisor(self.supervisor, self)
         self.supervise = supervise
         self.default_preset = "smoke"
         self.banner_messages = []
         self._problems_shown: list[str] = []  # supervisor problems currently in the banner
         self.endpoint_views: list[EndpointView] = []
+        self._views_seq = 0  # the newest supervisor publication drawn (EndpointsChanged.seq)
         self._gpu_wake = threading.Event()
         self._stopping = threading.Event()
-        if self.config.keymap:
-            self.set_keymap(self.config.keymap)
+        # the user's remaps by binding id; the help screen reads this (not Textual's private map)
+        self.keymap_overrides: dict[str, str] = dict(self.config.keymap or {})
+        if self.keymap_overrides:
+            self.set_keymap(self.keymap_overrides)
             unknown = sorted(set(self.config.keymap) - binding_ids())
             if unknown:
                 self.banner_messages.append(
@@ -255,9 +205,27 @@ class Gen404Console(App[None]):
             )
         self.supervisor.adopt_from_state()
         self.supervisor.ensure(specs, spawn=self.config.spawn)
-        await self.supervisor.run(lambda: self.refresh_interval, self.show_endpoints)
+        await self.supervisor.run(lambda: self.refresh_interval)
 
-    def show_endpoints(self, views: list[EndpointView]) -> None:
+    def on_endpoints_updated(self, message: EndpointsUpdated) -> None:
+        # An action may have drawn fresher views (show_endpoints) while this one sat in the queue.
+        if message.seq > self._views_seq:
+            self.show_endpoints(message.views, message.seq)
+
+    def on_supervisor_noticed(self, message: SupervisorNoticed) -> None:
+        self.log.info(message.text)
+
+    def on_mining_updated(self, message: MiningUpdated) -> None:
+        mining = getattr(self, "mining", None)
+        if mining is not None:
+            try:
+                mining.refresh()
+            except NoMatches:  # a change published while the panes are torn down
+                return
+
+    def show_endpoints(self, views: list[EndpointView], seq: int | None = None) -> None:
+        """Draw `views`: a published EndpointsUpdated (`seq`), or views an action just read."""
+        self._views_seq = self.supervisor.views_published if seq is None else seq
         self.endpoint_views = views
         try:
             self.query_one(EndpointsTable).show(views)
@@ -274,9 +242,6 @@ class Gen404Console(App[None]):
             kept = [m for m in self.banner_messages if m not in self._problems_shown]
             self._problems_shown = problems
             self.set_banner(kept + problems)
-
-    def _on_supervisor_event(self, text: str) -> None:
-        self.log.info(text)
 
     def set_banner(self, messages: list[str]) -> None:
         self.banner_messages = messages
@@ -363,11 +328,7 @@ class Gen404Console(App[None]):
         if ep.external:
             self.notify(f"{ep.spec.name} is not ours (attach mode): not restarting", severity="warning")
             return
-        if ep.status in RUNNING_STATES:
-            await self.supervisor.restart(port)
-        else:
-            ep.quick_crashes = 0
-            self.supervisor.start(port)
+        await self.supervisor.restart_or_start(port)
         self.show_endpoints(self.supervisor.views())
         self.notify(f"Restarting {ep.spec.name}")
 
@@ -411,20 +372,8 @@ class Gen404Console(App[None]):
         self.notify(f"Refresh every {value:g}s", timeout=1.5)
 
     def key_rows(self) -> list[tuple[str, str, str]]:
-        """(keys as currently bound, binding id, description) for the help screen."""
-        keymap = getattr(self, "_keymap", {}) or {}
-        rows = []
-        for b in self.BINDINGS:
-            assert isinstance(b, Binding)
-            keys = keymap.get(b.id or "", b.key)
-            shown = ", ".join(self.get_key_display(Binding(k, "")) for k in keys.split(","))
-            desc = b.description
-            if b.action.startswith("set_preset_all"):
-                desc = f"every endpoint → {b.action.split(chr(39))[1]}"
-            elif b.action.startswith("set_preset"):
-                desc = f"selected endpoint → {b.action.split(chr(39))[1]}"
-            rows.append((shown, b.id or "", ACTION_HELP.get(b.id or "", desc)))
-        return rows
+        """(keys as currently bound, binding id, help text) for the help screen."""
+        return help_rows(self.keymap_overrides, lambda key: self.get_key_display(Binding(key, "")))
 
     def action_help(self) -> None:
         cfg = self.config.config_path or paths.config_file()
@@ -452,48 +401,7 @@ class Gen404Console(App[None]):
         self.exit()
 
     def palette_commands(self) -> list[PaletteCommand]:
-        cmds = [
-            PaletteCommand(
-                "Spawn endpoint", "start one more endpoint on the next free port", self.action_spawn_endpoint
-            ),
-            PaletteCommand("Stop selected endpoint", "with confirmation", self.action_stop_endpoint),
-            PaletteCommand(
-                "Restart selected endpoint", "stop, then start again", self.action_restart_endpoint
-            ),
-        ]
-        extra = [n for n in available_presets() if n not in PRESET_KEYS]  # smoke, user presets
-        for name in (*PRESET_KEYS, *extra):
-            cmds.append(
-                PaletteCommand(
-                    f"Preset {name}: selected", "PUT /preset", partial(self.action_set_preset, name)
-                )
-            )
-            cmds.append(
-                PaletteCommand(
-                    f"Preset {name}: all endpoints",
-                    "PUT /preset on each",
-                    partial(self.action_set_preset_all, name),
-                )
-            )
-        cmds += [
-            PaletteCommand("Refresh slower", "longer refresh interval (+)", self.action_refresh_slower),
-            PaletteCommand("Refresh faster", "shorter refresh interval (-)", self.action_refresh_faster),
-            PaletteCommand("Help: keys", "every key and its binding id", self.action_help),
-            PaletteCommand("Quit console", "stop endpoints or leave them running", self.action_quit),
-        ]
-        return cmds
-
-
-ACTION_HELP = {
-    "spawn_endpoint": "spawn one more endpoint on the next free port (from 10006)",
-    "stop_endpoint": "stop the selected endpoint (asks first)",
-    "restart_endpoint": "restart the selected endpoint (or start a stopped one)",
-    "refresh_slower": "longer refresh interval",
-    "refresh_faster": "shorter refresh interval",
-    "help": "this help",
-    "quit": "quit: stop the endpoints, or leave them running for the next console",
-    "quit_ctrl_c": "same as q (endpoints run in their own sessions: Ctrl-C never reaches them)",
-}
+        return build_commands(self.run_action, available_presets())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,6 @@ Precedence: built-in defaults < file < flags. No Textual, no torch here.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import yaml
 
 from console import paths
-from console.mining.controller import MiningOptions, add_mining_arguments, mining_options
+from console.mining.options import MiningOptions, add_mining_arguments, mining_options
 
 DEFAULT_PORT = 10006
 DEFAULT_REFRESH = 1.0
@@ -35,8 +34,6 @@ AUTO = "auto"
 KNOWN_PRESETS = ("text_mv_ultra_fast", "text_mv_fast", "text_mv", "smoke")
 PRODUCTION_PRESET = "text_mv_fast"
 FALLBACK_PRESET = "smoke"
-# Hugging Face repos the text_mv presets load (MVDream in diffusers layout); checked on disk only.
-MVDREAM_REPOS = ("ashawkey/mvdream-sd2.1-diffusers",)
 
 
 class ConfigError(ValueError):
@@ -79,32 +76,17 @@ def available_presets() -> list[str]:
     return names or list(KNOWN_PRESETS)
 
 
-def _hf_hub_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    dirs.append(hf_home / "hub")
-    return dirs
+def weights_present(preset_name: str = PRODUCTION_PRESET) -> bool:
+    """True when every weight the preset loads is on disk, by engine.models' own lookup
+    (torch-free: a path and cache check, never a download)."""
+    from engine.models import locate, requirements
+    from engine.presets import PresetError, load_preset
 
-
-def weights_present() -> bool:
-    """True when MVDream weights are on disk: $GEN404_MODELS_DIR/<repo name> or the HF hub cache.
-
-    A path check only (the console never imports the torch-using engine.models).
-    """
-    models_dir = os.environ.get("GEN404_MODELS_DIR")
-    for repo in MVDREAM_REPOS:
-        if models_dir:
-            base = Path(models_dir).expanduser()
-            for candidate in (base / repo, base / repo.split("/")[-1], base / repo.replace("/", "--")):
-                if candidate.is_dir() and any(candidate.iterdir()):
-                    return True
-        for hub in _hf_hub_dirs():
-            snapshots = hub / ("models--" + repo.replace("/", "--")) / "snapshots"
-            if snapshots.is_dir() and any(snapshots.iterdir()):
-                return True
-    return False
+    try:
+        sources = requirements(load_preset(preset_name))
+    except (PresetError, ValueError):
+        return False
+    return all(locate(source) is not None for source in sources)
 
 
 def best_preset(gpu_count: int, have_weights: bool) -> tuple[str, str]:

@@ -100,6 +100,8 @@ class EndpointClient:
         return data
 
     async def probe(self, port: int) -> Probe:
+        health: dict[str, Any] | BaseException
+        stats: dict[str, Any] | BaseException
         health, stats = await asyncio.gather(
             self._get_json(port, "/health"), self._get_json(port, "/stats"), return_exceptions=True
         )

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_server import ServerProcess, running_server
 
 from engine.formats.ply import read_ply
 from engine.formats.spz import spz_to_splats
 from engine.gate import check_gate
 from engine.service.endpoint import GENERATE_BODY_LIMIT
 from engine.service.queue import GenerationQueue, QueueFull, ShuttingDown, Worker
+from tests.support.server import ServerProcess, running_server
 
 PRESETS = {
     # same models as smoke (tiny random MVDream), far fewer and smaller steps

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from helpers_server import ServerProcess, free_port, gen404_cmd, running_server
 
 from engine.prompts import MAX_PROMPT_CHARS, validate_prompt
 from engine.service.security import BindRefused, RequestGuard, check_bind, is_loopback_host, resolve_api_key
+from tests.support.ports import free_port
+from tests.support.server import ServerProcess, gen404_cmd, running_server
 
 API_KEY = "test-key-3f9a1c-do-not-log"
 

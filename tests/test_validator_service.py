@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_server import running_server
 
 from engine.formats.ply import read_ply, write_ply
 from engine.gate import check_gate
 from engine.splats import Splats
+from tests.support.server import running_server
 
 VALIDATE = "/validate_txt_to_3d_ply/"
 BODY_LIMIT_MB = 8

@@ -1,85 +1,37 @@
 """What the console runs for the mining panes: a rehearsal (default) or a live log follower.
 
-`MiningOptions` holds the command-line choices; `MiningController` owns the state, the clock
-and the running source. Plain asyncio: the app starts `run()` as a worker and reads `state`
-and `now()` on its refresh tick.
+`MiningOptions` holds the command-line choices (their argparse flags live in
+console/mining/options.py); `MiningController` owns the state, the clock and the running source.
+Plain asyncio and Textual-free: the app starts `run()` as a worker and subscribes to `changes`
+(MiningChanged: the pane title or the status message changed); between changes it redraws the
+countdowns from `state` and `now()` on its refresh tick.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
 from console.mining.clock import Clock, ScaledClock, SystemClock
 from console.mining.live import LiveSource, live_state
 from console.mining.miner_loop import EndpointSpec, RehearsalMiner, load_prompts
-from console.mining.scorers import DEFAULT_VALIDATOR_URL, Scorer, pick_scorer
+from console.mining.options import MiningOptions
+from console.mining.scorers import Scorer, pick_scorer
 from console.mining.state import MiningState
 from console.mining.validators import ValidatorSet, load_validators
+from console.publisher import Publisher
 
 
-@dataclass
-class MiningOptions:
-    miner_log: Path | None = None
-    rehearsal: bool = True
-    validators_file: Path | None = None
-    prompts_file: Path | None = None
-    time_scale: float = 1.0
-    validator_url: str | None = DEFAULT_VALIDATOR_URL
+@dataclass(frozen=True)
+class MiningChanged:
+    """The controller's title or status message changed (published on `MiningController.changes`)."""
 
-    @property
-    def mode(self) -> str:
-        if self.miner_log is not None:
-            return "live"
-        return "rehearsal" if self.rehearsal else "off"
-
-
-def add_mining_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("mining (validators, cooldowns, scores)")
-    g.add_argument(
-        "--miner-log", type=Path, metavar="PATH", help="live mode: follow the real miner's pm2 log file"
-    )
-    g.add_argument(
-        "--rehearsal",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="without a miner log, rehearse the mining loop against simulated validators (default on)",
-    )
-    g.add_argument("--validators", type=Path, metavar="FILE", help="simulated validators (YAML)")
-    g.add_argument("--prompts", type=Path, metavar="FILE", help="rehearsal prompts, one a line")
-    g.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        metavar="X",
-        help="rehearsal clock runs X times faster (demos)",
-    )
-    g.add_argument(
-        "--validator-url",
-        default=DEFAULT_VALIDATOR_URL,
-        metavar="URL",
-        help="local validation service for rehearsal scores (else a gate-only stand-in)",
-    )
-
-
-def mining_options(args: argparse.Namespace) -> MiningOptions:
-    scale = float(getattr(args, "time_scale", 1.0) or 1.0)
-    if scale <= 0:
-        raise ValueError(f"--time-scale must be positive, got {scale}")
-    return MiningOptions(
-        miner_log=getattr(args, "miner_log", None),
-        rehearsal=bool(getattr(args, "rehearsal", True)),
-        validators_file=getattr(args, "validators", None),
-        prompts_file=getattr(args, "prompts", None),
-        time_scale=scale,
-        validator_url=getattr(args, "validator_url", DEFAULT_VALIDATOR_URL),
-    )
+    title: str
+    message: str
 
 
 async def wait_ready(url: str, stop: asyncio.Event, interval: float = 0.5) -> None:
@@ -118,6 +70,16 @@ class MiningController:
             for v in self.validators.validators:
                 self.state.add_validator(v.uid, v.rules, v.name)
         self.message = ""
+        self.changes: Publisher[MiningChanged] = Publisher()
+
+    def set_message(self, text: str) -> None:
+        """The status line shown before the reward summary ("" clears it); listeners hear of it."""
+        if text != self.message:
+            self.message = text
+            self._publish()
+
+    def _publish(self) -> None:
+        self.changes.publish(MiningChanged(self.title(), self.message))
 
     def now(self) -> float:
         return self.clock.now()
@@ -132,6 +94,13 @@ class MiningController:
         return f"REHEARSAL (simulated validators){scale} · scores: {scorer}"
 
     async def run(self) -> None:
+        try:
+            await self._run_source()
+        except Exception as exc:  # shown on the reward line instead of vanishing in the worker
+            self.set_message(f"mining stopped: {type(exc).__name__}: {exc}")
+            raise
+
+    async def _run_source(self) -> None:
         if self.options.mode == "live":
             assert self.options.miner_log is not None
             self.live = LiveSource(self.options.miner_log, self.state)
@@ -143,16 +112,17 @@ class MiningController:
         prompts = load_prompts(self.options.prompts_file)
         scorer = self._scorer or await pick_scorer(self.options.validator_url)
         self.state.scorer_label = scorer.label
+        self._publish()  # the title names the scorer
         endpoints = list(self._endpoints())
         while not endpoints and not self.stop_event.is_set():
-            self.message = "waiting for endpoints"
+            self.set_message("waiting for endpoints")
             await asyncio.sleep(0.5)
             endpoints = list(self._endpoints())
         if self.stop_event.is_set():
             return
-        self.message = f"waiting for {len(endpoints)} endpoint(s) to be ready"
+        self.set_message(f"waiting for {len(endpoints)} endpoint(s) to be ready")
         await asyncio.gather(*(wait_ready(ep.url, self.stop_event) for ep in endpoints))
-        self.message = ""
+        self.set_message("")
         self.miner = RehearsalMiner(self.validators, endpoints, prompts, scorer, self.clock, state=self.state)
         try:
             await self.miner.run(self.stop_event)

@@ -7,8 +7,8 @@ import sys
 import time
 from typing import TextIO
 
-from console.mining.controller import MiningOptions
 from console.mining.live import state_from_log
+from console.mining.options import MiningOptions
 from console.mining.validators import ValidatorsFileError, load_validators
 
 

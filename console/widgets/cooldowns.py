@@ -5,6 +5,8 @@ lines the log cannot tie to one validator are never shown here (see the once/JSO
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
@@ -81,7 +83,7 @@ class CooldownsPane(Static):
 
     DEFAULT_CSS = "CooldownsPane { height: auto; }"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rows: list[dict[str, str]] = []
 

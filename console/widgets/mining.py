@@ -1,5 +1,7 @@
 """Glue between the app and the mining panes: mount them into `#mining`, run the controller as a
-worker, refresh the panes on a timer. Textual-side only; the domain lives in console/mining."""
+worker, forward its changes to the app (MiningUpdated, console/ui_messages.py) and redraw the
+countdowns on a timer that follows the console's refresh interval. Textual-side only; the domain
+lives in console/mining."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Static
 
-from console.mining.controller import MiningController, MiningOptions
+from console.mining.controller import MiningController
 from console.mining.miner_loop import EndpointSpec
+from console.mining.options import MiningOptions
+from console.ui_messages import forward_mining
 from console.widgets.cooldowns import CooldownsPane
 from console.widgets.reward import reward_line
 from console.widgets.scores import ScoresPane
@@ -41,12 +45,15 @@ class MiningPanes:
     def mount(self, before: Widget | str | None = None) -> None:
         self.container.mount(self.cooldowns, self.scores, before=before)
         self.container.border_subtitle = self.controller.title()
-        self.app.run_worker(self._run(), name="mining", group="mining", exit_on_error=False)
+        forward_mining(self.controller, self.app)
+        self.app.run_worker(self.controller.run(), name="mining", group="mining", exit_on_error=False)
         self._schedule()
 
     def _schedule(self) -> None:
-        # Follow the console's refresh interval (`+`/`-`): the panes were most of the console's
-        # own CPU when they redrew every 0.5 s whatever the user had asked for.
+        # Countdowns move with the clock, so a timer redraws them (and the scores the miner loop
+        # records); controller changes also arrive at once as MiningUpdated. The timer follows
+        # the console's refresh interval (`+`/`-`): the panes were most of the console's own CPU
+        # when they redrew every 0.5 s whatever the user had asked for.
         interval = max(REFRESH_S, float(getattr(self.app, "refresh_interval", REFRESH_S)))
         self.app.set_timer(interval, self._tick)
 
@@ -56,13 +63,6 @@ class MiningPanes:
         except NoMatches:  # the app is tearing the panes down under this timer: stop refreshing
             return
         self._schedule()
-
-    async def _run(self) -> None:
-        try:
-            await self.controller.run()
-        except Exception as exc:  # shown on the reward line instead of vanishing in the worker
-            self.controller.message = f"mining stopped: {type(exc).__name__}: {exc}"
-            raise
 
     def refresh(self) -> None:
         c = self.controller

@@ -7,6 +7,7 @@ endpoint and preset columns."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -86,7 +87,7 @@ class ScoresPane(Vertical):
     ScoresPane #scores-caption { color: $text-muted; }
     """
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rows: list[dict[str, str]] = []
         self.values: list[float] = []
@@ -135,7 +136,7 @@ class ScoresPane(Vertical):
         ):
             table.add_column(
                 name,
-                justify=justify,  # type: ignore[arg-type]
+                justify=justify,
                 no_wrap=True,
                 overflow="ellipsis",
                 min_width=width,

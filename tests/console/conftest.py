@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from console_testkit import fake_command, kill_group
 
 from console.supervisor import launch_endpoint, proc_alive, read_state
+from tests.support.console_testkit import fake_command, kill_group
 
 # stand-in for the GPU presets: same tiny models as smoke, so switching never reloads big weights
 STANDIN_PRESET = "extends: smoke\ndescription: test stand-in ({name}) with smoke's tiny models\n"

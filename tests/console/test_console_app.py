@@ -4,21 +4,26 @@ main-screen content, help, keymap, palette, refresh keys, no driver, actions on 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
-from console_testkit import FakeNvml, fake_command, free_port_range, screen_text, wait_until
-from helpers_console import quiet_config
+from textual.binding import Binding
 
 from console.app import Gen404Console
 from console.config import EndpointSpec
 from console.gpu import NvmlSampler
+from console.keys import KEY_TABLE
 from console.supervisor import EndpointView, launch_endpoint, proc_alive, read_state
 from console.widgets.confirm import ConfirmScreen
 from console.widgets.endpoints import EndpointsTable
 from console.widgets.gpu import GpuPane
 from console.widgets.help import HelpScreen
+from tests.support.console_app import quiet_config
+from tests.support.console_testkit import fake_command, screen_text, wait_until
+from tests.support.fakes import FakeNvml
+from tests.support.ports import free_port_range
 
 SIZE = (200, 50)
 
@@ -158,11 +163,32 @@ async def test_help_lists_every_key_and_keymap_remaps(console_env: Path) -> None
         await pilot.press("f1")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
         await wait_until(pilot, lambda: "binding id" in screen_text(app))
-        text = screen_text(app)
-        for binding in app.BINDINGS:
-            assert binding.id in text, binding.id
-        for key in ("n", "x", "r", "1", "2", "3", "!", "@", "#", "+", "-", "q", "ctrl+p", "f1"):
-            assert f"{key} " in text or f" {key}" in text, key
+        lines = screen_text(app).splitlines()
+        # each binding's row: the key in force, then its id, then its help text, on one line
+        shown = {
+            "spawn_endpoint": "n",
+            "stop_endpoint": "x",
+            "restart_endpoint": "r",
+            "preset_1": "1",
+            "preset_2": "2",
+            "preset_3": "3",
+            "preset_all_1": "!",
+            "preset_all_2": "@",
+            "preset_all_3": "#",
+            "refresh_slower": app.get_key_display(Binding("ctrl+up", "")),
+            "refresh_faster": "-",
+            "help": "f1",
+            "quit": "q",
+            "quit_ctrl_c": "^c",
+        }
+        assert {b.id for b in app.BINDINGS} == set(shown)
+        help_text = {spec.id: spec.help for spec in KEY_TABLE}
+        for binding_id, key in shown.items():
+            row = re.compile(
+                rf"{re.escape(key)}\s+{re.escape(binding_id)}\s*{re.escape(help_text[binding_id][:20])}"
+            )
+            assert any(row.search(line) for line in lines), (binding_id, key)
+        assert any(re.search(r"ctrl\+p\s+\(palette\)\s+command palette", line) for line in lines)
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen))
         await pilot.press("ctrl+up")

@@ -105,22 +105,44 @@ def test_best_preset() -> None:
     assert preset == "smoke" and "gen404 models pull" in why
 
 
+def _diffusers_folder(root: Path) -> None:
+    """A complete diffusers layout (config + weights file per component), as `models pull` leaves it."""
+    for component, weights in (
+        ("unet", "diffusion_pytorch_model.safetensors"),
+        ("vae", "diffusion_pytorch_model.safetensors"),
+        ("text_encoder", "model.safetensors"),
+    ):
+        (root / component).mkdir(parents=True)
+        (root / component / "config.json").write_text("{}")
+        (root / component / weights).write_bytes(b"")
+    (root / "tokenizer").mkdir(parents=True)
+    (root / "tokenizer" / "tokenizer_config.json").write_text("{}")
+    (root / "tokenizer" / "vocab.json").write_text("{}")
+
+
 def test_weights_present_checks_hf_cache_and_models_dir(
     console_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HF_HOME", str(console_env / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("GEN404_MODELS_DIR", raising=False)
+    """The console asks engine.models (the loader's own lookup), so it agrees with `gen404 serve`."""
+    repo = "ashawkey/mvdream-sd2.1-diffusers"  # what the bundled text_mv_fast loads
+    monkeypatch.delenv("GEN404_PRESETS_DIR")  # the bundled preset, not console_env's stand-in
+    for var in ("GEN404_MODELS_DIR", "GEN404_MVDREAM_ID", "GEN404_MVDREAM_CKPT", "GEN404_SD_ID"):
+        monkeypatch.delenv(var, raising=False)
+    # huggingface_hub reads $HF_HUB_CACHE once, at import: point its constant at the test's cache
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(console_env / "hf" / "hub"))
     assert weights_present() is False
-    snap = console_env / "hf" / "hub" / "models--ashawkey--mvdream-sd2.1-diffusers" / "snapshots" / "abc"
-    snap.mkdir(parents=True)
+    cached = console_env / "hf" / "hub" / ("models--" + repo.replace("/", "--"))
+    (cached / "snapshots" / "abc").mkdir(parents=True)
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text("abc")
+    assert weights_present() is False  # an empty snapshot is not weights
+    _diffusers_folder(cached / "snapshots" / "abc")
     assert weights_present() is True
-    monkeypatch.setenv("HF_HOME", str(console_env / "empty"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(console_env / "empty"))
     models = console_env / "models"
     monkeypatch.setenv("GEN404_MODELS_DIR", str(models))
     assert weights_present() is False
-    (models / "mvdream-sd2.1-diffusers").mkdir(parents=True)
-    (models / "mvdream-sd2.1-diffusers" / "model_index.json").write_text("{}")
+    _diffusers_folder(models / repo)
     assert weights_present() is True
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from console_testkit import FakeNvml
-
 from console.gpu import NvmlSampler, cuda_gpu_count, decode_clock_events
 from console.widgets.gpu import render_snapshot
+from tests.support.fakes import FakeNvml
 
 
 def test_all_fields_read_and_rendered() -> None:

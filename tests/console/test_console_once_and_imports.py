@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
-from console_testkit import fake_command, free_port, kill_group
 
 from console.app import main
 from console.config import EndpointSpec
 from console.supervisor import launch_endpoint
+from tests.support.console_testkit import fake_command, kill_group
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_testkit import FakeNvml, free_port_range, wait_until
-from helpers_console import quiet_config
 
 from console.app import Gen404Console
 from console.config import EndpointSpec
 from console.gpu import NvmlSampler
 from console.supervisor import proc_alive
 from console.widgets.endpoints import EndpointsTable
+from tests.support.console_app import quiet_config
+from tests.support.console_testkit import wait_until
+from tests.support.fakes import FakeNvml
+from tests.support.ports import free_port_range
 
 GEN404 = Path(sys.executable).parent / "gen404"
 pytestmark = [

@@ -15,18 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from console_testkit import fake_command, free_port, kill_group
 
 from console.config import EndpointSpec
 from console.endpoint_client import EndpointClient, Probe, StatsSummary
+from console.mining.clock import ManualClock
 from console.supervisor import (
     BackoffPolicy,
     ChildProcess,
+    EndpointsChanged,
     Status,
     Supervisor,
+    SupervisorEvent,
+    SupervisorNotice,
     launch_endpoint,
     proc_stat,
 )
+from tests.support.console_testkit import fake_command, kill_group
+from tests.support.ports import free_port
 
 _pids = itertools.count(50000)
 
@@ -45,14 +50,6 @@ class FakeProcess:
     def signal(self, sig: int) -> None:
         self.signals.append(sig)
         self.code = -sig
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeProber:
@@ -77,8 +74,8 @@ class FakeProber:
         return {"preset": name, "reloaded": False}
 
 
-def make(tmp_path: Path, **kw: Any) -> tuple[Supervisor, FakeClock, list[FakeProcess], FakeProber]:
-    clock = FakeClock()
+def make(tmp_path: Path, **kw: Any) -> tuple[Supervisor, ManualClock, list[FakeProcess], FakeProber]:
+    clock = ManualClock(start=1000.0)
     procs: list[FakeProcess] = []
     prober = FakeProber()
 
@@ -91,7 +88,7 @@ def make(tmp_path: Path, **kw: Any) -> tuple[Supervisor, FakeClock, list[FakePro
         tmp_path / "state.json",
         prober,
         launcher=launcher,
-        clock=clock,
+        clock=clock.now,
         port_check=lambda port: False,
         **kw,
     )
@@ -104,24 +101,24 @@ def test_backoff_grows_x1_5_to_15s_then_errored_after_10_quick_crashes(tmp_path:
     ep = sup.endpoints[10006]
     delays = []
     for _ in range(9):
-        clock.now += 1.0  # crash after 1 s of uptime: a quick crash
+        clock.advance(1.0)  # crash after 1 s of uptime: a quick crash
         procs[-1].code = 1
         sup.check_processes()
         assert ep.status is Status.RESTARTING
-        delays.append(ep.restart_due - clock.now)
-        clock.now = ep.restart_due - 0.001
+        delays.append(ep.restart_due - clock.now())
+        clock.set(ep.restart_due - 0.001)
         sup.check_processes()
         assert ep.status is Status.RESTARTING  # not yet due
-        clock.now = ep.restart_due
+        clock.set(ep.restart_due)
         sup.check_processes()
         assert ep.status is Status.STARTING
     assert delays == pytest.approx([0.1 * 1.5**i for i in range(9)])
     assert ep.restarts == 9 and len(procs) == 10
-    clock.now += 1.0
+    clock.advance(1.0)
     procs[-1].code = -9
     sup.check_processes()
     assert ep.status is Status.ERRORED and "10 quick crashes" in ep.message
-    clock.now += 100
+    clock.advance(100)
     sup.check_processes()
     assert len(procs) == 10  # errored: no more restarts
 
@@ -138,18 +135,18 @@ def test_backoff_resets_after_30s_uptime(tmp_path: Path) -> None:
     sup.add(EndpointSpec(10006, "smoke"))
     ep = sup.endpoints[10006]
     for _ in range(3):
-        clock.now += 1
+        clock.advance(1)
         procs[-1].code = 1
         sup.check_processes()
-        clock.now = ep.restart_due
+        clock.set(ep.restart_due)
         sup.check_processes()
     assert ep.quick_crashes == 3
-    clock.now += 31  # a healthy stretch
+    clock.advance(31)  # a healthy stretch
     sup.check_processes()
     assert ep.quick_crashes == 0
     procs[-1].code = 1
     sup.check_processes()
-    assert ep.restart_due - clock.now == pytest.approx(0.1)
+    assert ep.restart_due - clock.now() == pytest.approx(0.1)
 
 
 async def test_health_failures_unhealthy_then_restart(tmp_path: Path) -> None:
@@ -183,7 +180,7 @@ async def test_never_answering_restarts_after_grace(tmp_path: Path) -> None:
     for _ in range(4):
         await sup.probe_all()
     assert len(procs) == 1
-    clock.now += 11
+    clock.advance(11)
     await sup.probe_all()
     await sup.probe_all()
     assert len(procs) == 2
@@ -197,7 +194,7 @@ async def test_stop_is_not_a_crash_and_preset_survives_restart(tmp_path: Path) -
     assert prober.presets == [(10006, "text_mv_fast")]
     assert sup.views()[0].preset == "text_mv_fast"
     await sup.stop(10006)
-    clock.now += 100
+    clock.advance(100)
     sup.check_processes()
     assert sup.endpoints[10006].status is Status.STOPPED and len(procs) == 1
     sup.start(10006)  # `r` on a stopped endpoint
@@ -276,7 +273,7 @@ async def test_run_loop_restarts_a_crashed_real_process(tmp_path: Path) -> None:
     client = EndpointClient()
     sup = Supervisor(tmp_path / "logs", tmp_path / "state.json", client, launcher=launcher)
     sup.add(EndpointSpec(port, "smoke"))
-    task = asyncio.create_task(sup.run(lambda: 0.2, lambda views: None))
+    task = asyncio.create_task(sup.run(lambda: 0.2))
     try:
         deadline = time.time() + 15
         while len(launched) < 3 and time.time() < deadline:
@@ -314,3 +311,35 @@ def test_gpu_pinning_sets_cuda_visible_devices(tmp_path: Path) -> None:
     while proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert "CVD=1" in log.read_text()
+
+
+async def test_changes_are_published_and_r_gives_an_errored_endpoint_a_fresh_start(tmp_path: Path) -> None:
+    """Crashes reach listeners as SupervisorNotice; restart_or_start (the `r` key) revives an
+    errored endpoint with its quick-crash count reset, so one crash does not error it again."""
+    sup, clock, procs, _ = make(tmp_path, policy=BackoffPolicy(max_quick_crashes=2))
+    events: list[SupervisorEvent] = []
+    unsubscribe = sup.changes.subscribe(events.append)
+    ep = sup.add(EndpointSpec(10006, "smoke"))
+    for _ in range(2):
+        clock.advance(1.0)
+        procs[-1].code = 1
+        sup.check_processes()
+        if ep.restart_due is not None:
+            clock.set(ep.restart_due)
+            sup.check_processes()
+    assert ep.status is Status.ERRORED and ep.quick_crashes == 2
+    notices = [e.text for e in events if isinstance(e, SupervisorNotice)]
+    assert any("crashed (exit code 1)" in t for t in notices) and any("errored" in t for t in notices)
+    sup.publish_views()
+    changed = [e for e in events if isinstance(e, EndpointsChanged)]
+    assert changed and changed[-1].views[0].status == "errored"
+    await sup.restart_or_start(10006)
+    assert ep.status is Status.STARTING and ep.quick_crashes == 0 and len(procs) == 3
+    clock.advance(1.0)
+    procs[-1].code = 1
+    sup.check_processes()
+    assert ep.status is Status.RESTARTING  # one quick crash again, not two
+    unsubscribe()
+    count = len(events)
+    sup.publish_views()
+    assert len(events) == count

@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_console import offline_console
 
 from console.config import ConsoleConfig, EndpointSpec
 from console.gpu import NvmlSampler
-from console.mining.controller import MiningOptions
+from console.mining.options import MiningOptions
 from console.widgets.cooldowns import CooldownsPane
 from console.widgets.scores import ScoresPane
+from tests.support.console_app import offline_console
 
 FIXTURE = Path(__file__).parent / "fixtures" / "miner.log"
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_console import offline_console
 
 from console.config import ConsoleConfig, EndpointSpec
 from console.gpu import NvmlSampler
@@ -15,6 +14,7 @@ from console.mining.controller import MiningOptions
 from console.mining.events import FeedbackReceived
 from console.widgets.cooldowns import CooldownsPane
 from console.widgets.scores import ScoresPane
+from tests.support.console_app import offline_console
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HK81 = "5Hk81qzTn2uYbWxK9cVfGh8wDeRt6yUiOp1aSdFgHjKlZxCv"  # validators_4workers.yaml

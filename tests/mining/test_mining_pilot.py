@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers_console import offline_console
 
 from console.config import ConsoleConfig, EndpointSpec
 from console.gpu import NvmlSampler
-from console.mining.controller import MiningOptions
+from console.mining.options import MiningOptions
 from console.widgets.cooldowns import CooldownsPane
 from console.widgets.scores import ScoresPane
+from tests.support.console_app import offline_console
+from tests.support.fakes import FakeNvml
+from tests.support.ports import free_ports
 
 GEN404 = Path(sys.executable).parent / "gen404"
 TIME_SCALE = 30.0  # 300 s cooldowns pass in 10 s
@@ -41,24 +42,6 @@ PRESETS = {
 COMMON = (
     "render_size: 32\nref_size: 32\ndensification_interval: 1\ndensity_start_iter: 0\ndensity_end_iter: 1\n"
 )
-
-
-class FakeNvml:
-    """No GPUs here: NVML reports none, the GPU pane degrades."""
-
-    def nvmlInit(self) -> None:
-        raise RuntimeError("NVML not available (test)")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @pytest.fixture
@@ -109,7 +92,7 @@ async def test_rehearsal_with_two_real_endpoints(
         spawn=False,
         mining=MiningOptions(prompts_file=prompts_file, time_scale=TIME_SCALE, validator_url=None),
     )
-    app = offline_console(config, NvmlSampler(FakeNvml()), tmp_path)
+    app = offline_console(config, NvmlSampler(FakeNvml(init_error=True)), tmp_path)
     async with app.run_test(size=(220, 60)) as pilot:
         mining = app.mining
         cooldowns = app.query_one(CooldownsPane)

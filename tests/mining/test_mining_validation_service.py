@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers_server import running_server
 
 from console.mining.scorers import ValidationServiceScorer, pick_scorer
 from engine.formats import spz
+from tests.support.server import running_server
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers_server import ServerProcess, running_server
-from reliability_kit import API_KEY, AUTH, QUEUE, VALIDATOR_BODY_LIMIT, Figures, write_presets
+
+from tests.support.reliability_kit import API_KEY, AUTH, QUEUE, VALIDATOR_BODY_LIMIT, Figures, write_presets
+from tests.support.server import ServerProcess, running_server
 
 SERVE_ARGS = ["serve", "--preset", "tiny", "--device", "cpu", "--queue", str(QUEUE)]
 VALIDATOR_ARGS = ["validator", "--size", "32", "--views", "4", "--model", "gen404-tiny"]

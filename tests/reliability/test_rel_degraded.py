@@ -20,18 +20,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_console import offline_console, quiet_config
-from helpers_server import REPO_ROOT, ServerProcess, free_port
-from reliability_kit import AUTH, MIN_SPLATS, Figures, FlakyNvml, signal_if_alive, wait_for
 
 from console.app import Gen404Console
 from console.config import EndpointSpec
 from console.endpoint_client import EndpointClient, EndpointError
 from console.gpu import NvmlSampler
-from console.supervisor import Status, Supervisor, launch_endpoint
+from console.supervisor import Status, Supervisor, SupervisorNotice, launch_endpoint
 from console.widgets.banner import Banner
 from console.widgets.gpu import GpuPane
 from engine.formats.ply import read_ply
+from tests.support.console_app import offline_console, quiet_config
+from tests.support.fakes import FakeNvml
+from tests.support.ports import free_port
+from tests.support.reliability_kit import AUTH, MIN_SPLATS, Figures, signal_if_alive, wait_for
+from tests.support.server import REPO_ROOT, ServerProcess
 
 # A stand-in endpoint process for the file-system cases: real, cheap, and it writes output.
 SLEEPER = "import sys, time; print('endpoint output', flush=True); time.sleep(60)"
@@ -77,7 +79,7 @@ def kill_list() -> Iterator[list[tuple[int, int | None]]]:
 async def test_nvml_failing_mid_run_degrades_and_recovers(tmp_path: Path, figures: Figures) -> None:
     """The console's real sampling loop (a thread worker) against an NVML that breaks while it
     runs: some fields, then the whole GPU; each shows N/A or a message, and all comes back."""
-    nvml = FlakyNvml()
+    nvml = FakeNvml()
     config = quiet_config(endpoints=[], refresh=0.25, log_dir=tmp_path / "logs")
     app = offline_console(config, NvmlSampler(nvml=nvml), tmp_path, gpus=1)
     async with app.run_test(size=(160, 45)) as pilot:
@@ -92,7 +94,7 @@ async def test_nvml_failing_mid_run_degrades_and_recovers(tmp_path: Path, figure
 
         healthy = await shows("61°C")
         assert "H100" in healthy and "N/A" not in healthy
-        nvml.failing = {"temp", "power", "clock_events"}  # fields fail one by one
+        nvml.fail = {"temp", "power", "clock_events"}  # fields fail one by one
         partial = await shows("N/A")
         assert "61°C" not in partial and "H100" in partial and "1980" in partial
         nvml.lost = True  # the GPU falls off the bus: every call fails
@@ -100,7 +102,7 @@ async def test_nvml_failing_mid_run_degrades_and_recovers(tmp_path: Path, figure
         lost = await shows("No GPU monitoring")
         assert "NVML" in lost
         nvml.lost = False
-        nvml.failing = set()
+        nvml.fail = set()
         await shows("61°C")
         recovered_s = time.monotonic() - lost_at
         calls = nvml.calls
@@ -174,7 +176,12 @@ def test_unwritable_state_file_is_reported_and_supervision_goes_on(
     """ENOTDIR on the state file: the endpoint still starts, crashes are still handled."""
     sup = Supervisor(tmp_path / "logs", blocked_dir / "endpoints.json", NoProbe(), launcher=sleeper_launcher)
     events: list[str] = []
-    sup.on_event = events.append
+
+    def record(event: object) -> None:
+        if isinstance(event, SupervisorNotice):
+            events.append(event.text)
+
+    sup.changes.subscribe(record)
     ep = sup.add(EndpointSpec(free_port(), "tiny"))
     assert ep.process is not None and ep.status is Status.STARTING
     kill_list.append((ep.process.pid, ep.process.start_ticks))
@@ -256,7 +263,7 @@ async def test_console_with_an_unusable_state_dir_starts_endpoints_and_says_so(
     port = free_port()
     app = Gen404Console(
         quiet_config(endpoints=[EndpointSpec(port, "tiny")], refresh=0.25),
-        sampler=NvmlSampler(nvml=FlakyNvml()),
+        sampler=NvmlSampler(nvml=FakeNvml()),
         launcher=sleeper_launcher,
         gpu_count=lambda: (0, None),
         have_weights=lambda: False,

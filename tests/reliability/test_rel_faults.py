@@ -23,8 +23,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_server import ServerProcess, free_port
-from reliability_kit import AUTH, QUEUE, Figures, SupervisorThread, signal_if_alive, wait_for
 
 from console.config import EndpointSpec
 from console.mining.clock import ManualClock
@@ -35,6 +33,9 @@ from console.mining.scorers import GateOnlyScorer
 from console.mining.validators import load_validators
 from console.supervisor import BackoffPolicy, Status
 from engine.formats.ply import read_ply
+from tests.support.ports import free_port
+from tests.support.reliability_kit import AUTH, QUEUE, Figures, SupervisorThread, signal_if_alive, wait_for
+from tests.support.server import ServerProcess
 
 READY_TIMEOUT_S = 150.0  # a cold start imports torch + diffusers: 5-25 s on a busy 2-core box
 PROMPT_FAIL_S = 5.0  # "promptly": in practice milliseconds (the kernel resets the sockets)

@@ -27,13 +27,13 @@ import httpx
 import numpy as np
 import pytest
 import zstandard
-from helpers_server import ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_kit import API_KEY, AUTH, MIN_SPLATS, Figures, rss_kib
 
 from engine.formats import ply, spz
 from engine.splats import Splats
+from tests.support.reliability_kit import API_KEY, AUTH, MIN_SPLATS, Figures, rss_kib
+from tests.support.server import ServerProcess
 
 FUZZ = settings(
     max_examples=1500,

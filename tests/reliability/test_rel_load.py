@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from helpers_server import ServerProcess
-from reliability_kit import AUTH, MIN_SPLATS, QUEUE, Figures, rss_kib
 
 from engine.formats.ply import read_ply
+from tests.support.reliability_kit import AUTH, MIN_SPLATS, QUEUE, Figures, rss_kib
+from tests.support.server import ServerProcess
 
 BURST = 200
 BURST_TIMEOUT_S = 60.0

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_server import REPO_ROOT, ServerProcess, gen404_cmd
-from reliability_kit import API_KEY, AUTH, VALIDATOR_BODY_LIMIT, listening_addresses
 
 from console import paths
 from console.config import EndpointSpec
@@ -26,6 +24,8 @@ from engine.commands import score as score_command
 from engine.commands import serve as serve_command_module
 from engine.service.endpoint import GENERATE_BODY_LIMIT, SMALL_BODY_LIMIT
 from engine.service.security import API_KEY_ENV
+from tests.support.reliability_kit import API_KEY, AUTH, VALIDATOR_BODY_LIMIT, listening_addresses
+from tests.support.server import REPO_ROOT, ServerProcess, gen404_cmd
 
 # ---------------------------------------------------------------- binding
 

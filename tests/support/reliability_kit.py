@@ -1,7 +1,7 @@
 """Helpers for the reliability suite (faults, load, hostile input, security): presets sized for
-a CPU box, /proc readers, a supervisor running on its own thread, a flaky NVML module.
+a CPU box, /proc readers, a supervisor running on its own thread (NVML fake: tests/support/fakes.py).
 
-Servers are started with tests/helpers_server.py (`running_server`); nothing here opens a
+Servers are started with tests/support/server.py (`running_server`); nothing here opens a
 socket other than 127.0.0.1.
 """
 
@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from console.endpoint_client import EndpointClient
@@ -25,6 +24,8 @@ from console.supervisor import (
     ManagedEndpoint,
     Status,
     Supervisor,
+    SupervisorEvent,
+    SupervisorNotice,
     launch_endpoint,
     proc_alive,
 )
@@ -164,10 +165,12 @@ class SupervisorThread:
         self.supervisor = Supervisor(
             log_dir, state_file, self.client, launcher=tracking_launcher, policy=policy, **kwargs
         )
-        self.supervisor.on_event = lambda text: self.events.append((time.monotonic(), text))
-        self._task = asyncio.run_coroutine_threadsafe(
-            self.supervisor.run(lambda: self._refresh, lambda views: None), self._loop
-        )
+        self.supervisor.changes.subscribe(self._record_notice)
+        self._task = asyncio.run_coroutine_threadsafe(self.supervisor.run(lambda: self._refresh), self._loop)
+
+    def _record_notice(self, event: SupervisorEvent) -> None:
+        if isinstance(event, SupervisorNotice):
+            self.events.append((time.monotonic(), event.text))
 
     async def _make_client(self) -> EndpointClient:
         return EndpointClient()
@@ -210,90 +213,6 @@ class SupervisorThread:
                 signal_if_alive(pid, ticks, signal.SIGKILL)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
-
-
-# ---------------------------------------------------------------- a flaky NVML module
-
-
-class NvmlFailure(Exception):
-    """What pynvml raises (NVMLError_*), as far as the sampler can tell."""
-
-
-class FlakyNvml:
-    """Enough of pynvml for console.gpu.NvmlSampler, with failures switchable mid-run.
-
-    `failing` names calls that raise (e.g. {"temp", "power"}); `lost = True` makes every call
-    raise, as when the driver goes away (Xid, GPU fallen off the bus, driver reload).
-    """
-
-    NVML_TEMPERATURE_GPU = 0
-    NVML_CLOCK_SM = 1
-
-    def __init__(self) -> None:
-        self.failing: set[str] = set()
-        self.lost = False
-        self.calls = 0
-
-    def _check(self, name: str) -> None:
-        self.calls += 1
-        if self.lost:
-            raise NvmlFailure("NVML_ERROR_GPU_IS_LOST")
-        if name in self.failing:
-            raise NvmlFailure(f"{name}: NVML_ERROR_UNKNOWN")
-
-    def nvmlInit(self) -> None:  # noqa: N802
-        self._check("init")
-
-    def nvmlShutdown(self) -> None:  # noqa: N802
-        pass
-
-    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
-        self._check("driver")
-        return "550.54.15"
-
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
-        self._check("count")
-        return 1
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
-        self._check("handle")
-        return index
-
-    def nvmlDeviceGetName(self, handle: int) -> str:  # noqa: N802
-        self._check("name")
-        return "NVIDIA H100 80GB HBM3"
-
-    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:  # noqa: N802
-        self._check("util")
-        return SimpleNamespace(gpu=57, memory=30)
-
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:  # noqa: N802
-        self._check("mem")
-        return SimpleNamespace(used=40 * 2**30, total=80 * 2**30, free=40 * 2**30)
-
-    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:  # noqa: N802
-        self._check("temp")
-        return 61
-
-    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:  # noqa: N802
-        self._check("power")
-        return 312_000
-
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: int) -> int:  # noqa: N802
-        self._check("power_limit")
-        return 700_000
-
-    def nvmlDeviceGetClockInfo(self, handle: int, clock: int) -> int:  # noqa: N802
-        self._check("sm_clock")
-        return 1980
-
-    def nvmlDeviceGetFanSpeed(self, handle: int) -> int:  # noqa: N802
-        self._check("fan")
-        return 30
-
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: int) -> int:  # noqa: N802
-        self._check("clock_events")
-        return 0
 
 
 # ---------------------------------------------------------------- figures

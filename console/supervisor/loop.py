@@ -1,285 +1,39 @@
-"""Endpoint processes, pm2-style: spawn, adopt, health-check, restart with back-off (no Textual).
+"""The supervision loop: spawn, adopt, health-check and restart endpoints with back-off (no Textual).
 
-Each endpoint is `gen404 serve --port P --preset NAME --host 127.0.0.1`, spawned with exec (an
-argument list, never a shell) in its own session, so Ctrl-C in the console's terminal does not
-reach it; stdout and stderr go to ``<log_dir>/gen-<port>.log``. Running endpoints are written to
-a state file (pid + the process start time from /proc/<pid>/stat) so a later console re-adopts
-them and a reused pid is never mistaken for one of ours.
-
-The clock, the process launcher and the HTTP prober are injectable: unit tests drive crashes and
-back-off without processes or sleeping.
+Running endpoints are written to the state file (see state_file.py) so a later console
+re-adopts them. The clock, the process launcher and the HTTP prober are injectable: unit tests
+drive crashes and back-off without processes or sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from console.config import EndpointSpec
 from console.endpoint_client import EndpointError, Probe, StatsSummary
+from console.publisher import Publisher
+from console.supervisor.model import (
+    RUNNING_STATES,
+    BackoffPolicy,
+    EndpointsChanged,
+    EndpointView,
+    Launcher,
+    ManagedEndpoint,
+    Prober,
+    Status,
+    SupervisorEvent,
+    SupervisorNotice,
+)
+from console.supervisor.processes import AdoptedProcess, launch_endpoint, port_in_use, proc_alive
+from console.supervisor.state_file import read_state, state_items, write_state
 
 FIRST_PORT = 10006
-LOG_ROTATE_BYTES = 20 * 1024 * 1024
-
-
-class Status(str, Enum):
-    STARTING = "starting"
-    LOADING = "loading"
-    READY = "ready"
-    BUSY = "busy"
-    UNHEALTHY = "unhealthy"
-    RESTARTING = "restarting"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ERRORED = "errored"
-
-
-RUNNING_STATES = {Status.STARTING, Status.LOADING, Status.READY, Status.BUSY, Status.UNHEALTHY}
-
-
-@dataclass(frozen=True)
-class BackoffPolicy:
-    """Restart delay: `initial` growing x`factor` up to `maximum`; reset once a process stayed up
-    `reset_after` seconds; `max_quick_crashes` crashes in a row (each before `reset_after`) -> errored."""
-
-    initial: float = 0.1
-    factor: float = 1.5
-    maximum: float = 15.0
-    reset_after: float = 30.0
-    max_quick_crashes: int = 10
-
-    def delay(self, crashes: int) -> float:
-        return min(self.maximum, self.initial * self.factor ** max(0, crashes - 1))
-
-
-# ---------------------------------------------------------------- processes
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks since boot) from /proc/<pid>/stat, or None."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
-    try:
-        return rest[0], int(rest[19])  # field 22: starttime
-    except (IndexError, ValueError):
-        return None
-
-
-def proc_alive(pid: int, start_ticks: int | None) -> bool:
-    stat = proc_stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):
-        return False
-    return start_ticks is None or stat[1] == start_ticks
-
-
-def proc_started_wall(start_ticks: int) -> float | None:
-    """Wall-clock start of a process from its start ticks (boot time from /proc/stat)."""
-    try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return int(line.split()[1]) + start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-class ProcessHandle(Protocol):
-    pid: int
-    start_ticks: int | None
-    started_wall: float
-
-    def poll(self) -> int | None:
-        """None while running, else the exit code (-signal; -1 when unknown)."""
-
-    def signal(self, sig: int) -> None: ...
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:  # our endpoints lead their own session/group
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-
-
-class ChildProcess:
-    """An endpoint this console spawned (a subprocess.Popen in its own session)."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], log_error: str | None = None) -> None:
-        self._popen = popen
-        self.log_error = log_error  # set when its output could not go to the log file
-        self.pid = popen.pid
-        stat = proc_stat(popen.pid)
-        self.start_ticks = stat[1] if stat else None
-        self.started_wall = time.time()
-
-    def poll(self) -> int | None:
-        return self._popen.poll()
-
-    def signal(self, sig: int) -> None:
-        if self._popen.poll() is None:
-            _signal_group(self.pid, sig)
-
-
-class AdoptedProcess:
-    """An endpoint spawned by an earlier console: watched through /proc (not our child)."""
-
-    def __init__(self, pid: int, start_ticks: int | None) -> None:
-        self.pid = pid
-        self.start_ticks = start_ticks
-        self.started_wall = (proc_started_wall(start_ticks) if start_ticks else None) or time.time()
-
-    def poll(self) -> int | None:
-        return None if proc_alive(self.pid, self.start_ticks) else -1
-
-    def signal(self, sig: int) -> None:
-        if proc_alive(self.pid, self.start_ticks):  # never signal a reused pid
-            _signal_group(self.pid, sig)
-
-
-def serve_command(spec: EndpointSpec, host: str = "127.0.0.1") -> list[str]:
-    """`gen404 serve ...` from the console's own environment (the venv's script, else -m)."""
-    script = Path(sys.executable).parent / "gen404"
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
-    return [*head, "serve", "--port", str(spec.port), "--preset", spec.preset, "--host", host]
-
-
-def _open_log(path: Path) -> int:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        if path.stat().st_size > LOG_ROTATE_BYTES:
-            path.replace(path.with_name(path.name + ".1"))
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-
-
-def launch_endpoint(
-    spec: EndpointSpec, log_path: Path, command: Callable[[EndpointSpec], Sequence[str]] = serve_command
-) -> ChildProcess:
-    argv = list(command(spec))
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    if spec.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = spec.gpu
-    # A full disk or an unusable state directory must not stop mining: the endpoint then runs
-    # with its output discarded, and the supervisor reports why (Supervisor.problems).
-    fd: int | None = None
-    log_error = None
-    try:
-        fd = _open_log(log_path)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(fd, f"\n=== gen404-console {stamp}: {' '.join(argv)}\n".encode())
-    except OSError as exc:
-        if fd is not None:
-            os.close(fd)
-            fd = None
-        log_error = f"{spec.name}: cannot write its log {log_path} ({exc.strerror or exc}); output discarded"
-    try:
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fd if fd is not None else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # Ctrl-C in the console's terminal does not reach it
-            close_fds=True,
-        )
-    finally:
-        if fd is not None:
-            os.close(fd)
-    return ChildProcess(popen, log_error)
-
-
-# ---------------------------------------------------------------- state
-
-
-@dataclass
-class ManagedEndpoint:
-    spec: EndpointSpec
-    log_path: Path
-    status: Status = Status.STOPPED
-    process: ProcessHandle | None = None
-    restarts: int = 0
-    quick_crashes: int = 0
-    started_at: float | None = None  # supervisor clock
-    restart_due: float | None = None
-    health_failures: int = 0
-    ever_healthy: bool = False
-    probe: Probe | None = None
-    message: str = ""
-    adopted: bool = False
-    external: bool = False  # watch only: nothing to spawn or restart
-
-    @property
-    def port(self) -> int:
-        return self.spec.port
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-@dataclass(frozen=True)
-class EndpointView:
-    """What the UI shows for one endpoint: a plain immutable snapshot."""
-
-    name: str
-    port: int
-    gpu: str | None
-    preset: str
-    status: str
-    pid: int | None
-    uptime_s: float | None
-    restarts: int
-    queue: int | None
-    in_flight: int | None
-    done: int | None
-    failed: int | None
-    last_s: float | None
-    mean_s: float | None
-    p95_s: float | None
-    per_hour: float | None
-    message: str
-    log_path: str
-    adopted: bool = False
-    device: str | None = None
-    progress: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-class Prober(Protocol):
-    async def probe(self, port: int) -> Probe: ...
-
-    async def set_preset(self, port: int, name: str) -> dict[str, Any]: ...
-
-
-Launcher = Callable[[EndpointSpec, Path], ProcessHandle]
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 class Supervisor:
@@ -311,12 +65,20 @@ class Supervisor:
         self.problems: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._closed = False
-        self.on_event: Callable[[str], None] | None = None  # human-readable events for the UI
+        # notices and fresh views for whoever listens (the UI adapter, tests); see publisher.py
+        self.changes: Publisher[SupervisorEvent] = Publisher()
+        self.views_published = 0  # EndpointsChanged.seq of the latest publication
 
     # -- bookkeeping
     def _event(self, text: str) -> None:
-        if self.on_event:
-            self.on_event(text)
+        self.changes.publish(SupervisorNotice(text))
+
+    def publish_views(self) -> None:
+        """Publish the current views (the loop does after every change; actions may call it too)."""
+        self.views_published += 1
+        self.changes.publish(
+            EndpointsChanged(tuple(self.views()), tuple(self.problems.values()), self.views_published)
+        )
 
     def _problem(self, key: str, text: str | None) -> None:
         """Record (text) or clear (None) a standing problem; each new one is also an event."""
@@ -419,6 +181,16 @@ class Supervisor:
         self.start(port)
         ep.message = reason
         self._event(f"{ep.spec.name}: {reason}")
+
+    async def restart_or_start(self, port: int) -> None:
+        """The `r` key: restart a running endpoint, or give a stopped/errored one a fresh start
+        (its quick-crash count starts again from zero)."""
+        ep = self.endpoints[port]
+        if ep.status in RUNNING_STATES:
+            await self.restart(port)
+        else:
+            ep.quick_crashes = 0
+            self.start(port)
 
     async def remove(self, port: int) -> None:
         await self.stop(port)
@@ -537,28 +309,8 @@ class Supervisor:
     def save_state(self) -> None:
         if self.state_file is None:
             return
-        items = []
-        for ep in self.endpoints.values():
-            if ep.external or ep.process is None or ep.process.poll() is not None:
-                continue
-            items.append(
-                {
-                    "port": ep.port,
-                    "preset": ep.spec.preset,
-                    "gpu": ep.spec.gpu,
-                    "pid": ep.process.pid,
-                    "start_ticks": ep.process.start_ticks,
-                    "log_path": str(ep.log_path),
-                    "restarts": ep.restarts,
-                }
-            )
         try:
-            self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = self.state_file.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"version": 1, "endpoints": items}, fh, indent=1)
-            tmp.replace(self.state_file)
+            write_state(self.state_file, state_items(self.endpoints.values()))
         except OSError as exc:  # full disk, read-only or unusable state dir: keep supervising
             self._problem(
                 "state",
@@ -654,13 +406,11 @@ class Supervisor:
             )
         return out
 
-    async def run(
-        self, refresh: Callable[[], float], on_update: Callable[[list[EndpointView]], None]
-    ) -> None:
+    async def run(self, refresh: Callable[[], float]) -> None:
         """Supervise until shutdown(): exits/restarts every <=0.5 s, probes every `refresh` s.
 
-        `on_update` gets fresh views after each probe round and after anything changed (an
-        exit, a restart, an action that woke the loop); idle wake-ups cost a few poll() calls.
+        Publishes EndpointsChanged after each probe round and after anything changed (an exit, a
+        restart, an action that woke the loop); idle wake-ups cost a few poll() calls.
         """
         last_probe = -1e18
         woken = True
@@ -673,7 +423,7 @@ class Supervisor:
             if self._closed:
                 break
             if changed:
-                on_update(self.views())
+                self.publish_views()
             wake_at = min(last_probe + refresh(), self.clock() + 0.5)
             due = self.next_due()
             if due is not None:
@@ -683,14 +433,3 @@ class Supervisor:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.01, wake_at - self.clock()))
                 woken = True
-
-
-def read_state(path: Path | None) -> list[dict[str, Any]]:
-    if path is None or not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    items = data.get("endpoints") if isinstance(data, dict) else None
-    return [i for i in items or [] if isinstance(i, dict) and "port" in i and "pid" in i]

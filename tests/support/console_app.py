@@ -8,7 +8,7 @@ from typing import Any
 from console.app import Gen404Console
 from console.config import ConsoleConfig
 from console.gpu import NvmlSampler
-from console.mining.controller import MiningOptions
+from console.mining.options import MiningOptions
 
 
 def quiet_config(**kw: Any) -> ConsoleConfig:

@@ -1,0 +1,12 @@
+"""What the tests share, imported as `tests.support.X` (pytest puts the repository root on sys.path).
+
+    ports.py            free_port, free_ports, free_port_range (127.0.0.1)
+    fakes.py            FakeNvml: pynvml as NvmlSampler calls it, failures switchable
+    server.py           running_server / ServerProcess: a real `gen404 serve` or validator subprocess
+    console_app.py      quiet_config, offline_console: an isolated console for Pilot tests
+    console_testkit.py  the fake endpoint's command line, process reaping, Pilot waits, screen text
+    fake_endpoint.py    a stdlib HTTP stand-in for `gen404 serve` (run as a script)
+    reliability_kit.py  the reliability suite's supervisor thread, figures, presets
+
+The one test clock is console.mining.clock.ManualClock (pass `clock.now` where a callable is wanted).
+"""
