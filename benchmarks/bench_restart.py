@@ -204,7 +204,7 @@ async def supervised_crash(preset: str, log_dir: Path, budget_s: float) -> dict[
 
     client = EndpointClient()
     supervisor = Supervisor(log_dir, None, client)
-    task = asyncio.ensure_future(supervisor.run(lambda: 0.25, lambda views: None))
+    task = asyncio.ensure_future(supervisor.run(lambda: 0.25))
     port = free_port()
     result: dict[str, Any] = {"port": port}
     loop = asyncio.get_running_loop()

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers_server import ServerProcess, running_server
-from reliability_kit import MIN_SPLATS, Figures
 
 from engine.formats.ply import read_ply
 from engine.warm_cache import decode, encode
+from tests.support.reliability_kit import MIN_SPLATS, Figures
+from tests.support.server import ServerProcess, running_server
 
 SERVE = ["serve", "--device", "cpu", "--queue", "4"]
 # compiled twins of `tiny` (two shapes): what a GPU preset does at warm-up, on the CPU
