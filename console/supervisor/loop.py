@@ -259,6 +259,7 @@ class Supervisor:
             ep.health_failures = 0
             ep.ever_healthy = True
             ep.status = self._status_from_health(ep, probe)
+            self._follow_served_preset(ep, probe)
             return
         ep.health_failures += 1
         if ep.external:
@@ -276,6 +277,17 @@ class Supervisor:
         elif ep.health_failures >= self.unhealthy_after:
             ep.status = Status.UNHEALTHY
             ep.message = f"{ep.health_failures} failed health checks ({probe.error})"
+
+    def _follow_served_preset(self, ep: ManagedEndpoint, probe: Probe) -> None:
+        """A restart brings back the preset the endpoint serves: a switch is swapped in on the
+        endpoint before the client that asked hears of it (or made with curl), and a failed one
+        never changes it."""
+        served = (probe.health or {}).get("preset")
+        if ep.external or ep.status not in (Status.READY, Status.BUSY):
+            return
+        if isinstance(served, str) and served and served != ep.spec.preset:
+            ep.spec.preset = served
+            self.save_state()
 
     @staticmethod
     def _status_from_health(ep: ManagedEndpoint, probe: Probe) -> Status:
