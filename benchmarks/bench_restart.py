@@ -293,7 +293,8 @@ def switch_under_load(port: int, target: str, budget_s: float) -> dict[str, Any]
         "build_phases": (switch_info or {}).get("phases"),
         "requests_during": len(during),
         "failed_requests": sum(1 for r in log if not r.get("ok")),
-        "max_wait_during_s": max((r["wall_s"] - r["generation_s"] for r in during), default=None),
+        # X-Queue-Time: what the endpoint itself held the request before its generation started
+        "max_wait_during_s": max((r["queue_s"] for r in during), default=None),
         "max_wall_during_s": max((r["wall_s"] for r in during), default=None),
         "old_generation_s": min(old_gen, default=None),
         "first_after_s": after[0]["generation_s"] if after else None,
