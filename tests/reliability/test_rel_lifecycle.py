@@ -102,12 +102,34 @@ def test_corrupt_and_other_torch_caches_are_rebuilt_and_reported(
 ) -> None:
     cache_dir = tmp_path / "warm-cache"
     first, second = cache_dir / "tinyc.cpu.warmcache", cache_dir / "tinyc2.cpu.warmcache"
-    # 1. a fresh box: both caches are built (tinyc at start, tinyc2 by a switch beside it)
+    # 1. a fresh box: both caches are built (tinyc at start, tinyc2 by a switch compiled on the
+    #    build thread while the compiled tinyc keeps answering a client on the generation thread)
     with _start_compiled("tinyc", cache_dir) as server:
         cache = _health_cache(server)
         assert cache["state"] == "miss" and cache["saved"].startswith("saved "), cache
+        answers: list[httpx.Response] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                answers.append(_post(server, "a chair while tinyc2 compiles"))
+
+        thread = threading.Thread(target=client, daemon=True)
+        thread.start()
+        time.sleep(0.3)
         put = httpx.put(server.url("/preset"), json={"name": "tinyc2"}, timeout=300)
+        stop.set()
+        thread.join(120)
         assert put.status_code == 200, put.text
+        assert answers and all(_valid_ply(r) for r in answers)
+        served = [r.headers["x-preset"] for r in answers]
+        assert served[0] == "tinyc" and set(served) <= {"tinyc", "tinyc2"}
+        waits = [float(r.headers["x-queue-time"]) for r in answers]
+        switch = server.health()["switch"]
+        assert switch["state"] == "done" and switch["phases"]["compiling"] > 0
+        figures.record("compiled_switch_build_s", switch["elapsed_s"])
+        figures.record("compiled_switch_requests_during", served.count("tinyc"))
+        figures.record("compiled_switch_max_queue_s", max(waits))
         assert _health_cache(server)["state"] == "miss" and second.is_file()
         assert _valid_ply(_post(server, "a compiled chair"))
     assert first.is_file() and second.is_file()
