@@ -149,6 +149,35 @@ def test_missing_weights_are_refused_before_anything_is_built(host: ModelHost) -
     assert generate(host).preset == "sw_a"
 
 
+class CaptureSensitiveGenerator(Generator):
+    """Warm-up fails off the generation thread, as a CUDA-graph capture can beside a running
+    generation: the switch must then be built on the generation thread."""
+
+    def warmup(self, progress: Any = None, force: bool = False) -> float:
+        if threading.current_thread().name != "test-capture":
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        return super().warmup(progress, force=True)
+
+
+def test_a_capture_failure_beside_serving_is_built_again_on_the_generation_thread(presets: Path) -> None:
+    worker = Worker("test-capture")
+    host = ModelHost(worker, "sw_a", device="cpu", factory=factory)
+    GatedGenerator.gate.set()
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(120)
+        assert host.status == "ready", host.message
+        host._active.generator.__class__ = CaptureSensitiveGenerator  # its forks warm up that way
+        ticket = host.switch("sw_b")
+        assert ticket is not None and ticket.future.result(120).state == "done", ticket.error
+        note = ticket.to_dict()["note"]
+        assert "built on the generation thread" in note and "stream is capturing" in note
+        assert generate(host).preset == "sw_b"
+    finally:
+        worker.stop()
+        host.stop()
+
+
 def test_switch_to_the_serving_preset_is_nothing(host: ModelHost) -> None:
     assert host.switch("sw_a") is None
 

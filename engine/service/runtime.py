@@ -28,6 +28,7 @@ from engine.service.switch import (
     build_ready,
     describe_failure,
     failure_status,
+    is_capture_failure,
     missing_weights,
 )
 
@@ -335,8 +336,8 @@ class ModelHost:
         def quiet(_fraction: float, _message: str = "") -> None:
             pass  # the serving preset's /health message stays; the switch has its own record
 
-        try:
-            built = build_ready(
+        def build() -> Built:
+            return build_ready(
                 preset,
                 self.device_request,
                 make,
@@ -346,6 +347,21 @@ class ModelHost:
                 shared=shared,
                 on_cache=lambda report: setattr(ticket, "cache", report.to_dict()),
             )
+
+        try:
+            try:
+                built = build()
+            except Exception as exc:
+                if not is_capture_failure(exc):
+                    raise
+                # CUDA-graph capture beside a running generation failed: build again on the
+                # generation thread, between requests (they wait for it, but the switch happens)
+                _release_memory()
+                ticket.note = (
+                    f"built on the generation thread: capture beside it failed ({describe_failure(exc)})"
+                )
+                log.warning("switch to %s: %s", preset.name, ticket.note)
+                built = self.worker.submit(build).result()
         except Exception as exc:
             cause = describe_failure(exc)
             status = failure_status(exc)

@@ -85,6 +85,7 @@ class PresetSwitch:
     error: str | None = None
     status: int = 200  # the HTTP status a waiting PUT answers with
     cache: dict[str, Any] | None = None  # the new preset's warm-cache report, once known
+    note: str | None = None  # how the build went when it was not the usual way
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     future: concurrent.futures.Future[PresetSwitch] = field(default_factory=concurrent.futures.Future)
@@ -108,6 +109,7 @@ class PresetSwitch:
             "phases": clock["phases"],
             "elapsed_s": round(end - self.started, 2),
             "cache": self.cache,
+            "note": self.note,
             "error": self.error,
         }
 
@@ -133,6 +135,16 @@ def failure_status(exc: BaseException) -> int:
     if isinstance(exc, PresetError):
         return 422
     return 500
+
+
+CAPTURE_FAILURES = ("stream is capturing", "capture", "cudaErrorStreamCapture")
+
+
+def is_capture_failure(exc: BaseException) -> bool:
+    """A CUDA-graph capture that failed because of work elsewhere on the GPU (an error raised
+    inside torch.cuda.graph / make_graphed_callables), as opposed to the preset itself failing."""
+    text = f"{type(exc).__name__}: {exc}"
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in CAPTURE_FAILURES)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -221,5 +233,6 @@ __all__ = [
     "build_ready",
     "describe_failure",
     "failure_status",
+    "is_capture_failure",
     "missing_weights",
 ]
