@@ -291,6 +291,7 @@ def switch_under_load(port: int, target: str, budget_s: float) -> dict[str, Any]
         "put": answer,
         "switch_s": switch_s,
         "build_phases": (switch_info or {}).get("phases"),
+        "build_note": (switch_info or {}).get("note"),  # e.g. built on the generation thread
         "requests_during": len(during),
         "failed_requests": sum(1 for r in log if not r.get("ok")),
         # X-Queue-Time: what the endpoint itself held the request before its generation started
@@ -352,6 +353,7 @@ def table(results: dict[str, Any]) -> str:
             f" {fmt(run['max_wait_during_s'])} (one old generation {fmt(run['old_generation_s'])});"
             f" first after {fmt(run['first_after_s'])} vs steady {fmt(run['steady_after_s'])};"
             f" failed {run['failed_requests']} [{phases}]"
+            + (f" NOTE {run['build_note']}" if run.get("build_note") else "")
         )
     if (results.get("switch") or {}).get("error"):
         rows.append(f"switch: ERROR {results['switch']['error']}")
