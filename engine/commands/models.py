@@ -21,7 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=run_list)
     pull = sub.add_parser("pull", help="download the weights a preset needs into the Hugging Face cache")
     pull.add_argument("--preset", default="text_mv", help="preset whose weights to fetch (default text_mv)")
-    pull.add_argument("--clip", action="store_true", help="fetch the CLIP weights scoring uses instead")
+    pull.add_argument(
+        "--score",
+        action="store_true",
+        help="fetch the validator's scoring models instead (CLIP, DINOv2 quality, LPIPS AlexNet)",
+    )
+    pull.add_argument("--clip", action="store_true", help="fetch only the CLIP weights scoring uses")
     pull.set_defaults(func=run_pull)
     warm = sub.add_parser(
         "warm",
@@ -92,6 +97,15 @@ def run_pull(args: argparse.Namespace) -> int:
     from engine.models import locate, pull, requirements
     from engine.presets import PresetError, load_preset
 
+    if getattr(args, "score", False):  # every scoring model (engine/scoring/weights.py)
+        from engine.scoring.weights import pull_score_weights
+
+        try:
+            for key, path in pull_score_weights().items():
+                print(f"{key}: ready at {path}")
+        except Exception as exc:
+            raise CliError(str(exc).strip().splitlines()[0][:300]) from None
+        return 0
     if getattr(args, "clip", False):  # scoring's CLIP (engine/scoring/weights.py)
         from engine.scoring.weights import pull_clip
 
@@ -109,8 +123,8 @@ def run_pull(args: argparse.Namespace) -> int:
         print(f"preset {args.preset} uses random weights: nothing to download")
         return 0
     for source in needed:
-        if (path := locate(source)) is not None:
-            print(f"{source.label}: already present at {path}")
+        if (present := locate(source)) is not None:
+            print(f"{source.label}: already present at {present}")
             continue
         print(f"{source.label}: downloading ({source.role})", flush=True)
         try:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from engine.cli import CliError
-from engine.commands.score import DEFAULT_MODEL
+from engine.scoring.weights import DEFAULT_MODEL
 
 DEFAULT_PORT = 10006  # the subnet's reference generation service
 DEFAULT_PRESET = "text_mv_fast"
@@ -81,20 +81,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_scorer(args: argparse.Namespace) -> Any:
-    """Self-scoring hook (`--self-score`, added by the scoring work): return a callable
-    `scorer(prompt, splats) -> float` or None. It runs on its own thread after each response
-    and its score appears in /stats recent[].score (see EndpointConfig.scorer)."""
+    """Self-scoring hook (`--self-score`): a callable `scorer(prompt, splats) -> float` (the
+    validator's final score, engine.scoring.scorer) or None. It runs on its own thread after each
+    response and its score appears in /stats recent[].score (see EndpointConfig.scorer). Models
+    load now, so missing weights stop the start with one line."""
     if not getattr(args, "self_score", False):
         return None
-    from engine.commands.score import self_scorer
+    from engine.scoring.scorer import load_scorer, self_score_hook
+    from engine.scoring.weights import WeightsMissing
 
-    return self_scorer(
-        device=args.device,
-        random_weights=args.random_weights,
-        model=args.score_model,
-        size=args.score_size,
-        views=args.score_views,
-    )
+    try:
+        scorer = load_scorer(
+            model=args.score_model,
+            size=args.score_size,
+            views=args.score_views,
+            device=args.device,
+            random_weights=args.random_weights,
+        )
+    except (WeightsMissing, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    return self_score_hook(scorer)
 
 
 def _bind(host: str, port: int) -> socket.socket:
