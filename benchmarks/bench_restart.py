@@ -240,6 +240,8 @@ async def supervised_crash(
         result["restarts"] = supervisor.endpoints[port].restarts
         if after is not None:
             result["after"] = await loop.run_in_executor(None, after, port)
+            # a switch must never make the supervisor think the endpoint died (health probes)
+            result["after"]["supervisor_restarts"] = supervisor.endpoints[port].restarts - result["restarts"]
         return result
     finally:
         await supervisor.shutdown(stop_endpoints=True)
@@ -355,6 +357,8 @@ def table(results: dict[str, Any]) -> str:
             f" failed {run['failed_requests']} [{phases}]"
             + (f" NOTE {run['build_note']}" if run.get("build_note") else "")
         )
+    if "supervisor_restarts" in (results.get("switch") or {}):
+        rows.append(f"supervisor restarts during the switches: {results['switch']['supervisor_restarts']}")
     if (results.get("switch") or {}).get("error"):
         rows.append(f"switch: ERROR {results['switch']['error']}")
     return "\n".join(rows)
