@@ -364,6 +364,26 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def run_all(
+    args: argparse.Namespace, results: dict[str, Any], work: Path, log: Path, budget: Callable[[float], float]
+) -> None:
+    fresh_compiler_caches(work, "first")
+    results["first_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+    print(table({**results}), flush=True)
+    fresh_compiler_caches(work, "second")  # only gen404's warm cache is left from the first start
+    results["second_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+    print(table({**results}), flush=True)
+    crash_budget = budget(args.phase_budget)
+
+    def then_switch(port: int) -> dict[str, Any]:  # on the supervised endpoint, once it is back
+        return switches(port, args.preset, args.alt, budget(args.phase_budget * 2))
+
+    results["sigkill"] = asyncio.run(supervised_crash(args.preset, work / "logs", crash_budget, then_switch))
+    results["switch"] = results["sigkill"].pop("after", None) or {
+        "error": "not run: the supervised endpoint failed"
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="text_mv_fast")
@@ -415,29 +435,17 @@ def main() -> int:
     def budget(most: float) -> float:
         return max(0.0, min(most, args.deadline - (time.monotonic() - began)))
 
-    fresh_compiler_caches(work, "first")
-    results["first_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
-    print(table({**results}), flush=True)
-    fresh_compiler_caches(work, "second")  # only gen404's warm cache is left from the first start
-    results["second_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
-    print(table({**results}), flush=True)
-    crash_budget = budget(args.phase_budget)
-
-    def then_switch(port: int) -> dict[str, Any]:  # on the supervised endpoint, once it is back
-        return switches(port, args.preset, args.alt, budget(args.phase_budget * 2))
-
-    results["sigkill"] = asyncio.run(supervised_crash(args.preset, work / "logs", crash_budget, then_switch))
-    results["switch"] = results["sigkill"].pop("after", None) or {
-        "error": "not run: the supervised endpoint failed"
-    }
-    results["total_s"] = time.monotonic() - began
-    (out / "bench_restart.json").write_text(json.dumps(results, indent=1, default=str))
-    print("\n" + table(results))
-    print(f"total {results['total_s']:.0f}s; JSON: {out / 'bench_restart.json'}; serve log: {log}")
-    if args.keep:
-        print(f"kept {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+    try:
+        run_all(args, results, work, log, budget)
+    finally:  # whatever was measured is kept, even when a part raised or the run was interrupted
+        results["total_s"] = time.monotonic() - began
+        (out / "bench_restart.json").write_text(json.dumps(results, indent=1, default=str))
+        print("\n" + table(results))
+        print(f"total {results['total_s']:.0f}s; JSON: {out / 'bench_restart.json'}; serve log: {log}")
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
