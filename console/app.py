@@ -47,7 +47,7 @@ from console.config import (
     step_refresh,
     weights_present,
 )
-from console.endpoint_client import EndpointClient, EndpointError
+from console.endpoint_client import EndpointClient, EndpointError, switch_summary
 from console.gpu import NvmlSampler, cuda_gpu_count
 from console.keys import KEY_TABLE, bindings, help_rows
 from console.palette import ConsoleCommands, PaletteCommand, build_commands
@@ -354,8 +354,7 @@ class Gen404Console(App[None]):
             elif isinstance(result, BaseException):
                 self.notify(f"gen-{port}: {type(result).__name__}: {result}", severity="error")
             else:
-                reloaded = " (models reloaded)" if result.get("reloaded") else ""
-                self.notify(f"gen-{port} → {name}{reloaded}")
+                self.notify(f"gen-{port} → {name}{switch_summary(result)}")
         self.show_endpoints(self.supervisor.views())
 
     def action_refresh_slower(self) -> None:

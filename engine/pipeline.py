@@ -185,6 +185,25 @@ class Generator:
         """Whether runs use torch.compile: the preset asks and it has not failed here."""
         return self.preset.compile and self.compile_failure is None
 
+    def can_share(self, preset: Preset) -> bool:
+        """Whether `preset` can run on this generator's loaded models through `fork()`: the same
+        models_key and the same weight layout (channels_last on CUDA), which a fork must not change."""
+        if not self.loaded or self._key_for(preset) != self._loaded_key:
+            return False
+        cuda = self.device.type == "cuda"
+        return (preset.channels_last and cuda) == (self.preset.channels_last and cuda)
+
+    def fork(self, preset: Preset) -> Generator:
+        """A generator for `preset` on these very models (no copy; see can_share) with per-run
+        state of its own, so it can warm up on another thread while this one keeps generating:
+        the preset switch of a serving endpoint (engine/service/switch.py)."""
+        twin = type(self)(preset, self._device_arg, self.random_weights, self.sync_timings)
+        fork = getattr(self.guidance, "fork", None)
+        twin.guidance = fork() if callable(fork) else self.guidance
+        twin.device = self.device
+        twin._loaded_key = self._loaded_key
+        return twin
+
     def set_preset(self, preset: Preset, progress: ProgressCallback | None = None) -> bool:
         """Switch preset; reload models only if they differ. True when models were reloaded."""
         reload = self.loaded and self._key_for(preset) != self._loaded_key

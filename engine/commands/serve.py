@@ -71,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--score-size", type=int, default=518, help="with --self-score: view size in px (default 518)"
     )
     p.add_argument("--score-views", type=int, default=16, help="with --self-score: views (default 16)")
+    p.add_argument(
+        "--no-warm-cache",
+        action="store_true",
+        help="neither load nor save compiled artefacts under the state dir (engine/warm_cache.py)",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(func=run)
 
@@ -148,6 +153,7 @@ def run(args: argparse.Namespace) -> int:  # returns only on errors before servi
         faults=faults,
         shutdown_grace_s=args.shutdown_grace,
         scorer=build_scorer(args),
+        warm_cache=not args.no_warm_cache,
     )
     app = create_app(config)
     uv_config = uvicorn.Config(

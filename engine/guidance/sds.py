@@ -9,6 +9,7 @@ t = round((1 - step/total_steps) * 1000) clipped to [20, 980], DDIM-scheduler no
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,22 @@ class SDSGuidance:
         else:
             self._unet_fn, self._moments_fn = self.unet, self._moments
         self.clear_graphs()
+
+    def fork(self) -> SDSGuidance:
+        """The same weights (no copy) with per-run state of its own: ref_size, noise generator,
+        text cache and CUDA graphs. Two forks can run on two threads at once, which a preset
+        switch does while it warms up the new preset beside the serving one. The compiled
+        callables are shared: dynamo keys compiled code by shape, so the new preset's shapes add
+        entries beside the old ones (no `torch._dynamo.reset()`, which would drop the old ones).
+        Changing the memory format on a fork would change the shared weights: the caller keeps
+        `channels_last` equal (Generator.can_share)."""
+        twin = copy.copy(self)
+        twin.generator = torch.Generator(self.device)
+        twin.reseed(0)
+        twin._text_cache = OrderedDict()
+        twin._unet_graphs = {}
+        twin._vae_graphs = {}
+        return twin
 
     def clear_graphs(self) -> None:
         self._unet_graphs.clear()

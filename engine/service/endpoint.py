@@ -36,6 +36,7 @@ from engine.service.runtime import (
     ModelHost,
     NotReady,
     Output,
+    SwitchRefused,
     UnknownPreset,
     default_factory,
     gpu_memory,
@@ -68,6 +69,7 @@ class EndpointConfig:
     faults: dict[str, list[Fault]] | None = None  # test hook, see runtime.parse_faults
     shutdown_grace_s: float = 10.0
     scorer: Scorer | None = None
+    warm_cache: bool = True  # load/save compiled artefacts under the state dir (engine/warm_cache.py)
 
 
 def error(status: int, message: str, detail: Any = None, retry_after: int | None = None) -> JSONResponse:
@@ -83,7 +85,13 @@ class Endpoint:
         self.worker = Worker("gen404-generate")
         self.queue = GenerationQueue(self.worker, config.queue)
         self.host = ModelHost(
-            self.worker, config.preset, config.device, config.random_weights, config.faults, factory
+            self.worker,
+            config.preset,
+            config.device,
+            config.random_weights,
+            config.faults,
+            factory,
+            use_cache=config.warm_cache,
         )
         self.stats = ServiceStats(queue_limit=config.queue)
         self.shutting_down = False
@@ -156,6 +164,7 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
         yield
         endpoint.begin_shutdown()
         endpoint.worker.stop()
+        endpoint.host.stop()
 
     app = FastAPI(title="gen404 endpoint", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.endpoint = endpoint
@@ -317,18 +326,38 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
             return error(422, "missing preset name", 'send JSON {"name": "<preset>"}')
+        wait = body.get("wait", True)
+        if not isinstance(wait, bool):
+            return error(422, "'wait' must be true or false")
+        host = endpoint.host
         try:
-            reloaded = endpoint.host.switch(name)
+            ticket = host.switch(name)
         except UnknownPreset:
-            return error(404, f"unknown preset {name!r}", {"available": endpoint.host.available()})
+            return error(404, f"unknown preset {name!r}", {"available": host.available()})
         except PresetError as exc:
-            return error(422, f"preset {name!r} is invalid; keeping {endpoint.host.preset_name!r}", str(exc))
+            return error(422, f"preset {name!r} is invalid; keeping {host.preset_name!r}", str(exc))
         except NotReady:
             return error(
                 503, "models are loading; switch again when ready", retry_after=LOADING_RETRY_AFTER_S
             )
-        log.info("preset switch to %s (%s)", name, "reloading models" if reloaded else "same models")
-        return JSONResponse({"preset": name, "reloaded": reloaded, "status": endpoint.host.status})
+        except SwitchRefused as exc:
+            return error(exc.status, str(exc), {"preset": host.preset_name})
+        if ticket is None:
+            return JSONResponse({"preset": name, "reloaded": False, "status": host.status})
+        log.info("preset switch to %s (%s)", name, "loading models" if ticket.reloaded else "sharing models")
+        if not wait:  # 202: poll GET /preset/switch (or /health's "switch")
+            return JSONResponse({**ticket.to_dict(), "preset": host.preset_name}, status_code=202)
+        await asyncio.wrap_future(ticket.future)
+        if ticket.state != "done":
+            return error(ticket.status, ticket.error or "switch failed", ticket.to_dict())
+        return JSONResponse({"preset": name, "reloaded": ticket.reloaded, "status": host.status})
+
+    @app.get("/preset/switch")
+    async def preset_switch() -> JSONResponse:
+        ticket = endpoint.host.switching
+        if ticket is None:
+            return error(404, "no preset switch since the endpoint started")
+        return JSONResponse({**ticket.to_dict(), "preset": endpoint.host.preset_name})
 
     return app
 
