@@ -22,6 +22,7 @@ PRESETS = {
     "svc_batch": "extends: smoke\niters: 40\nrender_size: 32\nref_size: 32\nnum_pts: 300\n"
     "max_gaussians: 600\ndensification_interval: 10\ndensity_start_iter: 5\ndensity_end_iter: 25\n"
     "max_batch: 4\n",
+    "svc_batch_b": "extends: svc_batch\nguidance_scale: 30\n",  # same models: switched beside
 }
 
 
@@ -296,3 +297,20 @@ def test_batcher_moves_to_a_new_engine_after_the_running_batch_drains() -> None:
     assert a.result(10) == "a done" and b.result(10) == "b done"
     assert old.steps == [["a"]] * 3 and new.steps == [["b"]] * 3
     worker.stop()
+
+
+def test_a_switch_mid_batch_lets_the_batch_finish_on_the_old_preset(server: ServerProcess) -> None:
+    threads, results = _send_all(server, ["a chair before", "a lamp before"])
+    try:
+        server.wait_health(lambda h: len(h["active"]) == 2, timeout=60)
+        switched = httpx.put(server.url("/preset"), json={"name": "svc_batch_b"}, timeout=120)
+        assert switched.status_code == 200, switched.text
+        after = httpx.post(server.url("/generate/"), data={"prompt": "a vase after"}, timeout=300)
+    finally:
+        for t in threads:
+            t.join(300)
+        httpx.put(server.url("/preset"), json={"name": "svc_batch"}, timeout=120)  # for the other tests
+    assert [results[p][0].headers["x-preset"] for p in ("a chair before", "a lamp before")] == [
+        "svc_batch"
+    ] * 2
+    assert after.status_code == 200 and after.headers["x-preset"] == "svc_batch_b"
