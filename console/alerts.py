@@ -91,10 +91,16 @@ def endpoint_alerts(endpoints: Iterable[EndpointLike]) -> list[Alert]:
         if e.status in ("errored", "error"):
             out.append(Alert(e.name, "errored", "errored: see its log", "error"))
         elif e.quick_crashes >= CRASH_LOOP_CRASHES:
-            out.append(Alert(e.name, "crash_loop", f"crash-looping ({e.quick_crashes} quick crashes)", "error"))
+            out.append(
+                Alert(e.name, "crash_loop", f"crash-looping ({e.quick_crashes} quick crashes)", "error")
+            )
         if e.last_s is not None and e.last_s > THROTTLE_WINDOW_S:
             out.append(
-                Alert(e.name, "slow", f"last generation {e.last_s:.1f} s > validators' {THROTTLE_WINDOW_S:.0f} s")
+                Alert(
+                    e.name,
+                    "slow",
+                    f"last generation {e.last_s:.1f} s > validators' {THROTTLE_WINDOW_S:.0f} s",
+                )
             )
     return out
 

@@ -33,8 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from textual import work
-from textual import events
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
@@ -74,7 +73,6 @@ from console.widgets.gpu import GpuPane
 from console.widgets.help import HelpScreen
 from console.widgets.history import HistoryScreen
 from console.widgets.logs import LogPane
-
 
 VIEWS = ("all", "mining", "gpus", "log")  # `v` cycles; "all" needs SHORT_ROWS rows or more
 SHORT_ROWS = 32
@@ -212,9 +210,7 @@ class Gen404Console(App[None]):
         self.history.record_endpoints(
             [v.per_hour for v in self.endpoint_views], [v.last_s for v in self.endpoint_views], now
         )
-        self.process_usage = {
-            pid: usage for g in snap.gpus for pid, usage in (g.processes or {}).items()
-        }
+        self.process_usage = {pid: usage for g in snap.gpus for pid, usage in (g.processes or {}).items()}
         # The sampler thread can post once more while the app tears its screen down.
         for pane in self.query(GpuPane):
             pane.show(snap)
@@ -261,7 +257,13 @@ class Gen404Console(App[None]):
     def action_cycle_view(self) -> None:
         order = [v for v in VIEWS if v != "all" or self.size.height >= SHORT_ROWS]
         current = self.effective_view()
-        self.view = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
+        self.show_view(order[(order.index(current) + 1) % len(order)] if current in order else order[0])
+
+    def show_view(self, name: str) -> None:
+        """One of VIEWS: "all" panes, or only "mining", "gpus" or "log" (with the endpoints table)."""
+        if name not in VIEWS:
+            raise ValueError(f"unknown view {name!r} (one of {', '.join(VIEWS)})")
+        self.view = name
         self._apply_view()
         self._update_status()
 

@@ -57,7 +57,9 @@ class History:
             self.record(f"gpu{g.index}.temp", t, g.temp)
             self.record(f"gpu{g.index}.power", t, g.power)
 
-    def record_endpoints(self, per_hour: Iterable[float | None], last_s: Iterable[float | None], t: float) -> None:
+    def record_endpoints(
+        self, per_hour: Iterable[float | None], last_s: Iterable[float | None], t: float
+    ) -> None:
         """Throughput: the sum over endpoints that report one; generation time: their mean."""
         rates = [r for r in per_hour if r is not None]
         self.record("throughput", t, sum(rates) if rates else None)

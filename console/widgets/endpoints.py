@@ -118,7 +118,9 @@ class EndpointsTable(DataTable[object]):
         width = self.scrollable_content_region.width or self.size.width
         if width <= 0:
             return self.shown
-        plain = [{k: (v.plain if isinstance(v, Text) else v) for k, v in c.items()} for c in self._cells.values()]
+        plain = [
+            {k: (v.plain if isinstance(v, Text) else v) for k, v in c.items()} for c in self._cells.values()
+        ]
         return fit_columns(COLUMNS, natural_widths(COLUMNS, plain), width, CELL_PADDING)
 
     def _relayout(self) -> None:

@@ -32,8 +32,12 @@ class PlotSpec:
 
 PLOTS: tuple[PlotSpec, ...] = (
     PlotSpec("throughput", "throughput (generations/h, all endpoints)", "throughput"),
-    PlotSpec("gen_time", f"generation time (s, mean of endpoints; -- {THROTTLE_WINDOW_S:.0f} s)", "gen_time",
-             THROTTLE_WINDOW_S),
+    PlotSpec(
+        "gen_time",
+        f"generation time (s, mean of endpoints; -- {THROTTLE_WINDOW_S:.0f} s)",
+        "gen_time",
+        THROTTLE_WINDOW_S,
+    ),
     PlotSpec("score", f"scores (-- threshold {QUALITY_THRESHOLD})", "score", QUALITY_THRESHOLD),
     PlotSpec("util", "GPU utilisation (%)", "gpu*.util"),
     PlotSpec("temp", "GPU temperature (°C)", "gpu*.temp"),
@@ -49,7 +53,9 @@ class HistoryScreen(Screen[None]):
     """
     BINDINGS = [Binding("escape,h,q", "close", "Close", id="history.close")]
 
-    def __init__(self, history: History, interval: Callable[[], float], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, history: History, interval: Callable[[], float], clock: Callable[[], float] = time.time
+    ) -> None:
         super().__init__()
         self.history = history
         self.interval = interval

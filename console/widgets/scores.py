@@ -19,6 +19,7 @@ from console.mining.ledger import ResultRecord
 from console.mining.state import MiningState
 
 ROWS = 5
+NARROW_WIDTH = 100  # below it the endpoint column is dropped
 
 
 def _clock(t: float) -> str:
@@ -121,9 +122,14 @@ class ScoresPane(Vertical):
         self.query_one("#scores-caption", Static).update(caption)
         self.query_one("#scores-spark", Sparkline).data = self.values or [0.0]
         table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
+        # a narrow pane (80-column terminal, or beside the GPUs) drops the endpoint column so the
+        # prompt keeps some room; the preset says which endpoint kind made it
+        narrow = 0 < self.size.width < NARROW_WIDTH
         middle = (
             (("parts", "left", 36),)
             if self.show_parts
+            else (("preset", "left", 10),)
+            if narrow
             else (("endpoint", "left", 15), ("preset", "left", 10))
         )
         for name, justify, width in (
@@ -145,7 +151,13 @@ class ScoresPane(Vertical):
         records = list(reversed(list(state.recent)[-ROWS:]))
         for row, r in zip(self.rows, records, strict=True):
             text, style = score_cell(r)
-            middle_cells = [row["parts"]] if self.show_parts else [row["endpoint"], row["preset"]]
+            middle_cells = (
+                [row["parts"]]
+                if self.show_parts
+                else [row["preset"]]
+                if narrow
+                else [row["endpoint"], row["preset"]]
+            )
             table.add_row(
                 row["time"],
                 row["uid"],
