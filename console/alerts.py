@@ -61,6 +61,16 @@ class EndpointLike(Protocol):
     def quick_crashes(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class EndpointFacts:
+    """An EndpointLike from plain values (`--once` reads /health and /stats, no supervisor)."""
+
+    name: str
+    status: str
+    last_s: float | None = None
+    quick_crashes: int = 0
+
+
 class ScoredLike(Protocol):
     @property
     def score(self) -> float | None: ...
@@ -90,7 +100,7 @@ def endpoint_alerts(endpoints: Iterable[EndpointLike]) -> list[Alert]:
     for e in endpoints:
         if e.status in ("errored", "error"):
             out.append(Alert(e.name, "errored", "errored: see its log", "error"))
-        elif e.quick_crashes >= CRASH_LOOP_CRASHES:
+        elif e.quick_crashes >= CRASH_LOOP_CRASHES and e.status not in ("stopped", "stopping"):
             out.append(
                 Alert(e.name, "crash_loop", f"crash-looping ({e.quick_crashes} quick crashes)", "error")
             )

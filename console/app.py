@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from textual import events, work
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
@@ -235,6 +235,7 @@ class Gen404Console(App[None]):
             strip.show(found)
 
     def effective_view(self) -> str:
+        """The view on screen: "all" shows as "mining" below SHORT_ROWS rows (app.tcss does that)."""
         if self.view == "all" and self.size.height < SHORT_ROWS:
             return "mining"
         return self.view
@@ -244,15 +245,10 @@ class Gen404Console(App[None]):
             body = self.query_one("#body")
         except NoMatches:
             return
-        view = self.effective_view()
         for name in VIEWS:
-            body.set_class(name == view, f"view-{name}")
+            body.set_class(name == self.view, f"view-{name}")
         snap = self.gpu_snapshot
         body.set_class(snap is not None and not snap.gpus, "-no-gpu")
-
-    def on_resize(self, event: events.Resize) -> None:
-        self._apply_view()
-        self._update_status()
 
     def action_cycle_view(self) -> None:
         order = [v for v in VIEWS if v != "all" or self.size.height >= SHORT_ROWS]

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from console import paths
+from console import alerts, paths
 from console.config import ConsoleConfig
 from console.endpoint_client import EndpointClient, Probe
 from console.gpu import GpuSnapshot, NvmlSampler
@@ -65,7 +65,10 @@ def collect(
                 "per_hour": s.per_hour,
             }
         )
-    return {"gpus": gpus.to_dict(), "endpoints": endpoints}
+    found = alerts.collect(
+        gpus, [alerts.EndpointFacts(e["name"], e["status"], e["last_s"]) for e in endpoints]
+    )
+    return {"gpus": gpus.to_dict(), "endpoints": endpoints, "alerts": [a.to_dict() for a in found]}
 
 
 def format_text(data: dict[str, Any]) -> str:
@@ -119,6 +122,8 @@ def format_text(data: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for a in data.get("alerts", []):
+        lines.append(f"ALERT {a['source']}: {a['text']}")
     return "\n".join(lines)
 
 

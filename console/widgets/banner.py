@@ -15,6 +15,12 @@ from textual.widgets import Static
 class StatusLine(Static):
     DEFAULT_CSS = "StatusLine { height: 1; }"
 
+    _last: tuple[int, int, float, str, float | None, str, str] | None = None
+
+    def on_resize(self) -> None:
+        if self._last is not None:
+            self.show(*self._last)  # refit the parts to the new width
+
     def show(
         self,
         endpoints: int,
@@ -25,6 +31,7 @@ class StatusLine(Static):
         view: str = "",
         gpus: str = "",
     ) -> None:
+        self._last = (endpoints, ready, refresh, state_dir, now, view, gpus)
         width = self.size.width or 200
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(" gen404-console ", style="bold reverse")
