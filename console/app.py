@@ -210,12 +210,14 @@ class Gen404Console(App[None]):
         self.history.record_endpoints(
             [v.per_hour for v in self.endpoint_views], [v.last_s for v in self.endpoint_views], now
         )
-        self.process_usage = {pid: usage for g in snap.gpus for pid, usage in (g.processes or {}).items()}
+        usage = {pid: u for g in snap.gpus for pid, u in (g.processes or {}).items()}
         # The sampler thread can post once more while the app tears its screen down.
         for pane in self.query(GpuPane):
             pane.show(snap)
-        for table in self.query(EndpointsTable):
-            table.show(self.endpoint_views, self.process_usage)
+        if usage != self.process_usage:  # the endpoints' vram / sm% columns
+            self.process_usage = usage
+            for table in self.query(EndpointsTable):
+                table.show(self.endpoint_views, usage)
         self._apply_view()
         self.update_alerts()
 

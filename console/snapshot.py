@@ -37,6 +37,7 @@ def collect(
     ports = sorted({s.port for s in config.endpoints} | set(state))
     probes = asyncio.run(probe_ports(ports, prober))
     endpoints = []
+    facts = []  # what the alerts read of each endpoint
     for probe in probes:
         item = state.get(probe.port)
         pid = None
@@ -44,11 +45,13 @@ def collect(
             pid = int(item["pid"])
         health = probe.health or {}
         s = probe.summary
+        status = str(health.get("status", "down")) if probe.ok else "down"
+        facts.append(alerts.EndpointFacts(f"gen-{probe.port}", status, s.last_s))
         endpoints.append(
             {
                 "name": f"gen-{probe.port}",
                 "port": probe.port,
-                "status": health.get("status", "down") if probe.ok else "down",
+                "status": status,
                 "preset": health.get("preset"),
                 "device": health.get("device"),
                 "pid": pid if pid is not None else health.get("pid"),
@@ -65,9 +68,7 @@ def collect(
                 "per_hour": s.per_hour,
             }
         )
-    found = alerts.collect(
-        gpus, [alerts.EndpointFacts(e["name"], e["status"], e["last_s"]) for e in endpoints]
-    )
+    found = alerts.collect(gpus, facts)
     return {"gpus": gpus.to_dict(), "endpoints": endpoints, "alerts": [a.to_dict() for a in found]}
 
 

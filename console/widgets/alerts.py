@@ -35,6 +35,6 @@ class AlertsStrip(Static):
                 text.append(" · ", style="dim")
             text.append(f"{a.source} ", style="bold red" if a.severity == "error" else "bold yellow")
             text.append(a.text)
-        self.update(text)
+        self.update(text, layout=False)  # always one line
         self.tooltip = "\n".join(self.lines) or None
         self.display = bool(self.alerts)

@@ -16,6 +16,7 @@ class StatusLine(Static):
     DEFAULT_CSS = "StatusLine { height: 1; }"
 
     _last: tuple[int, int, float, str, float | None, str, str] | None = None
+    _shown: Text | None = None
 
     def on_resize(self) -> None:
         if self._last is not None:
@@ -41,13 +42,17 @@ class StatusLine(Static):
         t.append(f"  refresh {refresh:g}s")
         if gpus:
             t.append(f"  {gpus}", style="yellow")
-        clock = f"  {time.strftime('%H:%M:%S', time.localtime(now if now is not None else time.time()))}"
+        # minutes, not seconds: a clock that ticks every second repaints every second, which
+        # was a third of the console's CPU at 1 Hz (benchmarks/bench_console.py)
+        clock = f"  {time.strftime('%H:%M', time.localtime(now if now is not None else time.time()))}"
         state = f"  state {state_dir}"
         if len(t.plain) + len(clock) <= width:
             t.append(clock, style="dim")
         if len(t.plain) + len(state) <= width:
             t.append(state, style="dim")
-        self.update(t)
+        if t != self._shown:  # one line whatever it says: no layout pass (it costs the console's CPU)
+            self._shown = t
+            self.update(t, layout=False)
 
 
 class Banner(Static):

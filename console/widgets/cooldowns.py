@@ -100,12 +100,17 @@ class CooldownsPane(Static):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rows: list[dict[str, str]] = []
+        self._width = 0
 
     def show(self, state: MiningState, now: float) -> None:
-        self.rows = cooldown_rows(state, now)
+        rows = cooldown_rows(state, now)
+        width = self.content_size.width or 200
+        if rows == self.rows and width == self._width and self.rows:
+            return  # nothing moved: no redraw
+        layout = len(rows) != len(self.rows) or not self.rows  # the table's height changes with its rows
+        self.rows, self._width = rows, width
         table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
         columns = [c for c, _ in COLUMNS]
-        width = self.content_size.width or 200
         shown = {c.key for c in fit_columns(columns, natural_widths(columns, self.rows), width)}
         for column, justify in COLUMNS:
             if column.key in shown:
@@ -120,4 +125,4 @@ class CooldownsPane(Static):
                 "score": score_text(v, v.rules.quality_threshold),
             }
             table.add_row(*(cells[c.key] for c, _ in COLUMNS if c.key in shown))
-        self.update(table)
+        self.update(table, layout=layout)

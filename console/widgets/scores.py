@@ -94,6 +94,7 @@ class ScoresPane(Vertical):
         self.values: list[float] = []
         self.show_parts = False  # click toggles: the score's parts instead of endpoint/preset
         self._state: MiningState | None = None
+        self._drawn: object = None  # what the panes show now (rows, mode, width class, count)
 
     def on_click(self) -> None:
         self.show_parts = not self.show_parts
@@ -107,7 +108,13 @@ class ScoresPane(Vertical):
 
     def show(self, state: MiningState) -> None:
         self._state = state
-        self.rows = score_rows(state)
+        rows = score_rows(state)
+        narrow = 0 < self.size.width < NARROW_WIDTH
+        drawn = (rows, self.show_parts, narrow, len(state.recent))
+        if drawn == self._drawn:
+            return  # nothing new: no redraw (each redraw lays the screen out again)
+        self._drawn = drawn
+        self.rows = rows
         recent = list(state.recent)[-60:]
         # the sparkline plots scores we know; gate-only results have none
         self.values = [r.score for r in recent if r.score is not None]
@@ -124,7 +131,6 @@ class ScoresPane(Vertical):
         table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
         # a narrow pane (80-column terminal, or beside the GPUs) drops the endpoint column so the
         # prompt keeps some room; the preset says which endpoint kind made it
-        narrow = 0 < self.size.width < NARROW_WIDTH
         middle = (
             (("parts", "left", 36),)
             if self.show_parts
