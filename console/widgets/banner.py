@@ -40,8 +40,9 @@ class StatusLine(Static):
         if view:
             t.append(f"  view {view} (v)", style="bold")
         t.append(f"  refresh {refresh:g}s")
-        if gpus:
-            t.append(f"  {gpus}", style="yellow")
+        if gpus:  # "no GPU: why", or just "no GPU" when the reason does not fit
+            short = gpus.split(":")[0]
+            t.append(f"  {gpus if len(t.plain) + 2 + len(gpus) <= width else short}", style="yellow")
         # minutes, not seconds: a clock that ticks every second repaints every second, which
         # was a third of the console's CPU at 1 Hz (benchmarks/bench_console.py)
         clock = f"  {time.strftime('%H:%M', time.localtime(now if now is not None else time.time()))}"
