@@ -8,6 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from console import alerts
 from console.config import EndpointSpec
 from console.gpu import NvmlSampler
@@ -150,3 +152,40 @@ def test_score_streak_and_missed_windows() -> None:
     assert alerts.score_alerts([r(0.5), r(0.4), r(0.6)]) == []  # the last one made it: cleared
     assert alerts.missed_alerts(0) == []
     assert alerts.missed_alerts(2)[0].line() == "validators: 2 missed window(s) in the last 4 h"
+
+
+async def test_score_streak_and_missed_window_alerts_from_the_mining_state(
+    console_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's rehearsal state on a stopped clock: three low scores raise the streak alert, a
+    good one clears it; a missed window shows until it leaves the 4-hour window."""
+    from console.mining.events import FeedbackReceived
+    from tests.support.console_demo import DEMO_NOW, demo_console
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    app = demo_console(console_env / "logs")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        state = app.mining.controller.state
+        clock = app.mining.controller.clock
+
+        def feedback(t: float, score: float) -> None:
+            state.apply(FeedbackReceived(t, 27, "a red chair", score, cooldown_until=t + 300))
+
+        app.update_alerts()
+        assert not any(line.startswith("scores:") for line in strip_lines(app))
+        for i, score in enumerate((0.41, 0.55, 0.38)):
+            feedback(DEMO_NOW + i, score)
+        app.update_alerts()
+        await pilot.pause()
+        assert "scores: last 3 scores < 0.6 (validators 27): more iters or guidance" in strip_lines(app)
+        feedback(DEMO_NOW + 5, 0.71)
+        app.update_alerts()
+        assert not any(line.startswith("scores:") for line in strip_lines(app))
+
+        state.ledger.note_missed(DEMO_NOW + 6, 81)
+        app.update_alerts()
+        assert "validators: 1 missed window(s) in the last 4 h" in strip_lines(app)
+        clock.advance(4 * 3600 + 10)
+        app.update_alerts()
+        assert not any(line.startswith("validators:") for line in strip_lines(app))
