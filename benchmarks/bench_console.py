@@ -1,14 +1,21 @@
 """Console benchmark: launch-to-first-frame time and the console's own CPU use.
 
-    python -m benchmarks.bench_console [--seconds 20] [--refresh 1.0] [--rehearsal]
+    python -m benchmarks.bench_console [--endpoints 8] [--kind fake|smoke] [--seconds 20]
+                                       [--refresh 1.0] [--rehearsal]
 
-Starts the real `gen404-console` in a pseudo-terminal (200x50) with one smoke endpoint on a
-free port and private state/config dirs, then reports:
+Starts the real `gen404-console` in a pseudo-terminal (200x50) with private state/config dirs
+and N endpoints on loopback, then reports:
   * first frame: seconds from exec to the first full screen (the endpoints table drawn)
-  * endpoint ready: seconds until the table shows the endpoint ready
+  * endpoints ready: seconds until every endpoint's GET /health says ready
   * CPU: the console process's own CPU seconds (utime+stime from /proc, children excluded)
-    per wall second over --seconds at the given refresh, once the endpoint is ready
-Mining rehearsal is off by default (it sends generations to the endpoint); --rehearsal turns
+    per wall second over --seconds at the given refresh, once the endpoints are ready
+--kind fake (default): N stdlib stand-ins (tests/support/fake_endpoint.py: the /health, /stats
+and /presets contract, ~50 ms to start) that the bench starts and the console watches
+(`--no-spawn`), so the figure is the console's own cost of probing and drawing N endpoints.
+--kind smoke: the console spawns N real `gen404 serve --preset smoke` (heavy: ~1 GB each).
+Remote endpoints (`--endpoint http://HOST:PORT`) are not in this tree yet: when they land, half
+the endpoints should be watched as remote ones.
+Mining rehearsal is off by default (it sends generations to the endpoints); --rehearsal turns
 it on. The console is quit with `q` `s` (stop endpoints) and any leftover is killed.
 """
 
@@ -33,6 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE = Path(sys.executable).parent / "gen404-console"
+FAKE_ENDPOINT = REPO / "tests" / "support" / "fake_endpoint.py"
 
 
 def free_port() -> int:
@@ -73,28 +81,73 @@ class Term:
         os.write(self.master, text.encode())
 
 
-def wait_ready(term: Term, port: int, t0: float, timeout: float) -> float | None:
-    """Seconds from launch until the endpoint's GET /health says ready (polled beside the console)."""
+def wait_ready(term: Term, ports: list[int], t0: float, timeout: float) -> float | None:
+    """Seconds from launch until every endpoint's GET /health says ready (polled beside the console)."""
     import httpx
 
-    while time.perf_counter() - t0 < timeout:
+    waiting = set(ports)
+    while waiting and time.perf_counter() - t0 < timeout:
         term.drain(0.2)
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False)
-            if r.json().get("status") == "ready":
-                return round(time.perf_counter() - t0, 2)
-    return None
+        for port in sorted(waiting):
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False)
+                if r.json().get("status") == "ready":
+                    waiting.discard(port)
+    return None if waiting else round(time.perf_counter() - t0, 2)
+
+
+def cpu_window(term: Term, seconds: float) -> tuple[float, float]:
+    """The console's CPU seconds per wall second over `seconds` (its own, children excluded)."""
+    c0, w0 = cpu_seconds(term.proc.pid), time.perf_counter()
+    while time.perf_counter() - w0 < seconds:
+        term.drain(0.2)
+    c1, w1 = cpu_seconds(term.proc.pid), time.perf_counter()
+    return round((c1 - c0) / (w1 - w0), 4), round(w1 - w0, 1)
+
+
+def start_fakes(ports: list[int], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for port in ports:
+        with open(log_dir / f"fake-{port}.log", "wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(FAKE_ENDPOINT),
+                        "--port",
+                        str(port),
+                        "--preset",
+                        "smoke",
+                        "--keep-alive",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    return procs
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--endpoints", type=int, default=8)
+    p.add_argument("--kind", choices=("fake", "smoke"), default="fake")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each CPU window")
+    p.add_argument(
+        "--steady-after", type=float, default=75.0, help="start of the steady window, s after launch"
+    )
     p.add_argument("--refresh", type=float, default=1.0)
     p.add_argument("--rehearsal", action="store_true")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-console-"))
-    port = free_port()
+    ports: list[int] = []
+    while len(ports) < args.endpoints:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    fakes = start_fakes(ports, tmp / "fake-logs") if args.kind == "fake" else []
     env = dict(
         os.environ,
         GEN404_STATE_DIR=str(tmp / "state"),
@@ -103,25 +156,34 @@ def main() -> int:
         COLUMNS="200",
         LINES="50",
     )
-    argv = [str(CONSOLE), "--endpoint", f"{port}:smoke", "--refresh", str(args.refresh)]
+    argv = [str(CONSOLE), "--refresh", str(args.refresh)]
+    for port in ports:
+        argv += ["--endpoint", f"{port}:smoke"]
+    if args.kind == "fake":
+        argv.append("--no-spawn")  # watch the stand-ins the bench started
     if not args.rehearsal:
         argv.append("--no-rehearsal")
     t0 = time.perf_counter()
     term = Term(argv, env)
     results: dict[str, object] = {
-        "machine": "CPU, 2-core dev box" if os.cpu_count() == 2 else f"{os.cpu_count()} CPUs"
+        "machine": "CPU, 2-core dev box" if os.cpu_count() == 2 else f"{os.cpu_count()} CPUs",
+        "endpoints": args.endpoints,
+        "kind": args.kind,
+        "load_1min_at_start": round(os.getloadavg()[0], 2),  # other work sharing the box
     }
     try:
         first = term.read_until(b"Endpoints", 30)
         results["first_frame_s"] = None if first is None else round(time.perf_counter() - t0, 3)
-        results["endpoint_ready_s"] = wait_ready(term, port, t0, 120)
+        results["endpoints_ready_s"] = wait_ready(term, ports, t0, 180)
         term.buffer = b""
-        c0, w0 = cpu_seconds(term.proc.pid), time.perf_counter()
-        while time.perf_counter() - w0 < args.seconds:
+        results["cpu_first_s_per_s"], results["window_s"] = cpu_window(term, args.seconds)
+        # steady state: every endpoint up more than a minute, so the uptime column (seconds
+        # for the first minute) no longer changes every refresh
+        settle = max(0.0, args.steady_after - (time.perf_counter() - t0))
+        end = time.perf_counter() + settle
+        while time.perf_counter() < end:
             term.drain(0.2)
-        c1, w1 = cpu_seconds(term.proc.pid), time.perf_counter()
-        results["cpu_s_per_s"] = round((c1 - c0) / (w1 - w0), 4)
-        results["window_s"] = round(w1 - w0, 1)
+        results["cpu_s_per_s"], _ = cpu_window(term, args.seconds)
         results["refresh_s"] = args.refresh
         results["rehearsal"] = args.rehearsal
         results["rss_mib"] = round(
@@ -141,12 +203,22 @@ def main() -> int:
             for item in json.loads(state.read_text()).get("endpoints", []):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(item["pid"]), signal.SIGKILL)
+        for proc in fakes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     print(f"machine            {results['machine']}")
     print(f"first frame        {results.get('first_frame_s')} s (exec -> endpoints table drawn)")
-    print(f"endpoint ready     {results.get('endpoint_ready_s')} s (smoke preset, CPU)")
+    print(f"endpoints ready    {results.get('endpoints_ready_s')} s ({args.endpoints} x {args.kind})")
+    print(f"load at start      {results['load_1min_at_start']} (1-min load average: other work on the box)")
+    mode = f"at refresh {args.refresh}s (rehearsal {'on' if args.rehearsal else 'off'})"
     print(
-        f"console CPU        {results.get('cpu_s_per_s')} CPU-s per wall-s over {results.get('window_s')} s "
-        f"at refresh {args.refresh}s (rehearsal {'on' if args.rehearsal else 'off'})"
+        f"console CPU first  {results.get('cpu_first_s_per_s')} CPU-s per wall-s over {results.get('window_s')} s "
+        f"after ready {mode} (uptimes still tick every second)"
+    )
+    print(
+        f"console CPU steady {results.get('cpu_s_per_s')} CPU-s per wall-s over {results.get('window_s')} s "
+        f"from {args.steady_after:g} s after launch {mode}"
     )
     print(f"console RSS        {results.get('rss_mib')} MiB")
     print(json.dumps(results))

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from console import paths
+from console import alerts, paths
 from console.config import ConsoleConfig
 from console.endpoint_client import EndpointClient, Probe
 from console.gpu import GpuSnapshot, NvmlSampler
@@ -37,6 +37,7 @@ def collect(
     ports = sorted({s.port for s in config.endpoints} | set(state))
     probes = asyncio.run(probe_ports(ports, prober))
     endpoints = []
+    facts = []  # what the alerts read of each endpoint
     for probe in probes:
         item = state.get(probe.port)
         pid = None
@@ -44,11 +45,13 @@ def collect(
             pid = int(item["pid"])
         health = probe.health or {}
         s = probe.summary
+        status = str(health.get("status", "down")) if probe.ok else "down"
+        facts.append(alerts.EndpointFacts(f"gen-{probe.port}", status, s.last_s))
         endpoints.append(
             {
                 "name": f"gen-{probe.port}",
                 "port": probe.port,
-                "status": health.get("status", "down") if probe.ok else "down",
+                "status": status,
                 "preset": health.get("preset"),
                 "device": health.get("device"),
                 "pid": pid if pid is not None else health.get("pid"),
@@ -65,7 +68,8 @@ def collect(
                 "per_hour": s.per_hour,
             }
         )
-    return {"gpus": gpus.to_dict(), "endpoints": endpoints}
+    found = alerts.collect(gpus, facts)
+    return {"gpus": gpus.to_dict(), "endpoints": endpoints, "alerts": [a.to_dict() for a in found]}
 
 
 def format_text(data: dict[str, Any]) -> str:
@@ -119,6 +123,8 @@ def format_text(data: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for a in data.get("alerts", []):
+        lines.append(f"ALERT {a['source']}: {a['text']}")
     return "\n".join(lines)
 
 

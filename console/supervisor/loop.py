@@ -424,6 +424,7 @@ class Supervisor:
                     adopted=ep.adopted or ep.external,
                     device=health.get("device"),
                     progress=health.get("progress"),
+                    quick_crashes=ep.quick_crashes,
                 )
             )
         return out

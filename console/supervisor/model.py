@@ -107,6 +107,7 @@ class EndpointView:
     adopted: bool = False
     device: str | None = None
     progress: float | None = None
+    quick_crashes: int = 0  # crashes in a row, each soon after a start (alerts: crash-looping)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -1,4 +1,9 @@
-"""Endpoints pane: a pm2-ls-like table, one row per endpoint, keyed by port."""
+"""Endpoints pane: a pm2-ls-like table, one row per endpoint, keyed by port.
+
+Columns carry a priority (console/widgets/columns.py): on a narrow terminal the least important
+go first (note, pid, port, p95, ...), while name, status, preset and throughput always stay.
+`vram` and `sm%` are the endpoint process's own share of its GPU (NVML per-process accounting,
+matched by pid; N/A where NVML cannot say)."""
 
 from __future__ import annotations
 
@@ -9,27 +14,32 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
+from console.gpu import ProcessUsage
 from console.supervisor import EndpointView
-from console.widgets.fmt import count, rate, seconds, uptime
+from console.widgets.columns import Column, fit_columns, natural_widths
+from console.widgets.fmt import NA, count, gib, num, rate, seconds, uptime
 
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("name", "name"),
-    ("port", "port"),
-    ("gpu", "gpu"),
-    ("preset", "preset"),
-    ("status", "status"),
-    ("pid", "pid"),
-    ("uptime", "uptime"),
-    ("restarts", "↺"),
-    ("queue", "queue"),
-    ("done", "done"),
-    ("failed", "failed"),
-    ("last", "last"),
-    ("mean", "mean"),
-    ("p95", "p95"),
-    ("per_hour", "/hour"),
-    ("note", "note"),
+COLUMNS: tuple[Column, ...] = (
+    Column("name", "name", 0),
+    Column("port", "port", 9),  # the name says it (gen-PORT)
+    Column("gpu", "gpu", 5),
+    Column("preset", "preset", 0),
+    Column("status", "status", 0),
+    Column("pid", "pid", 8),
+    Column("uptime", "uptime", 6),
+    Column("restarts", "↺", 4),
+    Column("queue", "queue", 2),
+    Column("done", "done", 3),
+    Column("failed", "failed", 3),
+    Column("vram", "vram", 5),
+    Column("sm", "sm%", 6),
+    Column("last", "last", 1),
+    Column("mean", "mean", 4),
+    Column("p95", "p95", 7),
+    Column("per_hour", "/hour", 0),
+    Column("note", "note", 10, max_width=60),
 )
+CELL_PADDING = 2  # DataTable's cell_padding=1 on each side
 
 STATUS_STYLE = {
     "starting": "cyan",
@@ -44,7 +54,14 @@ STATUS_STYLE = {
 }
 
 
-def row_cells(v: EndpointView) -> dict[str, str | Text]:
+def _usage_cells(usage: ProcessUsage | None) -> tuple[str, str]:
+    if usage is None:
+        return NA, NA
+    vram = NA if usage.mem_bytes is None else f"{gib(usage.mem_bytes)}G"
+    return vram, num(usage.sm_util, unit="%")
+
+
+def row_cells(v: EndpointView, usage: ProcessUsage | None = None) -> dict[str, str | Text]:
     status = v.status
     if status == "loading" and v.progress is not None:
         status = f"loading {100 * float(v.progress):.0f}%"
@@ -60,6 +77,8 @@ def row_cells(v: EndpointView) -> dict[str, str | Text]:
         "queue": count(None if v.queue is None else v.queue + (v.in_flight or 0)),
         "done": count(v.done),
         "failed": Text(count(v.failed), style="red" if v.failed else ""),
+        "vram": _usage_cells(usage)[0],
+        "sm": _usage_cells(usage)[1],
         "last": seconds(v.last_s),
         "mean": seconds(v.mean_s),
         "p95": seconds(v.p95_s),
@@ -85,28 +104,74 @@ class EndpointsTable(DataTable[object]):
         self.border_title = "Endpoints  (* = adopted / external)"
         self.views: dict[int, EndpointView] = {}
         self._cells: dict[int, dict[str, str | Text]] = {}
+        self.usage: dict[int, ProcessUsage] = {}  # pid -> GPU share, from the latest NVML sample
+        self.shown: list[Column] = list(COLUMNS)
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        self._add_columns()
 
-    def show(self, views: list[EndpointView]) -> None:
+    def _add_columns(self) -> None:
+        for c in self.shown:
+            self.add_column(c.label, key=c.key)
+
+    def _fit(self) -> list[Column]:
+        width = self.scrollable_content_region.width or self.size.width
+        if width <= 0:
+            return self.shown
+        plain = [
+            {k: (v.plain if isinstance(v, Text) else v) for k, v in c.items()} for c in self._cells.values()
+        ]
+        return fit_columns(COLUMNS, natural_widths(COLUMNS, plain), width, CELL_PADDING)
+
+    def _relayout(self) -> None:
+        """Show the columns that fit now; rebuilds the table only when that set changed."""
+        shown = self._fit()
+        if [c.key for c in shown] == [c.key for c in self.shown]:
+            return
+        selected = self.selected_port
+        self.shown = shown
+        self.clear(columns=True)
+        self._add_columns()
+        for port, cells in self._cells.items():
+            self.add_row(*(self._cut(c, cells[c.key]) for c in self.shown), key=str(port))
+        if selected is not None:
+            self.select_port(selected)
+
+    @staticmethod
+    def _cut(column: Column, value: str | Text) -> str | Text:
+        if column.max_width is None:
+            return value
+        text = value if isinstance(value, Text) else Text(value)
+        if len(text.plain) > column.max_width:
+            text = text.copy()
+            text.truncate(column.max_width - 1)
+            text.append("…")
+        return text
+
+    def on_resize(self) -> None:
+        self._relayout()
+
+    def show(self, views: list[EndpointView], usage: dict[int, ProcessUsage] | None = None) -> None:
+        if usage is not None:
+            self.usage = usage
         ports = [v.port for v in views]
         for port in list(self._cells):
             if port not in ports:
                 self.remove_row(str(port))
                 del self._cells[port]
+        shown = {c.key: c for c in self.shown}
         for v in views:
-            cells = row_cells(v)
+            cells = row_cells(v, self.usage.get(v.pid) if v.pid is not None else None)
             old = self._cells.get(v.port)
             if old is None:
-                self.add_row(*(cells[k] for k, _ in COLUMNS), key=str(v.port))
+                self.add_row(*(self._cut(c, cells[c.key]) for c in self.shown), key=str(v.port))
             else:
                 for key, value in cells.items():
-                    if old.get(key) != value:
-                        self.update_cell(str(v.port), key, value, update_width=True)
+                    if key in shown and old.get(key) != value:
+                        self.update_cell(str(v.port), key, self._cut(shown[key], value), update_width=True)
             self._cells[v.port] = cells
         self.views = {v.port: v for v in views}
+        self._relayout()
 
     @property
     def selected_port(self) -> int | None:

@@ -102,14 +102,27 @@ class GpuPane(Static):
         self.snapshot: GpuSnapshot | None = None
         self.border_title = "GPUs"
 
+    _shown: Text | None = None
+
     def show(self, snap: GpuSnapshot) -> None:
         self.snapshot = snap
-        self.update(render_snapshot(snap, self.content_size.width or 100))
-        self.border_subtitle = f"driver {snap.driver}" if snap.driver else ""
+        self._draw(render_snapshot(snap, self.content_size.width or 100))
+        subtitle = f"driver {snap.driver}" if snap.driver else ""
+        if subtitle != self.border_subtitle:  # setting it repaints, even to the same text
+            self.border_subtitle = subtitle
+
+    def _draw(self, text: Text) -> None:
+        """Redraw only what changed, and lay the screen out again only when the height did
+        (each layout pass is most of the console's CPU at 1 Hz)."""
+        if text == self._shown:
+            return
+        lines = None if self._shown is None else self._shown.plain.count("\n")
+        self._shown = text
+        self.update(text, layout=lines != text.plain.count("\n"))
 
     def on_resize(self) -> None:
         if self.snapshot is not None:
-            self.update(render_snapshot(self.snapshot, self.content_size.width or 100))
+            self._draw(render_snapshot(self.snapshot, self.content_size.width or 100))
 
     @property
     def text(self) -> str:
