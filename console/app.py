@@ -146,7 +146,8 @@ class Gen404Console(App[None]):
         box = self.query_one("#mining")
         self.query_one("#cooldowns-placeholder").remove()
         self.query_one("#scores-placeholder").remove()
-        ports = endpoints_from_ports(lambda: [s.port for s in self.config.endpoints])
+        # every local endpoint the supervisor holds, so ones spawned with `n` get rehearsal tasks too
+        ports = endpoints_from_ports(lambda: list(self.supervisor.endpoints))
         reward = self.query_one("#reward-summary", Static)
         self.mining = MiningPanes(self, box, self.config.mining, ports, reward)
         self.mining.mount(before=reward)
