@@ -24,10 +24,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.presets import PresetError
+from engine.presets import PresetError, format_ref, split_ref
 from engine.prompts import validate_prompt
 from engine.service import package_version
 from engine.service.forms import FormError, detect_image_prompt, parse_form
+from engine.service.gpu_telemetry import GpuTelemetry
 from engine.service.queue import ClientGone, GenerationQueue, QueueFull, ShuttingDown, Worker
 from engine.service.runtime import (
     Fault,
@@ -148,6 +149,7 @@ async def _until_disconnected(request: Request) -> None:
 
 def create_app(config: EndpointConfig, factory: GeneratorFactory = default_factory) -> FastAPI:
     endpoint = Endpoint(config, factory)
+    gpu_telemetry = GpuTelemetry()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -305,7 +307,14 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
             return error(422, "missing preset name", 'send JSON {"name": "<preset>"}')
+        overrides = body.get("overrides") or {}
+        if not isinstance(overrides, dict):
+            return error(422, "overrides must be an object", 'e.g. {"iters": 300}')
         try:
+            # a reference "text_mv_fast+iters=300" and/or overrides of the tune keys only
+            # (engine.presets.TUNABLE_KEYS), normalised into the one reference /health shows
+            base, tuned = split_ref(name)
+            name = format_ref(base, {**tuned, **overrides})
             reloaded = endpoint.host.switch(name)
         except UnknownPreset:
             return error(404, f"unknown preset {name!r}", {"available": endpoint.host.available()})
@@ -317,6 +326,10 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
             )
         log.info("preset switch to %s (%s)", name, "reloading models" if reloaded else "same models")
         return JSONResponse({"preset": name, "reloaded": reloaded, "status": endpoint.host.status})
+
+    @app.get("/gpu")
+    async def gpu() -> dict[str, Any]:
+        return await asyncio.to_thread(gpu_telemetry.sample)  # NVML calls block briefly
 
     return app
 

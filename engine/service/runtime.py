@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from engine.presets import Preset, PresetError, list_presets, load_preset
+from engine.presets import Preset, PresetError, list_presets, load_preset, split_ref
 from engine.service.queue import Worker
 
 log = logging.getLogger("gen404.serve")
@@ -208,7 +208,7 @@ class ModelHost:
         generation in flight and ahead of every request that arrives later; a reload shows
         as "loading" in /health right away.
         """
-        if name not in self.available():
+        if split_ref(name)[0] not in self.available():  # a name, or a reference "name+iters=300"
             raise UnknownPreset(name)
         preset = load_preset(name)  # PresetError propagates: nothing has changed yet
         if self.status == "loading":
