@@ -1,4 +1,5 @@
-"""Endpoints pane: a pm2-ls-like table, one row per endpoint, keyed by port."""
+"""Endpoints pane: a pm2-ls-like table, one row per endpoint, keyed by EndpointView.key (the port
+for this machine's endpoints, "host:port" for another box's, which are marked ⇄)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("note", "note"),
 )
 
+REMOTE_MARK = "⇄"  # another box's endpoint: watched and switched here, run there
+
 STATUS_STYLE = {
     "starting": "cyan",
     "loading": "cyan",
@@ -49,7 +52,7 @@ def row_cells(v: EndpointView) -> dict[str, str | Text]:
     if status == "loading" and v.progress is not None:
         status = f"loading {100 * float(v.progress):.0f}%"
     return {
-        "name": v.name + (" *" if v.adopted else ""),
+        "name": v.name + (" *" if v.adopted else "") + (f" {REMOTE_MARK}" if v.remote else ""),
         "port": str(v.port),
         "gpu": v.gpu if v.gpu is not None else "all",
         "preset": v.preset,
@@ -69,7 +72,7 @@ def row_cells(v: EndpointView) -> dict[str, str | Text]:
 
 
 class EndpointsTable(DataTable[object]):
-    """Rows keyed by port; updating keeps the cursor on the same endpoint."""
+    """Rows keyed by view key; updating keeps the cursor on the same endpoint."""
 
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False, id="table.down"),
@@ -82,46 +85,53 @@ class EndpointsTable(DataTable[object]):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
-        self.border_title = "Endpoints  (* = adopted / external)"
-        self.views: dict[int, EndpointView] = {}
-        self._cells: dict[int, dict[str, str | Text]] = {}
+        self.border_title = f"Endpoints  (* = adopted / external, {REMOTE_MARK} = remote)"
+        self.views: dict[str, EndpointView] = {}
+        self._cells: dict[str, dict[str, str | Text]] = {}
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
             self.add_column(label, key=key)
 
     def show(self, views: list[EndpointView]) -> None:
-        ports = [v.port for v in views]
-        for port in list(self._cells):
-            if port not in ports:
-                self.remove_row(str(port))
-                del self._cells[port]
+        keys = [v.key for v in views]
+        for row in list(self._cells):
+            if row not in keys:
+                self.remove_row(row)
+                del self._cells[row]
         for v in views:
             cells = row_cells(v)
-            old = self._cells.get(v.port)
+            old = self._cells.get(v.key)
             if old is None:
-                self.add_row(*(cells[k] for k, _ in COLUMNS), key=str(v.port))
+                self.add_row(*(cells[k] for k, _ in COLUMNS), key=v.key)
             else:
                 for key, value in cells.items():
                     if old.get(key) != value:
-                        self.update_cell(str(v.port), key, value, update_width=True)
-            self._cells[v.port] = cells
-        self.views = {v.port: v for v in views}
+                        self.update_cell(v.key, key, value, update_width=True)
+            self._cells[v.key] = cells
+        self.views = {v.key: v for v in views}
 
     @property
-    def selected_port(self) -> int | None:
+    def selected_key(self) -> str | None:
+        """The selected row's view key ("10006", or "host:port" for a remote endpoint)."""
         if not self.row_count:
             return None
         try:
             key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
         except Exception:
             return None
-        return int(key.value) if key.value is not None else None
+        return key.value
 
-    def select_port(self, port: int) -> None:
+    @property
+    def selected_port(self) -> int | None:
+        """The selected local endpoint's port; None for a remote row or no selection."""
+        key = self.selected_key
+        return int(key) if key is not None and key.isdigit() else None
+
+    def select_port(self, port: int | str) -> None:
         with contextlib.suppress(KeyError, RowDoesNotExist):
             self.move_cursor(row=self.get_row_index(str(port)))
 
-    def cell_text(self, port: int, column: str) -> str:
-        value = self._cells.get(port, {}).get(column, "")
+    def cell_text(self, port: int | str, column: str) -> str:
+        value = self._cells.get(str(port), {}).get(column, "")
         return value.plain if isinstance(value, Text) else str(value)
