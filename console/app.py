@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from console.config import (
 from console.endpoint_client import EndpointClient, EndpointError
 from console.gpu import NvmlSampler, cuda_gpu_count
 from console.keys import KEY_TABLE, bindings, help_rows
+from console.mining.state import MiningState
 from console.palette import ConsoleCommands, PaletteCommand, build_commands
 from console.remote import RemoteEndpoints
 from console.supervisor import EndpointView, Launcher, Prober, Supervisor, launch_endpoint
@@ -62,6 +64,7 @@ from console.ui_messages import (
     forward_remotes,
     forward_supervisor,
 )
+from console.widgets.advisor import AdvisorScreen, apply_first, current_advice
 from console.widgets.banner import Banner, StatusLine
 from console.widgets.confirm import ConfirmScreen, QuitScreen
 from console.widgets.endpoints import EndpointsTable
@@ -396,6 +399,33 @@ class Gen404Console(App[None]):
                 reloaded = " (models reloaded)" if result.get("reloaded") else ""
                 self.notify(f"{label} → {result.get('preset') or name}{reloaded}")
         self.show_endpoints(self.supervisor.views())
+
+    # ------------------------------------------------------------------ reward advisor (a, t)
+    def advisor_inputs(self) -> tuple[MiningState, float, Path | None]:
+        mining = getattr(self, "mining", None)
+        if mining is None:
+            return MiningState(), time.time(), self.config.bench_json
+        return mining.controller.state, mining.controller.now(), self.config.bench_json
+
+    def apply_preset(self, view: EndpointView, ref: str) -> None:
+        """PUT /preset `ref` (a preset or "text_mv_fast+iters=300") on one endpoint, local or remote."""
+        if view.remote:
+            self.run_worker(self._set_presets([], ref, [view.key]), group="actions")
+        else:
+            self.run_worker(self._set_presets([view.port], ref), group="actions")
+
+    def action_advisor(self) -> None:
+        advice, view, suggestions = current_advice(self)
+
+        def done(apply: bool | None) -> None:
+            if apply:
+                apply_first(self, view, suggestions)
+
+        self.push_screen(AdvisorScreen(advice, view.name if view else None, suggestions), done)
+
+    def action_apply_tune(self) -> None:
+        _, view, suggestions = current_advice(self)
+        apply_first(self, view, suggestions)
 
     def action_refresh_slower(self) -> None:
         self._set_refresh(step_refresh(self.refresh_interval, +1))

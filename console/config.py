@@ -110,6 +110,7 @@ class ConsoleConfig:
     json: bool = False
     mining: MiningOptions = field(default_factory=MiningOptions)  # console/mining (issue 6)
     api_key: str | None = field(default=None, repr=False)  # console.yaml `api_key:` for remotes
+    bench_json: Path | None = None  # `gen404 bench --json FILE`: the advisor's times for presets not running
 
 
 def remote_key_from_env() -> str | None:
@@ -274,6 +275,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start nothing: only watch (and adopt) endpoints that already run",
     )
+    p.add_argument(
+        "--bench-json",
+        type=Path,
+        metavar="FILE",
+        help="`gen404 bench --json` results: generation times the reward advisor (a) uses for presets not running",
+    )
     p.add_argument("--once", action="store_true", help="print one snapshot of GPUs and endpoints, then exit")
     p.add_argument("--json", action="store_true", help="with --once: print JSON")
     add_mining_arguments(p)
@@ -314,6 +321,8 @@ def load_config(argv: Sequence[str] | None = None) -> ConsoleConfig:
         cfg.log_dir = args.log_dir.expanduser()
     if args.no_spawn:
         cfg.spawn = False
+    if args.bench_json:
+        cfg.bench_json = args.bench_json.expanduser()
     cfg.once = args.once
     cfg.json = args.json
     try:
