@@ -147,6 +147,11 @@ class RemoteEndpoints:
     def publish(self) -> None:
         self.changes.publish(RemotesChanged(tuple(self.views()), tuple(self.gpus())))
 
+    def reachable(self, key: str) -> bool:
+        """Whether the remote endpoint `key` (host:port) answered /health in the last round."""
+        probe = self._probes.get(key)
+        return probe is not None and probe.ok
+
     # -- what the UI shows
     def views(self) -> list[EndpointView]:
         return [self._view(spec, self._probes.get(spec.name)) for spec in self.specs]

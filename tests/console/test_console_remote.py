@@ -6,6 +6,7 @@ reaches the console only through its endpoint's GET /gpu.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +16,13 @@ import pytest
 from console.config import ConfigError, ConsoleConfig, EndpointSpec, RemoteSpec, load_config, load_file
 from console.gpu import NvmlSampler
 from console.remote import RemoteEndpoints, snapshot_from_json
+from console.snapshot import run_once
 from console.widgets.endpoints import REMOTE_MARK, EndpointsTable
 from console.widgets.gpu import GpuPane
 from tests.support.console_app import offline_console, quiet_config
 from tests.support.console_testkit import screen_text, wait_until
 from tests.support.fakes import FakeNvml
+from tests.support.ports import free_port
 from tests.support.server import ServerProcess, running_server
 
 KEY = "box-b-key-7f3a"  # a test key; the assertions check it never reaches the screen
@@ -149,3 +152,32 @@ async def test_a_wrong_key_is_reported_not_shown(box_b: ServerProcess) -> None:
         await remotes.shutdown()
     with pytest.raises(httpx.HTTPStatusError):
         httpx.get(box_b.url("/gpu"), headers={"Authorization": "Bearer wrong-key"}).raise_for_status()
+
+
+@pytest.mark.slow
+def test_once_json_lists_remote_endpoints_and_their_gpus(
+    box_b: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = free_port()  # nothing listens there: that box is down
+    config = ConsoleConfig(
+        endpoints=[],
+        remotes=[
+            RemoteSpec(f"http://127.0.0.2:{box_b.port}", KEY),
+            RemoteSpec(f"http://127.0.0.2:{dead}", KEY),
+        ],
+    )
+    code = run_once(config, as_json=True, sampler=NvmlSampler(FakeNvml(init_error=True)))
+    out = capsys.readouterr().out
+    data = json.loads(out)
+    assert code == 1  # one endpoint is down
+    by_port = {e["port"]: e for e in data["endpoints"]}
+    assert by_port[box_b.port]["remote"] is True and by_port[box_b.port]["status"] == "ready"
+    assert by_port[box_b.port]["host"] == "127.0.0.2" and by_port[box_b.port]["done"] == 0
+    assert by_port[dead]["status"] == "down" and "not answering" in by_port[dead]["error"]
+    (box,) = data["remote_gpus"]
+    assert box["host"] == "127.0.0.2" and [g["name"] for g in box["gpus"]] == ["Box B H200"]
+    assert KEY not in out
+
+    run_once(config, as_json=False, sampler=NvmlSampler(FakeNvml(init_error=True)))
+    text = capsys.readouterr().out
+    assert "box 127.0.0.2 GPU0 Box B H200" in text and f"127.0.0.2:{dead}" in text
