@@ -1,13 +1,18 @@
 """Console benchmark: launch-to-first-frame time and the console's own CPU use.
 
     python -m benchmarks.bench_console [--seconds 20] [--refresh 1.0] [--rehearsal]
+    python -m benchmarks.bench_console --local 4 --fake-local --remote 4     # issue 17's 8 endpoints
 
 Starts the real `gen404-console` in a pseudo-terminal (200x50) with one smoke endpoint on a
-free port and private state/config dirs, then reports:
+free port and private state/config dirs (`--local N`: N of them), then reports:
   * first frame: seconds from exec to the first full screen (the endpoints table drawn)
   * endpoint ready: seconds until the table shows the endpoint ready
   * CPU: the console process's own CPU seconds (utime+stime from /proc, children excluded)
     per wall second over --seconds at the given refresh, once the endpoint is ready
+`--remote M` adds M endpoints of "another box": stdlib stand-ins (tests/support/fake_endpoint.py:
+/health, /stats, /gpu) bound to 127.0.0.2, watched with `--endpoint http://127.0.0.2:PORT`.
+`--fake-local` makes the local endpoints such stand-ins too (on 127.0.0.1, watched with
+--attach) so the figure is the console's own cost, not N smoke processes fighting it for CPU.
 Mining rehearsal is off by default (it sends generations to the endpoint); --rehearsal turns
 it on. The console is quit with `q` `s` (stop endpoints) and any leftover is killed.
 """
@@ -33,6 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE = Path(sys.executable).parent / "gen404-console"
+FAKE_ENDPOINT = REPO / "tests" / "support" / "fake_endpoint.py"
 
 
 def free_port() -> int:
@@ -73,17 +79,28 @@ class Term:
         os.write(self.master, text.encode())
 
 
-def wait_ready(term: Term, port: int, t0: float, timeout: float) -> float | None:
-    """Seconds from launch until the endpoint's GET /health says ready (polled beside the console)."""
+def wait_ready(term: Term, urls: list[str], t0: float, timeout: float) -> float | None:
+    """Seconds from launch until every endpoint's GET /health says ready (polled beside the console)."""
     import httpx
 
-    while time.perf_counter() - t0 < timeout:
+    waiting = list(urls)
+    while waiting and time.perf_counter() - t0 < timeout:
         term.drain(0.2)
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False)
-            if r.json().get("status") == "ready":
-                return round(time.perf_counter() - t0, 2)
-    return None
+        for url in list(waiting):
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                if httpx.get(f"{url}/health", timeout=1, trust_env=False).json().get("status") == "ready":
+                    waiting.remove(url)
+    return None if waiting else round(time.perf_counter() - t0, 2)
+
+
+def start_fakes(host: str, count: int) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
+    procs, ports = [], []
+    for _ in range(count):
+        port = free_port()
+        cmd = [sys.executable, str(FAKE_ENDPOINT), "--port", str(port), "--host", host, "--load-s", "0"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        ports.append(port)
+    return procs, ports
 
 
 def main() -> int:
@@ -91,10 +108,18 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--refresh", type=float, default=1.0)
     p.add_argument("--rehearsal", action="store_true")
+    p.add_argument("--local", type=int, default=1, metavar="N", help="local endpoints (default 1)")
+    p.add_argument("--remote", type=int, default=0, metavar="M", help="remote stand-ins on 127.0.0.2")
+    p.add_argument("--fake-local", action="store_true", help="local endpoints are stand-ins, watched")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-console-"))
-    port = free_port()
+    fakes, remote_ports = start_fakes("127.0.0.2", args.remote)
+    if args.fake_local:
+        local_fakes, ports = start_fakes("127.0.0.1", args.local)
+        fakes += local_fakes
+    else:
+        ports = [free_port() for _ in range(args.local)]
     env = dict(
         os.environ,
         GEN404_STATE_DIR=str(tmp / "state"),
@@ -103,9 +128,16 @@ def main() -> int:
         COLUMNS="200",
         LINES="50",
     )
-    argv = [str(CONSOLE), "--endpoint", f"{port}:smoke", "--refresh", str(args.refresh)]
+    argv = [str(CONSOLE), "--refresh", str(args.refresh)]
+    for port in ports:
+        argv += ["--endpoint", f"{port}:smoke"]
+    for port in remote_ports:
+        argv += ["--endpoint", f"http://127.0.0.2:{port}"]
+    if args.fake_local:
+        argv.append("--attach")
     if not args.rehearsal:
         argv.append("--no-rehearsal")
+    urls = [f"http://127.0.0.1:{p}" for p in ports] + [f"http://127.0.0.2:{p}" for p in remote_ports]
     t0 = time.perf_counter()
     term = Term(argv, env)
     results: dict[str, object] = {
@@ -114,7 +146,7 @@ def main() -> int:
     try:
         first = term.read_until(b"Endpoints", 30)
         results["first_frame_s"] = None if first is None else round(time.perf_counter() - t0, 3)
-        results["endpoint_ready_s"] = wait_ready(term, port, t0, 120)
+        results["endpoint_ready_s"] = wait_ready(term, urls, t0, 180)
         term.buffer = b""
         c0, w0 = cpu_seconds(term.proc.pid), time.perf_counter()
         while time.perf_counter() - w0 < args.seconds:
@@ -124,6 +156,7 @@ def main() -> int:
         results["window_s"] = round(w1 - w0, 1)
         results["refresh_s"] = args.refresh
         results["rehearsal"] = args.rehearsal
+        results["endpoints"] = {"local": args.local, "remote": args.remote, "fake_local": args.fake_local}
         results["rss_mib"] = round(
             int(Path(f"/proc/{term.proc.pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024, 1
         )
@@ -136,6 +169,9 @@ def main() -> int:
     finally:
         if term.proc.poll() is None:
             term.proc.kill()
+        for proc in fakes:
+            proc.kill()
+            proc.wait()
         state = tmp / "state" / "endpoints.json"
         with contextlib.suppress(OSError, ValueError):
             for item in json.loads(state.read_text()).get("endpoints", []):
@@ -143,7 +179,11 @@ def main() -> int:
                     os.killpg(int(item["pid"]), signal.SIGKILL)
     print(f"machine            {results['machine']}")
     print(f"first frame        {results.get('first_frame_s')} s (exec -> endpoints table drawn)")
-    print(f"endpoint ready     {results.get('endpoint_ready_s')} s (smoke preset, CPU)")
+    kind = "stand-ins" if args.fake_local else "smoke preset, CPU"
+    print(
+        f"endpoints ready    {results.get('endpoint_ready_s')} s "
+        f"({args.local} local: {kind}; {args.remote} remote stand-ins on 127.0.0.2)"
+    )
     print(
         f"console CPU        {results.get('cpu_s_per_s')} CPU-s per wall-s over {results.get('window_s')} s "
         f"at refresh {args.refresh}s (rehearsal {'on' if args.rehearsal else 'off'})"

@@ -229,7 +229,10 @@ class Gen404Console(App[None]):
         self.remote_views = message.views
         for pane in self.query(GpuPane):
             pane.show_remote(message.gpus)
-        self.show_endpoints(self._local_views, self._views_seq)
+        # the supervisor's next round (every refresh interval) draws the table with these rows;
+        # drawing here too would double the console's redraws for no newer local data
+        if not self.supervise or not self.endpoint_views:
+            self.show_endpoints(self._local_views, self._views_seq)
 
     def on_endpoints_updated(self, message: EndpointsUpdated) -> None:
         # An action may have drawn fresher views (show_endpoints) while this one sat in the queue.

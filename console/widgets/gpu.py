@@ -121,11 +121,20 @@ class GpuPane(Static):
         self.border_subtitle = f"driver {snap.driver}" if snap.driver else ""
 
     def show_remote(self, boxes: list[tuple[str, GpuSnapshot]]) -> None:
+        """Keep the boxes' snapshots; the next local sample (every refresh interval) draws them,
+        so remote rounds add no redraws of their own. Drawn now only before the first sample."""
         self.remote = list(boxes)
-        self._draw()
+        if self.snapshot is None:
+            self._draw()
 
     def _draw(self) -> None:
-        self.update(render_boxes(self.snapshot, self.remote, self.content_size.width or 100))
+        text = render_boxes(self.snapshot, self.remote, self.content_size.width or 100)
+        lines = text.plain.count("\n")
+        # a relayout of the screen costs more than the redraw: only when the height changes
+        self.update(text, layout=lines != self._lines)
+        self._lines = lines
+
+    _lines = -1
 
     def on_resize(self) -> None:
         if self.snapshot is not None or self.remote:
