@@ -156,8 +156,12 @@ class Gen404Console(App[None]):
         box = self.query_one("#mining")
         self.query_one("#cooldowns-placeholder").remove()
         self.query_one("#scores-placeholder").remove()
-        # every local endpoint the supervisor holds, so ones spawned with `n` get rehearsal tasks too
-        ports = endpoints_from_ports(lambda: list(self.supervisor.endpoints))
+        # the configured endpoints and every one the supervisor holds since (spawned with `n`)
+        ports = endpoints_from_ports(
+            lambda: list(
+                dict.fromkeys([*(s.port for s in self.config.endpoints), *self.supervisor.endpoints])
+            )
+        )
         reward = self.query_one("#reward-summary", Static)
         self.mining = MiningPanes(self, box, self.config.mining, ports, reward)
         self.mining.mount(before=reward)
