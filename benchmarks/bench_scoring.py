@@ -1,10 +1,12 @@
-"""Time one validator-style score on this CPU machine, per stage.
+"""Time one validator-style validation (render + CLIP + quality + SSIM + LPIPS + formula), per stage.
 
-Default: the tiny random CLIP (gen404-tiny) on hamburger.ply and hamburger.spz, 16 views at a
-reduced size and at the validators' 518 px, torch rasterizer. `--model convnext_large_d` times the
-full architecture with random weights (slow on CPU). Results are medians over `--repeats`.
+Default: CPU, the test architectures (gen404-tiny CLIP, gen404-tiny-dino quality; LPIPS is always
+the full AlexNet) with seeded random weights, on hamburger.ply and hamburger.spz, 16 views at a
+reduced size and at the validators' 518 px. `--full` times the validators' architectures
+(convnext_large_d CLIP, DINOv2-small) with random weights; `--device cuda` is the GPU mode (for
+the H200 figure see benchmarks/gpu_scoring_full.py). Results are medians over `--repeats`.
 
-    python -m benchmarks.bench_scoring [--sizes 64 518] [--repeats 3] [--model gen404-tiny]
+    python -m benchmarks.bench_scoring [--sizes 64 518] [--repeats 3] [--full] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from engine.scoring.scorer import Scorer
 REPO = Path(__file__).resolve().parents[1]
 
 VECTORS = REPO / "tests" / "vectors"
-STAGES = ["decode", "gate", "transform", "render", "clip", "total"]
+STAGES = ["decode", "gate", "transform", "render", "clip", "quality", "ssim", "lpips", "total"]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="gen404-tiny")
+    p.add_argument("--full", action="store_true", help="the validators' architectures (random weights)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 518])
     p.add_argument("--views", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
@@ -41,18 +44,27 @@ def main() -> int:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    model, quality = (
+        ("convnext_large_d", "dinov2-small") if args.full else ("gen404-tiny", "gen404-tiny-dino")
+    )
+    if args.device == "cuda":
+        machine = f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     print(
-        f"CPU scoring benchmark: {machine}, {torch.get_num_threads()} threads, load average {load:.1f}",
+        f"scoring benchmark on {args.device}: {machine}, {torch.get_num_threads()} threads, "
+        f"load average {load:.1f}; models {model} + {quality} + LPIPS alex (random weights)",
         file=sys.stderr,
     )
     rows = []
     for size in args.sizes:
         t0 = time.perf_counter()
-        scorer = Scorer(args.model, size=size, views=args.views, device="cpu", random_weights=True)
+        scorer = Scorer(
+            model, size=size, views=args.views, device=args.device, random_weights=True, quality_model=quality
+        )
         scorer.load()
         load_s = time.perf_counter() - t0
         for name in args.files:
             data = (VECTORS / name).read_bytes()
+            scorer.score(data, "a hamburger")  # warm-up (first-call allocations, kernels)
             runs = [scorer.score(data, "a hamburger") for _ in range(args.repeats)]
             med = {s: statistics.median(r.timings.get(s, 0.0) for r in runs) for s in STAGES}
             best = min(r.timings["total"] for r in runs)
@@ -72,7 +84,14 @@ def main() -> int:
                 + f" s (median of {args.repeats}, best total {best:.3f} s; model load {load_s:.1f} s)",
                 file=sys.stderr,
             )
-    print(json.dumps({"machine": machine, "model": args.model, "views": args.views, "rows": rows}, indent=2))
+    out = {
+        "machine": machine,
+        "device": args.device,
+        "model": model,
+        "quality_model": quality,
+        "views": args.views,
+    }
+    print(json.dumps({**out, "rows": rows}, indent=2))
     return 0
 
 

@@ -1,8 +1,10 @@
 """Full-size validator-style scoring on one CUDA GPU, per stage: what one local validation costs.
 
-Default: convnext_large_d (the validators' CLIP architecture) with *random* weights (same
-arithmetic as the real ones, nothing downloaded), 16 views at 518 px through gsplat, as the
-subnet's validation service does. Inputs: the test vectors (hamburger.ply, robocop.spz) when
+Default: the validators' architectures with *random* (seeded) weights, the same arithmetic as the
+real ones with nothing downloaded: convnext_large_d CLIP, DINOv2-small quality model, LPIPS AlexNet,
+SSIM, 16 views at 518 px through gsplat, as the subnet's validation service does. The subnet
+quotes about 0.35 s per validation on a good GPU; `validation_ms` (clip + quality + ssim + lpips,
+what its validate_text_to_gs times) and `total` (decode to score) are both reported. Inputs: the test vectors (hamburger.ply, robocop.spz) when
 found, plus synthetic results of the sizes given; `--result FILE` adds others.
 
     python -m benchmarks.gpu_scoring_full [--repeats 10] [--synthetic 50000 250000] [--result F ...]
@@ -35,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 VECTOR_DIRS = [REPO / "tests" / "vectors", REPO / ".bench_data"]
 VECTOR_FILES = ["hamburger.ply", "robocop.spz"]
-STAGES = ["decode", "gate", "transform", "render", "clip", "total"]
+STAGES = ["decode", "gate", "transform", "render", "clip", "quality", "ssim", "lpips", "total"]
+METRICS = ["clip", "quality", "ssim", "lpips"]
 
 
 def synthetic_result(n: int, seed: int = 0) -> bytes:
@@ -110,6 +113,7 @@ def reference_check(backend: str) -> dict | None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="convnext_large_d")
+    p.add_argument("--quality-model", default="dinov2-small")
     p.add_argument("--size", type=int, default=518)
     p.add_argument("--views", type=int, default=16)
     p.add_argument("--repeats", type=int, default=10)
@@ -130,6 +134,7 @@ def main() -> int:
         "torch": torch.__version__,
         "gsplat": gsplat_backend.available(),
         "model": args.model,
+        "quality_model": args.quality_model,
         "weights": "random",
         "size": args.size,
         "views": args.views,
@@ -137,7 +142,13 @@ def main() -> int:
     }
     t0 = time.perf_counter()
     scorer = Scorer(
-        args.model, size=args.size, views=args.views, device="cuda", random_weights=True, backend=args.backend
+        args.model,
+        size=args.size,
+        views=args.views,
+        device="cuda",
+        random_weights=True,
+        backend=args.backend,
+        quality_model=args.quality_model,
     )
     scorer.load()
     torch.cuda.synchronize()
@@ -162,11 +173,20 @@ def main() -> int:
             }
             for s in STAGES
         }
+        validation = [1e3 * sum(r.timings.get(m, 0.0) for m in METRICS) for r in runs]
+        stages["validation"] = {"median_ms": statistics.median(validation), "min_ms": min(validation)}
         entry = {
             "name": name,
             "bytes": len(data),
             "splats": first.splats,
             "gate": first.gate_reason,
+            "score": first.score,
+            "parts": {
+                "iqa": first.iqa,
+                "alignment": first.alignment_raw,
+                "ssim": first.ssim,
+                "lpips": first.lpips,
+            },
             "first_call_s": warm_s,
             "stages": stages,
             "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,
@@ -174,7 +194,7 @@ def main() -> int:
         report["results"].append(entry)
         print(
             f"{name:22s} {first.splats:>8d} splats  first {warm_s:7.2f} s  "
-            + "  ".join(f"{s} {stages[s]['median_ms']:7.1f}" for s in STAGES)
+            + "  ".join(f"{s} {stages[s]['median_ms']:7.1f}" for s in [*STAGES, "validation"])
             + f" ms (median of {args.repeats})  peak {entry['peak_gpu_mib']:.0f} MiB",
             file=sys.stderr,
         )

@@ -12,9 +12,13 @@ Keys (each binding has an id; remap in the config file's `keymap:` section, `?` 
     + -    refresh interval slower / faster      ? help   ctrl+p command palette
     q / ctrl+c  quit: stop the endpoints, or leave them running for the next console to adopt
     j k / arrows  select an endpoint; its log tail shows below
+    v  next view (all / mining / GPUs / log)   h  history plots (last hour)
 
-Panes (one module each under console/widgets/): status line + banner, GPUs, the mining column
-(cooldowns, scores, reward line: filled by `mount_mining_panes`), endpoints table, log tail.
+Panes (one module each under console/widgets/): status line, banner and alerts strip (one line
+each), GPUs, the mining column (cooldowns, scores, reward line: filled by `mount_mining_panes`),
+endpoints table, log tail. The layout adapts to the terminal (app.tcss): below 32 rows one of
+mining / GPUs / log shows at a time (`v` picks), below 110 columns GPUs stack over mining, the
+GPU pane hides without a GPU, and the tables drop columns by priority.
 Domain work runs off the UI: NVML sampling in a thread worker, the supervisor (process
 checks, health probes, restarts) as an asyncio task; both hand plain snapshots to the panes.
 This module never imports torch (nor any torch-using engine module).
@@ -37,7 +41,7 @@ from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from console import paths
+from console import alerts, paths
 from console.config import (
     AUTO,
     ConfigError,
@@ -48,8 +52,9 @@ from console.config import (
     step_refresh,
     weights_present,
 )
-from console.endpoint_client import EndpointClient, EndpointError
-from console.gpu import NvmlSampler, cuda_gpu_count
+from console.endpoint_client import EndpointClient, EndpointError, switch_summary
+from console.gpu import GpuSnapshot, NvmlSampler, ProcessUsage, cuda_gpu_count
+from console.history import History
 from console.keys import KEY_TABLE, bindings, help_rows
 from console.mining.state import MiningState
 from console.palette import ConsoleCommands, PaletteCommand, build_commands
@@ -65,12 +70,17 @@ from console.ui_messages import (
     forward_supervisor,
 )
 from console.widgets.advisor import AdvisorScreen, apply_first, current_advice
+from console.widgets.alerts import AlertsStrip
 from console.widgets.banner import Banner, StatusLine
 from console.widgets.confirm import ConfirmScreen, QuitScreen
 from console.widgets.endpoints import EndpointsTable
 from console.widgets.gpu import GpuPane
 from console.widgets.help import HelpScreen
+from console.widgets.history import HistoryScreen
 from console.widgets.logs import LogPane
+
+VIEWS = ("all", "mining", "gpus", "log")  # `v` cycles; "all" needs SHORT_ROWS rows or more
+SHORT_ROWS = 32
 
 
 def binding_ids() -> set[str]:
@@ -82,6 +92,9 @@ class Gen404Console(App[None]):
     TITLE = "gen404-console"
     BINDINGS = bindings()
     COMMANDS = App.COMMANDS | {ConsoleCommands}
+    # screen classes app.tcss lays out by (Textual sets them from the terminal size)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-medium"), (170, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (SHORT_ROWS, "-tall")]
 
     banner_messages: list[str]
 
@@ -95,6 +108,7 @@ class Gen404Console(App[None]):
         have_weights: Callable[[], bool] = weights_present,
         state_file: Path | None = None,
         supervise: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.config = config or ConsoleConfig()
@@ -109,12 +123,18 @@ class Gen404Console(App[None]):
         self.remotes = RemoteEndpoints(self.config.remotes)  # other boxes' endpoints: watch only
         forward_remotes(self.remotes, self)
         self.supervise = supervise
+        self.clock = clock  # wall clock for the status line and history (fixed in snapshot tests)
+        self.view = "all"  # the user's pick (`v`); small terminals show "mining" for "all"
+        self.history = History()
+        self.gpu_snapshot: GpuSnapshot | None = None
+        self.process_usage: dict[int, ProcessUsage] = {}  # pid -> GPU share (NVML per-process)
         self.default_preset = "smoke"
         self.banner_messages = []
         self._problems_shown: list[str] = []  # supervisor problems currently in the banner
         self.endpoint_views: list[EndpointView] = []  # local rows, then remote ones
         self._local_views: list[EndpointView] = []
         self.remote_views: list[EndpointView] = []
+        self.remote_gpus: list[tuple[str, GpuSnapshot]] = []  # other boxes' GET /gpu, by host
         self._views_seq = 0  # the newest supervisor publication drawn (EndpointsChanged.seq)
         self._gpu_wake = threading.Event()
         self._stopping = threading.Event()
@@ -132,16 +152,18 @@ class Gen404Console(App[None]):
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status-line")
         yield Banner(id="banner")
-        with Horizontal(id="top"):
-            yield GpuPane(id="gpus")
-            with Vertical(id="mining"):
-                yield Static("cooldowns: (mining panes not loaded)", id="cooldowns-placeholder")
-                yield Static("scores: (mining panes not loaded)", id="scores-placeholder")
-                yield Static("rewards: -", id="reward-summary")
-        with Container(id="endpoints-box"):
-            yield EndpointsTable(id="endpoints")
-        yield LogPane(id="log")
-        yield Footer()
+        yield AlertsStrip(id="alerts")
+        with Vertical(id="body", classes="view-all"):
+            with Horizontal(id="top"):
+                yield GpuPane(id="gpus")
+                with Vertical(id="mining"):
+                    yield Static("cooldowns: (mining panes not loaded)", id="cooldowns-placeholder")
+                    yield Static("scores: (mining panes not loaded)", id="scores-placeholder")
+                    yield Static("rewards: -", id="reward-summary")
+            with Container(id="endpoints-box"):
+                yield EndpointsTable(id="endpoints")
+            yield LogPane(id="log")
+        yield Footer(compact=True)
 
     def mount_mining_panes(self) -> None:
         """Hook for console/mining: replace the placeholders inside `#mining`.
@@ -168,6 +190,7 @@ class Gen404Console(App[None]):
 
     async def on_mount(self) -> None:
         self.query_one("#mining").border_title = "Mining"
+        self._apply_view()
         self.set_banner(self.banner_messages)
         self.query_one("#endpoints", EndpointsTable).focus()
         self.mount_mining_panes()
@@ -197,9 +220,71 @@ class Gen404Console(App[None]):
             self.sampler.close()
 
     def on_gpu_updated(self, message: GpuUpdated) -> None:
+        snap = message.snapshot
+        self.gpu_snapshot = snap
+        now = self.clock()
+        self.history.record_gpus(snap, now)
+        self.history.record_endpoints(
+            [v.per_hour for v in self.endpoint_views], [v.last_s for v in self.endpoint_views], now
+        )
+        usage = {pid: u for g in snap.gpus for pid, u in (g.processes or {}).items()}
         # The sampler thread can post once more while the app tears its screen down.
         for pane in self.query(GpuPane):
-            pane.show(message.snapshot)
+            pane.show(snap)
+        if usage != self.process_usage:  # the endpoints' vram / sm% columns
+            self.process_usage = usage
+            for table in self.query(EndpointsTable):
+                table.show(self.endpoint_views, usage)
+        self._apply_view()
+        self.update_alerts()
+
+    # ------------------------------------------------------------------ alerts, views, history
+    def current_alerts(self) -> list[alerts.Alert]:
+        mining = getattr(self, "mining", None)
+        state = mining.controller.state if mining is not None else None
+        now = mining.controller.now() if mining is not None else None
+        return alerts.collect(self.gpu_snapshot, self.endpoint_views, state, now, self.remote_gpus)
+
+    def update_alerts(self) -> None:
+        found = self.current_alerts()
+        mining = getattr(self, "mining", None)
+        if mining is not None:
+            self.history.record_scores((r.t, r.score) for r in mining.controller.state.recent)
+        for strip in self.query(AlertsStrip):
+            strip.show(found)
+
+    def effective_view(self) -> str:
+        """The view on screen: "all" shows as "mining" below SHORT_ROWS rows (app.tcss does that)."""
+        if self.view == "all" and self.size.height < SHORT_ROWS:
+            return "mining"
+        return self.view
+
+    def _apply_view(self) -> None:
+        try:
+            body = self.query_one("#body")
+        except NoMatches:
+            return
+        for name in VIEWS:
+            body.set_class(name == self.view, f"view-{name}")
+        snap = self.gpu_snapshot
+        # the pane stays while another box's GPUs are in it, even when this machine has none
+        body.set_class(snap is not None and not snap.gpus and not self.remote_gpus, "-no-gpu")
+
+    def action_cycle_view(self) -> None:
+        order = [v for v in VIEWS if v != "all" or self.size.height >= SHORT_ROWS]
+        current = self.effective_view()
+        self.show_view(order[(order.index(current) + 1) % len(order)] if current in order else order[0])
+
+    def show_view(self, name: str) -> None:
+        """One of VIEWS: "all" panes, or only "mining", "gpus" or "log" (with the endpoints table)."""
+        if name not in VIEWS:
+            raise ValueError(f"unknown view {name!r} (one of {', '.join(VIEWS)})")
+        self.view = name
+        self._apply_view()
+        self._update_status()
+
+    def action_history(self) -> None:
+        self.push_screen(HistoryScreen(self.history, lambda: self.refresh_interval, self.clock))
 
     # ------------------------------------------------------------------ supervisor (asyncio task)
     @work(exclusive=True, group="supervisor", exit_on_error=False)
@@ -231,8 +316,12 @@ class Gen404Console(App[None]):
 
     def on_remotes_updated(self, message: RemotesUpdated) -> None:
         self.remote_views = message.views
+        had_boxes = bool(self.remote_gpus)
+        self.remote_gpus = list(message.gpus)
         for pane in self.query(GpuPane):
             pane.show_remote(message.gpus)
+        if had_boxes != bool(self.remote_gpus):
+            self._apply_view()
         # the supervisor's next round (every refresh interval) draws the table with these rows;
         # drawing here too would double the console's redraws for no newer local data
         if not self.supervise or not self.endpoint_views:
@@ -260,10 +349,11 @@ class Gen404Console(App[None]):
         self._local_views = views
         self.endpoint_views = views + self.remote_views
         try:
-            self.query_one(EndpointsTable).show(self.endpoint_views)
+            self.query_one(EndpointsTable).show(self.endpoint_views, self.process_usage)
             self._update_log()
             self._update_status()
             self._show_supervisor_problems()
+            self.update_alerts()
         except NoMatches:  # the supervisor loop can report once more while the screen is torn down
             return
 
@@ -282,7 +372,21 @@ class Gen404Console(App[None]):
     def _update_status(self) -> None:
         ready = sum(1 for v in self.endpoint_views if v.status in ("ready", "busy"))
         state = str(self.state_file.parent) if self.state_file else "-"
-        self.query_one(StatusLine).show(len(self.endpoint_views), ready, self.refresh_interval, state)
+        view = self.effective_view()
+        snap = self.gpu_snapshot
+        gpus = ""
+        if snap is not None and not snap.gpus:
+            gpus = "no GPU: " + (snap.error or "none").split(" (")[0]
+        for line in self.query(StatusLine):
+            line.show(
+                len(self.endpoint_views),
+                ready,
+                self.refresh_interval,
+                state,
+                now=self.clock(),
+                view="" if view == "all" else view,
+                gpus=gpus,
+            )
 
     def _update_log(self) -> None:
         view = self.selected_view()
@@ -403,8 +507,7 @@ class Gen404Console(App[None]):
             elif isinstance(result, BaseException):
                 self.notify(f"{label}: {type(result).__name__}: {result}", severity="error")
             else:
-                reloaded = " (models reloaded)" if result.get("reloaded") else ""
-                self.notify(f"{label} → {result.get('preset') or name}{reloaded}")
+                self.notify(f"{label} → {result.get('preset') or name}{switch_summary(result)}")
         self.show_endpoints(self.supervisor.views())
 
     # ------------------------------------------------------------------ reward advisor (a, t)

@@ -144,6 +144,20 @@ def weights_present(preset_name: str = PRODUCTION_PRESET) -> bool:
     return all(locate(source) is not None for source in sources)
 
 
+def switch_refusal(preset_name: str) -> str | None:
+    """Why a switch to `preset_name` cannot work on this machine (one line), or None: an invalid
+    preset, or weights that are not on disk, by engine.models' own torch-free lookup (the check
+    the endpoint makes too). Asked before a PUT /preset, so a switch doomed to fail never starts."""
+    from engine.models import missing_weights
+    from engine.presets import PresetError, load_preset
+
+    try:
+        preset = load_preset(preset_name)
+    except PresetError as exc:
+        return f"preset {preset_name!r} is invalid: {exc}"
+    return missing_weights(preset)
+
+
 def best_preset(gpu_count: int, have_weights: bool) -> tuple[str, str]:
     """(preset, reason): text_mv_fast on a CUDA box with weights, else smoke and why."""
     if gpu_count > 0 and have_weights:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ import httpx
 
 HOST = "127.0.0.1"
 TIMEOUT_S = 1.5
+SWITCH_POLL_S = 0.5
+SWITCH_TIMEOUT_S = 1800.0  # a cold compile of a new preset takes minutes on a GPU; never forever
 
 
 class EndpointError(RuntimeError):
@@ -134,21 +137,73 @@ class EndpointClient:
         return probe
 
     async def set_preset(self, port: int, name: str) -> dict[str, Any]:
+        """PUT /preset without waiting (202), then poll GET /preset/switch until the build ends:
+        the switch record when the endpoint serves `name`; EndpointError with the endpoint's own
+        one-line cause when it was refused or its build failed (it then serves its old preset)."""
         try:
-            response = await self._client.put(self.url(port, "/preset"), json={"name": name}, timeout=30.0)
+            response = await self._client.put(
+                self.url(port, "/preset"), json={"name": name, "wait": False}, timeout=30.0
+            )
         except httpx.HTTPError as exc:
             raise EndpointError(f"port {port}: {_describe(exc)}") from exc
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("error") or response.text
-            except ValueError:
-                detail = response.text
-            raise EndpointError(f"port {port}: preset {name!r} refused ({response.status_code}: {detail})")
+            raise EndpointError(
+                f"port {port}: preset {name!r} refused ({response.status_code}: {_error(response)})"
+            )
         data = response.json()
-        return data if isinstance(data, dict) else {}
+        if response.status_code != 202 or not isinstance(data, dict):
+            return data if isinstance(data, dict) else {}  # nothing to build (already serving it)
+        deadline = time.monotonic() + SWITCH_TIMEOUT_S
+        while data.get("state") == "building":
+            if time.monotonic() > deadline:
+                raise EndpointError(
+                    f"port {port}: switch to {name!r} still building after {SWITCH_TIMEOUT_S:.0f}s"
+                )
+            await asyncio.sleep(SWITCH_POLL_S)
+            try:
+                data = await self._get_json(port, "/preset/switch")
+            except (httpx.HTTPError, ValueError, EndpointError) as exc:
+                raise EndpointError(f"port {port}: switch to {name!r}: {_describe(exc)}") from exc
+        if data.get("state") != "done":
+            raise EndpointError(f"port {port}: {data.get('error') or f'switch to {name!r} failed'}")
+        return data
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def health_note(health: dict[str, Any]) -> str:
+    """The endpoint's note from its /health: the start-up phase and its elapsed time while loading
+    ("compiling 42s"), a switch being built beside the serving preset ("→ text_mv: compiling 8s"),
+    else the endpoint's own message."""
+    message = str(health.get("message") or "")
+    switch = health.get("switch") if isinstance(health.get("switch"), dict) else None
+    if switch and switch.get("state") == "building":
+        return f"→ {switch.get('target')}: {_phase(switch.get('phase'), switch.get('phase_elapsed_s'))}"
+    if health.get("status") == "loading" and health.get("phase"):
+        return f"{_phase(health.get('phase'), health.get('phase_elapsed_s'))}; {message}"
+    return message
+
+
+def _phase(name: Any, elapsed: Any) -> str:
+    seconds = f" {float(elapsed):.0f}s" if isinstance(elapsed, int | float) else ""
+    return f"{name or 'starting'}{seconds}"
+
+
+def switch_summary(record: dict[str, Any]) -> str:
+    """The toast's tail for a finished switch record, e.g. ' (models shared, built in 12.3s)';
+    empty when nothing was built."""
+    if "elapsed_s" not in record:
+        return ""
+    models = "loaded beside the old ones" if record.get("reloaded") else "shared"
+    return f" (models {models}, built in {float(record['elapsed_s']):.1f}s)"
+
+
+def _error(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error") or response.text)
+    except (ValueError, AttributeError):
+        return response.text
 
 
 def _describe(exc: BaseException) -> str:

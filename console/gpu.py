@@ -33,6 +33,14 @@ CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class ProcessUsage:
+    """One process's share of a GPU from NVML's per-process accounting; None = not reported."""
+
+    mem_bytes: int | None = None  # nvmlDeviceGetComputeRunningProcesses usedGpuMemory
+    sm_util: float | None = None  # % of the SMs, nvmlDeviceGetProcessUtilization (recent samples)
+
+
 @dataclass
 class GpuSample:
     index: int
@@ -48,6 +56,7 @@ class GpuSample:
     clock_events: list[str] | None = None  # active clocks-event reasons; [] = none
     util_history: list[float] = field(default_factory=list)
     mem_history: list[float] = field(default_factory=list)  # % of total
+    processes: dict[int, ProcessUsage] | None = None  # pid -> usage; None when NVML cannot list them
 
     @property
     def mem_percent(self) -> float | None:
@@ -94,6 +103,8 @@ class NvmlSampler:
         self._driver: str | None = None
         self._util: dict[int, deque[float]] = {}
         self._mem: dict[int, deque[float]] = {}
+        self._proc_seen: dict[int, int] = {}  # GPU -> newest per-process utilisation timestamp (us)
+        self._proc_util: dict[int, dict[int, float]] = {}  # GPU -> pid -> last SM % (kept between samples)
 
     def _module(self) -> Any:
         if self._nvml is None:
@@ -163,9 +174,36 @@ class NvmlSampler:
         s.sm_clock = f(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)))
         s.fan = f(lambda: float(nvml.nvmlDeviceGetFanSpeed(handle)))
         s.clock_events = f(lambda: decode_clock_events(int(self._clock_event_mask(nvml, handle))))
+        s.processes = self._processes(nvml, handle, index)
         s.util_history = self._push(self._util, index, s.util)
         s.mem_history = self._push(self._mem, index, s.mem_percent)
         return s
+
+    def _processes(self, nvml: Any, handle: Any, index: int) -> dict[int, ProcessUsage] | None:
+        """pid -> memory and SM share. Memory comes from the running-process list; utilisation
+        from the samples NVML kept since the last read (not every GPU or driver offers it: the
+        processes then show memory only)."""
+        procs = self._field(lambda: list(nvml.nvmlDeviceGetComputeRunningProcesses(handle)))
+        if procs is None:
+            return None
+        mem: dict[int, int | None] = {}
+        for p in procs:
+            used = getattr(p, "usedGpuMemory", None)
+            mem[int(p.pid)] = int(used) if isinstance(used, int) else None  # None: NVML_VALUE_NOT_AVAILABLE
+        fresh: dict[int, tuple[int, float]] = {}
+        samples = self._field(
+            lambda: list(nvml.nvmlDeviceGetProcessUtilization(handle, self._proc_seen.get(index, 0)))
+        )
+        for u in samples or []:  # NVML raises NOT_FOUND when no sample is newer: nothing fresh
+            stamp = int(u.timeStamp)
+            if int(u.pid) not in fresh or stamp >= fresh[int(u.pid)][0]:
+                fresh[int(u.pid)] = (stamp, float(u.smUtil))
+            self._proc_seen[index] = max(self._proc_seen.get(index, 0), stamp)
+        # a process with no fresh sample keeps its last figure while it still runs
+        util = {pid: v for pid, v in self._proc_util.get(index, {}).items() if pid in mem}
+        util.update({pid: v for pid, (_, v) in fresh.items()})
+        self._proc_util[index] = util
+        return {pid: ProcessUsage(mem.get(pid), util.get(pid)) for pid in sorted(set(mem) | set(util))}
 
     @staticmethod
     def _clock_event_mask(nvml: Any, handle: Any) -> int:

@@ -91,6 +91,7 @@ KEY_TABLE: tuple[KeySpec, ...] = (
         "reward advisor: speed x quality per preset, reward per 4 h, tune rules (t applies)",
         "Reward advisor",
         "projected reward per preset and the tune suggestions",
+        show=False,  # in ? help and the palette; the footer keeps room for v h ? q
     ),
     KeySpec(
         "apply_tune",
@@ -110,6 +111,7 @@ KEY_TABLE: tuple[KeySpec, ...] = (
         "longer refresh interval",
         "Refresh slower",
         "longer refresh interval (+)",
+        show=False,  # in ? help and the palette; the footer keeps room for v h ? q
     ),
     KeySpec(
         "refresh_faster",
@@ -119,6 +121,25 @@ KEY_TABLE: tuple[KeySpec, ...] = (
         "shorter refresh interval",
         "Refresh faster",
         "shorter refresh interval (-)",
+        show=False,  # in ? help and the palette; the footer keeps room for v h ? q
+    ),
+    KeySpec(
+        "cycle_view",
+        "v",
+        "cycle_view",
+        "View",
+        "next view: all panes / mining / GPUs / log (small terminals show one of them at a time)",
+        "Next view",
+        "all panes, mining, GPUs or log",
+    ),
+    KeySpec(
+        "history",
+        "h",
+        "history",
+        "History",
+        "the last hour as plots: throughput, generation time, scores, GPU util/temp/power",
+        "History plots",
+        "the last hour: throughput, times, scores, GPUs",
     ),
     KeySpec(
         "help", "question_mark", "help", "Help", "this help", "Help: keys", "every key and its binding id"

@@ -11,7 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-from console import paths
+from console import alerts, paths
 from console.config import ConsoleConfig, RemoteSpec
 from console.endpoint_client import EndpointClient, Probe
 from console.gpu import GpuSnapshot, NvmlSampler
@@ -39,6 +39,7 @@ def collect(
     ports = sorted({s.port for s in config.endpoints} | set(state))
     probes = asyncio.run(probe_ports(ports, prober))
     endpoints = []
+    facts = []  # what the alerts read of each endpoint
     for probe in probes:
         item = state.get(probe.port)
         pid = None
@@ -46,11 +47,13 @@ def collect(
             pid = int(item["pid"])
         health = probe.health or {}
         s = probe.summary
+        status = str(health.get("status", "down")) if probe.ok else "down"
+        facts.append(alerts.EndpointFacts(f"gen-{probe.port}", status, s.last_s))
         endpoints.append(
             {
                 "name": f"gen-{probe.port}",
                 "port": probe.port,
-                "status": health.get("status", "down") if probe.ok else "down",
+                "status": status,
                 "preset": health.get("preset"),
                 "device": health.get("device"),
                 "pid": pid if pid is not None else health.get("pid"),
@@ -67,16 +70,20 @@ def collect(
                 "per_hour": s.per_hour,
             }
         )
+    data: dict[str, Any] = {"gpus": gpus.to_dict(), "endpoints": endpoints}
+    boxes: list[tuple[str, GpuSnapshot]] = []
     if config.remotes:
         views, boxes, reachable = asyncio.run(poll_remotes(config.remotes))
         for v in views:
+            status = v.status if reachable[v.key] else "down"
+            facts.append(alerts.EndpointFacts(v.name, status, v.last_s))
             endpoints.append(
                 {
                     "name": v.name,
                     "port": v.port,
                     "host": v.host,
                     "remote": True,
-                    "status": v.status if reachable[v.key] else "down",
+                    "status": status,
                     "preset": v.preset,
                     "device": v.device,
                     "pid": v.pid,  # on that box
@@ -93,12 +100,10 @@ def collect(
                     "per_hour": v.per_hour,
                 }
             )
-        return {
-            "gpus": gpus.to_dict(),
-            "endpoints": endpoints,
-            "remote_gpus": [{"host": host, **snap.to_dict()} for host, snap in boxes],
-        }
-    return {"gpus": gpus.to_dict(), "endpoints": endpoints}
+        data["remote_gpus"] = [{"host": host, **snap.to_dict()} for host, snap in boxes]
+    found = alerts.collect(gpus, facts, remote_gpus=boxes)
+    data["alerts"] = [a.to_dict() for a in found]
+    return data
 
 
 async def poll_remotes(
@@ -170,6 +175,8 @@ def format_text(data: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for a in data.get("alerts", []):
+        lines.append(f"ALERT {a['source']}: {a['text']}")
     return "\n".join(lines)
 
 

@@ -149,14 +149,27 @@ def pull_command(preset_name: str | None) -> str:
     return f"gen404 models pull --preset {preset_name}" if preset_name else "gen404 models pull"
 
 
+def _missing_line(source: WeightSource, preset_name: str | None) -> str:
+    what = source.local_path if source.filename and source.local_path else source.label
+    return f"{source.role or 'model'} weights {what} not found locally; fetch them with `{pull_command(preset_name)}`"
+
+
+def missing_weights(preset: Any) -> str | None:
+    """One line naming the first weights `preset` loads that are not on this machine, and the
+    command that fetches them; None when everything is present (or nothing is needed). The check
+    a preset switch makes before building (the endpoint's PUT /preset, the console's hotkeys)."""
+    name = getattr(preset, "name", None)
+    for source in requirements(preset):
+        if locate(source) is None:
+            return _missing_line(source, name if isinstance(name, str) else None)
+    return None
+
+
 def require(source: WeightSource, preset_name: str | None = None) -> Path:
     """`locate`, or MissingWeightsError naming the model and the command that fetches it."""
     found = locate(source)
     if found is None:
-        what = source.local_path if source.filename and source.local_path else source.label
-        raise MissingWeightsError(
-            f"{source.role or 'model'} weights {what} not found locally; fetch them with `{pull_command(preset_name)}`"
-        )
+        raise MissingWeightsError(_missing_line(source, preset_name))
     return found
 
 

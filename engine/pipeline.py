@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -37,6 +37,7 @@ from engine.gaussians import GaussianModel, LearningRates
 from engine.generator import GenerationResult, ProgressCallback, StepCallback
 from engine.guidance import Guidance
 from engine.presets import Preset, load_preset
+from engine.splats import Splats
 
 log = logging.getLogger("gen404.pipeline")
 
@@ -137,12 +138,19 @@ class Generator:
         report(1.0, "ready")
         return guidance
 
-    def warmup(self, progress: ProgressCallback | None = None, force: bool = False) -> float:
+    def warmup(
+        self,
+        progress: ProgressCallback | None = None,
+        force: bool = False,
+        run: Callable[[], object] | None = None,
+    ) -> float:
         """Run a short generation of the current preset: gsplat's kernels, cuDNN algorithm
         choice, CUDA-graph capture, the fused optimiser and densification all happen here, so the
         first request is as fast as the rest. Returns the seconds it took. On the CPU there is
         nothing to capture: skipped unless `force` or the preset compiles. If torch.compile
-        fails here, runs go on without it (`compile_failure` says why)."""
+        fails here, runs go on without it (`compile_failure` says why). `run` replaces the
+        short generation (the batched path warms every batch bucket); it runs while
+        `self.preset` is the short preset."""
         if not self.loaded:
             self.load(progress)
         if self.device.type != "cuda" and not force and not self._compiling():
@@ -151,17 +159,11 @@ class Generator:
         report(1.0, "warming up (CUDA graphs, kernels)")
         started = time.perf_counter()
         p = self.preset
-        iters = min(p.iters, 8)
-        self.preset = dataclasses.replace(
-            p,
-            iters=iters,
-            density_start_iter=1,
-            density_end_iter=iters,
-            densification_interval=max(1, iters // 2),
-        )
+        self.preset = warmup_preset(p)
+        work = run or (lambda: self.generate("warm-up", seed=p.seed))
         try:
             try:
-                self.generate("warm-up", seed=p.seed)
+                work()
             except Exception as exc:
                 if not self._compiling():
                     raise
@@ -170,7 +172,7 @@ class Generator:
                 self.compile_failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 log.warning("torch.compile failed, running without it: %s", self.compile_failure)
                 report(1.0, f"torch.compile failed ({self.compile_failure}); warming up without it")
-                self.generate("warm-up", seed=p.seed)
+                work()
         finally:
             self.preset = p
         if self.device.type == "cuda":
@@ -183,6 +185,25 @@ class Generator:
         """Whether runs use torch.compile: the preset asks and it has not failed here."""
         return self.preset.compile and self.compile_failure is None
 
+    def can_share(self, preset: Preset) -> bool:
+        """Whether `preset` can run on this generator's loaded models through `fork()`: the same
+        models_key and the same weight layout (channels_last on CUDA), which a fork must not change."""
+        if not self.loaded or self._key_for(preset) != self._loaded_key:
+            return False
+        cuda = self.device.type == "cuda"
+        return (preset.channels_last and cuda) == (self.preset.channels_last and cuda)
+
+    def fork(self, preset: Preset) -> Generator:
+        """A generator for `preset` on these very models (no copy; see can_share) with per-run
+        state of its own, so it can warm up on another thread while this one keeps generating:
+        the preset switch of a serving endpoint (engine/service/switch.py)."""
+        twin = type(self)(preset, self._device_arg, self.random_weights, self.sync_timings)
+        fork = getattr(self.guidance, "fork", None)
+        twin.guidance = fork() if callable(fork) else self.guidance
+        twin.device = self.device
+        twin._loaded_key = self._loaded_key
+        return twin
+
     def set_preset(self, preset: Preset, progress: ProgressCallback | None = None) -> bool:
         """Switch preset; reload models only if they differ. True when models were reloaded."""
         reload = self.loaded and self._key_for(preset) != self._loaded_key
@@ -190,6 +211,16 @@ class Generator:
         if reload:
             self.load(progress)
         return reload
+
+    def configure_guidance(self) -> Guidance:
+        """Apply the preset's per-run guidance settings (shared by the batched path)."""
+        guidance = self.guidance if self.guidance is not None else self.load()
+        p = self.preset
+        guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
+        guidance.cuda_graphs = p.cuda_graphs
+        guidance.set_channels_last(p.channels_last and self.device.type == "cuda")
+        guidance.set_compile(self._compiling())
+        return guidance
 
     def generate(
         self, prompt: str, seed: int | None = None, on_step: StepCallback | None = None
@@ -208,11 +239,8 @@ class Generator:
             # one CPU generator drives init, cameras, backgrounds and split noise: same seed, same run
             gen = torch.Generator().manual_seed(seed)
             model = GaussianModel.random_init(p.num_pts, gen, device)
-            optimizer = model.setup_optimizer(_learning_rates(p), fused=p.fused_optimizer)
-            guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
-            guidance.cuda_graphs = p.cuda_graphs
-            guidance.set_channels_last(p.channels_last and device.type == "cuda")
-            guidance.set_compile(self._compiling())
+            optimizer = model.setup_optimizer(learning_rates(p), fused=p.fused_optimizer)
+            self.configure_guidance()
             guidance.reseed(seed)
             plan = self._plan_views(gen, guidance, iters)
         if p.warmup_rgb_loss:
@@ -257,36 +285,13 @@ class Generator:
                 optimizer.zero_grad(set_to_none=True)
             if in_window and step % p.densification_interval == 0:
                 with timer("densify"):
-                    result = model.densify_and_prune(
-                        p.densify_grad_threshold,
-                        p.densify_scale_threshold,
-                        p.min_opacity,
-                        p.prune_max_scale,
-                        p.max_gaussians,
-                        gen,
-                    )
+                    result = densify(model, p, gen)
                 log.debug("step %d densify: %s", step, result)
             if on_step is not None:
                 on_step(step, iters)
 
         with timer("export"):
-            pruned = model.prune(p.min_opacity)
-            before = len(model)
-            added = model.grow_to(p.min_output_gaussians, gen)
-            splats = model.to_splats()
-        if pruned:
-            notes.append(f"final prune removed {pruned} Gaussians below opacity {p.min_opacity:g}")
-        if added:
-            message = (
-                f"grew from {before} to {len(splats)} Gaussians (min_output_gaussians {p.min_output_gaussians})"
-                " by splitting the largest"
-            )
-            notes.append(message)
-            log.info(message)
-        verdict = check_gate(splats)
-        if not verdict.passed:
-            notes.append(f"validator gate would fail: {verdict.reason}")
-            log.warning("validator gate would fail: %s", verdict.reason)
+            splats, added = export(model, p, gen, notes)
         return GenerationResult(
             splats=splats,
             timings=timer.timings,
@@ -336,7 +341,54 @@ class Generator:
         return cameras.views(elevation, azimuth, radius, p.fovy, 1, 1).c2w
 
 
-def _learning_rates(p: Preset) -> LearningRates:
+def warmup_preset(p: Preset) -> Preset:
+    """A short run of `p` that still reaches every stage (densification included)."""
+    iters = min(p.iters, 8)
+    return dataclasses.replace(
+        p,
+        iters=iters,
+        density_start_iter=1,
+        density_end_iter=iters,
+        densification_interval=max(1, iters // 2),
+    )
+
+
+def densify(model: GaussianModel, p: Preset, gen: torch.Generator) -> object:
+    """The preset's densify-and-prune, drawing split noise from the run's generator."""
+    return model.densify_and_prune(
+        p.densify_grad_threshold,
+        p.densify_scale_threshold,
+        p.min_opacity,
+        p.prune_max_scale,
+        p.max_gaussians,
+        gen,
+    )
+
+
+def export(model: GaussianModel, p: Preset, gen: torch.Generator, notes: list[str]) -> tuple[Splats, int]:
+    """Final prune, grow to `min_output_gaussians`, gate check; returns (splats, Gaussians added)
+    and appends what happened to `notes`."""
+    pruned = model.prune(p.min_opacity)
+    before = len(model)
+    added = model.grow_to(p.min_output_gaussians, gen)
+    splats = model.to_splats()
+    if pruned:
+        notes.append(f"final prune removed {pruned} Gaussians below opacity {p.min_opacity:g}")
+    if added:
+        message = (
+            f"grew from {before} to {len(splats)} Gaussians (min_output_gaussians {p.min_output_gaussians})"
+            " by splitting the largest"
+        )
+        notes.append(message)
+        log.info(message)
+    verdict = check_gate(splats)
+    if not verdict.passed:
+        notes.append(f"validator gate would fail: {verdict.reason}")
+        log.warning("validator gate would fail: %s", verdict.reason)
+    return splats, added
+
+
+def learning_rates(p: Preset) -> LearningRates:
     return LearningRates(
         position_init=p.lr_position_init,
         position_final=p.lr_position_final,

@@ -11,6 +11,7 @@ Key semantics (what makes the seed guide's claims true in gen404):
   render_size resolution the Gaussians are rasterised at (then resized to ref_size)
   cuda_graphs, fused_optimizer, channels_last   speed switches on CUDA (docs/benchmarks.md)
   compile     torch.compile of the UNet and VAE encoder (any device; falls back when it fails)
+  max_batch   jobs one endpoint optimises together (continuous batching; 1 = one at a time)
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Preset:
     fused_optimizer: bool = True
     channels_last: bool = False
     compile: bool = False
+    # serving: jobs an endpoint optimises together, one batched SDS step for all (1: one at a time)
+    max_batch: int = 1
     # optimisation
     iters: int = 1500
     seed: int = 42
@@ -109,6 +112,7 @@ class Preset:
 # (min, max) inclusive; None = unbounded
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "iters": (1, 100_000),
+    "max_batch": (1, 64),
     "seed": (0, 2**32 - 1),
     "batch_size": (1, 64),
     "ref_size": (8, 1024),

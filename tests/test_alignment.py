@@ -10,7 +10,6 @@ import torch
 
 from engine.scoring.alignment import (
     alignment_from_cosines,
-    fidelity_estimate,
     geometric_mean,
     knn_outlier_mask,
 )
@@ -85,11 +84,3 @@ def test_geometric_mean_edges() -> None:
     assert math.isnan(geometric_mean(np.array([])))
     with pytest.raises(ValueError):
         alignment_from_cosines([])
-
-
-def test_fidelity_is_zero_below_threshold_or_on_gate_failure() -> None:
-    assert fidelity_estimate(True, 0.75) == 0.75
-    assert fidelity_estimate(True, 0.3) == 0.3
-    assert fidelity_estimate(True, 0.29) == 0.0
-    assert fidelity_estimate(False, 0.9) == 0.0
-    assert fidelity_estimate(True, float("nan")) == 0.0

@@ -34,8 +34,13 @@ PRESETS = {
     "svc_reload": "extends: svc_tiny\nseed: 1\n",  # random weights are seeded by the preset: a reload
     "svc_slow": "extends: svc_tiny\niters: 40\n",  # same models; seconds long: queue behind it
     "svc_broken": "iters: [1, 2\n",  # malformed YAML
+    "svc_oom": "extends: svc_tiny\nguidance_scale: 20\n",  # its build fails (injected CUDA OOM)
+    "svc_pretrained": "extends: svc_tiny\nguidance: mvdream\nweights: pretrained\nmvdream_id: nobody/none\n",
 }
-FAULTS = "generate:RuntimeError@inject-runtime-error,generate:OutOfMemoryError@inject-oom"
+FAULTS = (
+    "generate:RuntimeError@inject-runtime-error,generate:OutOfMemoryError@inject-oom,"
+    "switch:OutOfMemoryError@svc_oom"
+)
 URLENCODED = "application/x-www-form-urlencoded"
 
 
@@ -44,7 +49,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     presets_dir = tmp_path_factory.mktemp("presets")
     for name, text in PRESETS.items():
         (presets_dir / f"{name}.yaml").write_text(text)
-    env = {"GEN404_PRESETS_DIR": str(presets_dir), "GEN404_FAULT_INJECT": FAULTS}
+    env = {
+        "GEN404_PRESETS_DIR": str(presets_dir),
+        "GEN404_FAULT_INJECT": FAULTS,
+        "GEN404_MODELS_DIR": str(presets_dir / "no-models"),
+        "HF_HUB_CACHE": str(presets_dir / "no-hf-cache"),
+        "GEN404_STATE_DIR": str(presets_dir / "state"),
+    }
     args = ["serve", "--preset", "svc_tiny", "--queue", "1", "--device", "cpu", "--shutdown-grace", "0.2"]
     with running_server(args, env=env) as proc:
         yield proc
@@ -122,26 +133,51 @@ def test_same_models_switch_is_immediate_and_multipart_post_follows_it(server: S
     assert check_gate(read_ply(response.content)).passed
 
 
-def test_switch_to_other_models_reloads_in_background_then_serves_spz(server: ServerProcess) -> None:
+def test_switch_to_other_models_builds_beside_the_old_ones_then_serves_spz(server: ServerProcess) -> None:
     use_preset(server, "svc_tiny")
-    response = httpx.put(server.url("/preset"), json={"name": "svc_reload"}, timeout=30)
-    assert response.status_code == 200
-    assert response.json() == {"preset": "svc_reload", "reloaded": True, "status": "loading"}
-    during = post(server, data={"prompt": "a teapot"})
-    still_loading = server.health()["status"] == "loading"
-    if during.status_code == 200:  # only possible once the reload is done: never the old models
-        assert not still_loading and during.headers["x-preset"] == "svc_reload"
-    else:
-        assert during.status_code == 503
-        assert int(during.headers["retry-after"]) >= 1
-        assert during.json()["error"] == "models are loading"
-    server.wait_health(lambda h: h["status"] == "ready")
+    response = httpx.put(server.url("/preset"), json={"name": "svc_reload", "wait": False}, timeout=30)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (
+        body["target"] == "svc_reload" and body["reloaded"] is True and body["state"] in ("building", "done")
+    )
+    during = post(server, data={"prompt": "a teapot"})  # served while the new models load
+    assert during.status_code == 200, during.text
+    assert during.headers["x-preset"] in ("svc_tiny", "svc_reload")  # whichever was ready, never a 503
+    server.wait_health(lambda h: h["preset"] == "svc_reload" and h["switch"]["state"] == "done")
+    switch = httpx.get(server.url("/preset/switch"), timeout=5).json()
+    assert (
+        switch["state"] == "done"
+        and switch["previous"] == "svc_tiny"
+        and "loading weights" in switch["phases"]
+    )
 
     response = post(server, "/generate_spz/", data={"prompt": "a green teapot"})
     assert response.status_code == 200, response.text
     assert response.headers["x-preset"] == "svc_reload"
     splats = spz_to_splats(response.content)
     assert len(splats) == int(response.headers["x-splats"]) and check_gate(splats).passed
+
+
+def test_failed_switch_answers_its_cause_and_keeps_serving(server: ServerProcess) -> None:
+    use_preset(server, "svc_tiny")
+    response = httpx.put(server.url("/preset"), json={"name": "svc_oom"}, timeout=60)
+    assert response.status_code == 500
+    body = response.json()
+    assert "CUDA out of memory" in body["error"] and "still serving 'svc_tiny'" in body["error"]
+    assert body["detail"]["state"] == "failed"
+    health = server.health()
+    assert health["status"] == "ready" and health["preset"] == "svc_tiny"
+    assert health["switch"]["state"] == "failed" and "CUDA out of memory" in health["switch"]["error"]
+    response = post(server, data={"prompt": "a chair after a failed switch"})
+    assert response.status_code == 200 and response.headers["x-preset"] == "svc_tiny"
+
+    missing = httpx.put(server.url("/preset"), json={"name": "svc_pretrained"}, timeout=30)
+    assert missing.status_code == 424
+    assert "nobody/none not found locally" in missing.json()["error"]
+    assert "gen404 models pull --preset svc_pretrained" in missing.json()["error"]
+    assert server.health()["preset"] == "svc_tiny"
+    assert httpx.put(server.url("/preset"), json={"name": "svc_tiny", "wait": "yes"}).status_code == 422
 
 
 def _chunks(total: int) -> Iterator[bytes]:

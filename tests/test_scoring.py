@@ -15,10 +15,11 @@ from engine.cli import main as cli_main
 from engine.formats.ply import read_ply
 from engine.scoring.alignment import alignment_from_cosines
 from engine.scoring.clip import TINY_MODEL, WeightsMissing
+from engine.scoring.formula import final_score
 from engine.scoring.scorer import ResultDecodeError, Scorer, decode_result
 from engine.scoring.transform import ViewSplats, validator_transform
 from engine.scoring.views import render_orbit, render_view_set
-from engine.scoring.weights import require_clip
+from engine.scoring.weights import require_clip, require_lpips, require_quality
 from engine.splats import SH_C0, Splats
 
 SIZE = 64  # reduced render size for the 16 views on CPU
@@ -188,8 +189,15 @@ def test_valid_file_scores_through_gate_render_and_clip(scorer: Scorer, hamburge
     expected = alignment_from_cosines(again)
     assert r.kept == expected.kept
     assert r.alignment == pytest.approx(expected.alignment)
-    assert r.fidelity == (r.alignment if r.alignment >= 0.3 else 0.0)
-    assert {"decode", "gate", "transform", "render", "clip", "total"} <= set(r.timings)
+    # every part is a number and the score is the subnet's formula on them
+    assert r.iqa is not None and r.ssim is not None and r.lpips is not None and r.alignment_raw is not None
+    assert len(r.iqa_views) == 16 and r.iqa == pytest.approx(np.mean(r.iqa_views))
+    assert len(r.ssim_pairs) == len(r.lpips_pairs) == 16
+    assert r.score == pytest.approx(final_score(r.alignment_raw, r.iqa, r.ssim, r.lpips))
+    assert r.accepted == (r.score >= 0.6) and (r.reason == "") == r.accepted
+    assert {"decode", "gate", "transform", "render", "clip", "quality", "ssim", "lpips", "total"} <= set(
+        r.timings
+    )
     d = r.to_dict()
     assert "images" not in d and json.loads(json.dumps(d))["cosines"] == r.cosines
 
@@ -222,7 +230,9 @@ def test_gate_failures_score_zero_without_rendering(
 ) -> None:
     report = scorer.score(_gate_case(hamburger, case), "a hamburger")
     assert not report.gate_passed and reason in report.gate_reason
-    assert report.fidelity == 0.0 and report.alignment == 0.0 and report.cosines == []
+    assert report.score == 0.0 and report.alignment == 0.0 and report.cosines == []
+    assert report.iqa is None and report.ssim is None and report.lpips is None
+    assert not report.accepted and report.reason.startswith("gate failed")
     assert "render" not in report.timings
 
 
@@ -270,6 +280,86 @@ def test_weights_found_in_models_dir_or_given_as_a_path(
     assert require_clip("convnext_large_d", str(ckpt)) == ckpt
 
 
+def _no_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEN404_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def test_missing_quality_and_lpips_weights_name_the_pull_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_caches(tmp_path, monkeypatch)
+    monkeypatch.setattr("engine.scoring.weights._torchmetrics_lpips_file", lambda: None)
+    for require, needle in ((require_quality, "facebook/dinov2-small"), (require_lpips, "alexnet")):
+        with pytest.raises(WeightsMissing) as info:
+            require()
+        msg = str(info.value)
+        assert "\n" not in msg and needle in msg and "gen404 models pull --score" in msg
+
+
+def test_lpips_loads_torchvision_and_lpips_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real-weights path with files laid out as pulled: AlexNet (torchvision keys, classifier
+    included) and the LPIPS linear layers (linK.model.1.weight), in $GEN404_MODELS_DIR/lpips."""
+    import torch
+    from torchvision.models import alexnet
+
+    from engine.scoring.similarity import ALEX_CHANNELS, build_lpips
+
+    _no_caches(tmp_path, monkeypatch)
+    folder = tmp_path / "models" / "lpips"
+    folder.mkdir(parents=True)
+    torch.manual_seed(1)
+    alex = alexnet(weights=None).state_dict()
+    torch.save(alex, folder / "alexnet-owt-7be5be79.pth")
+    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(ALEX_CHANNELS)}
+    torch.save(lins, folder / "alex.pth")
+    net = build_lpips(torch.device("cpu"), random_weights=False)
+    assert torch.equal(net.features[3].weight, alex["features.3.weight"])
+    assert torch.equal(net.lins[4].weight, lins["lin4.model.1.weight"])
+
+
+def test_quality_checkpoints_load_backbone_then_head(tmp_path: Path) -> None:
+    """dinov2's model.safetensors (backbone keys) then the subnet's head file (whole-net keys)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.scoring.quality import _load_checkpoints, build_quality_model
+    from engine.scoring.seeded import seeded_init
+
+    source = seeded_init(build_quality_model("gen404-tiny-dino", torch.device("cpu"), True), 7)
+    backbone = {k: v.contiguous() for k, v in source.backbone.state_dict().items()}
+    save_file(backbone, tmp_path / "model.safetensors")
+    heads = {k: v.contiguous() for k, v in source.state_dict().items() if "_head." in k}
+    save_file(heads, tmp_path / "quality_scorer.safetensors")
+    target = build_quality_model("gen404-tiny-dino", torch.device("cpu"), True)
+    assert not torch.equal(target.score_head.weight, source.score_head.weight)
+    _load_checkpoints(
+        target, str(tmp_path / "model.safetensors"), str(tmp_path / "quality_scorer.safetensors")
+    )
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="no score_head"):
+        _load_checkpoints(target, str(tmp_path / "model.safetensors"), str(tmp_path / "other.safetensors"))
+
+
+def test_random_weights_are_the_same_on_every_build() -> None:
+    """Seeded values, independent of the libraries' own init (the fidelity numbers rely on it)."""
+    import torch
+
+    a, b = (Scorer(TINY_MODEL, size=SIZE, device="cpu", random_weights=True) for _ in range(2))
+    torch.manual_seed(123)  # the global RNG plays no part
+    a.load()
+    torch.manual_seed(456)
+    b.load()
+    for left, right in ((a.clip._model, b.clip._model), (a.quality._model, b.quality._model)):
+        for (name, x), y in zip(left.state_dict().items(), right.state_dict().values(), strict=True):
+            assert torch.equal(x, y), name
+
+
 # ---- gen404 score ----------------------------------------------------------------------------
 
 
@@ -283,8 +373,17 @@ def test_cli_score_prints_json_and_summary(
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["gate_passed"] and out["splats"] == 52709 and len(out["cosines"]) == 2
-    assert out["size"] == 32 and out["model"] == TINY_MODEL
-    assert "fidelity" in captured.err and "gate ok" in captured.err
+    assert out["size"] == 32 and out["model"] == TINY_MODEL and out["quality_model"] == "gen404-tiny-dino"
+    for part in ("iqa", "alignment_raw", "ssim", "lpips", "score"):
+        assert isinstance(out[part], float), part
+    assert out["score"] == pytest.approx(
+        final_score(out["alignment_raw"], out["iqa"], out["ssim"], out["lpips"])
+    )
+    verdict_line = captured.err.splitlines()[0]
+    assert verdict_line.startswith(f"score {out['score']:.3f}: ")
+    assert ("ACCEPTED" in verdict_line) == out["accepted"] and (out["reason"] in verdict_line)
+    for part in ("iqa", "alignment", "ssim", "lpips"):
+        assert f"  {part} " in captured.err
     saved = sorted((tmp_path / "views").glob("*.png"))
     assert [p.name for p in saved] == ["view_00.png", "view_01.png"]
     assert Image.open(saved[0]).size == (32, 32)
@@ -302,3 +401,42 @@ def test_cli_score_errors_are_one_line(
     assert "cannot read" in capsys.readouterr().err
     assert cli_main(["score", ply, "--prompt", "x" * 1025]) == 2
     assert "1024" in capsys.readouterr().err
+
+
+def test_models_pull_score_finds_local_files_or_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gen404 models pull --score`: every scoring file, by its id; offline it is one line."""
+    _no_caches(tmp_path, monkeypatch)
+
+    def offline(timeout: float = 5.0) -> None:
+        raise ConnectionError("cannot reach the Hub (test)")
+
+    monkeypatch.setattr("engine.models.check_hub_reachable", offline)
+    monkeypatch.setattr("engine.scoring.weights._download_url", lambda url, dest: offline())
+    monkeypatch.setattr("engine.scoring.weights._torchmetrics_lpips_file", lambda: None)
+    assert cli_main(["models", "pull", "--score"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot download" in err
+
+    root = tmp_path / "models"
+    files = [
+        "laion/CLIP-convnext_large_d.laion2B-s26B-b102K-augreg/open_clip_model.safetensors",
+        "facebook/dinov2-small/model.safetensors",
+        "404-Gen/validation/quality_scorer.safetensors",
+        "lpips/alexnet-owt-7be5be79.pth",
+        "lpips/alex.pth",
+    ]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    assert cli_main(["models", "pull", "--score"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == [
+        "clip",
+        "quality_backbone",
+        "quality_head",
+        "lpips_alexnet",
+        "lpips_linear",
+    ]
+    assert all(str(root / name) in line for name, line in zip(files, out, strict=True))

@@ -14,6 +14,7 @@ import pytest
 
 from engine.formats.ply import read_ply, write_ply
 from engine.gate import check_gate
+from engine.scoring.formula import final_score
 from engine.splats import Splats
 from tests.support.server import running_server
 
@@ -77,11 +78,13 @@ def test_ply_payload_scores_off_the_event_loop(service: str, vectors_dir: Path) 
     assert r.status_code == 200
     d = r.json()
     assert set(d) >= {"score", "alignment_score", "iqa", "ssim", "lpips", "gate", "views", "timings"}
-    assert d["iqa"] is None and d["ssim"] is None and d["lpips"] is None
+    for part in ("iqa", "alignment_score", "ssim", "lpips"):  # the subnet's parts, all numbers
+        assert isinstance(d[part], float), part
     assert d["gate"]["passed"] is True and d["splats"] == 52709
     assert len(d["views"]) == 16 and len(d["kept"]) == 16
-    assert 0.0 <= d["alignment_score"] <= 1.0 and 0.0 <= d["score"] <= 1.0
-    assert d["score"] == (d["alignment_score"] if d["alignment_score"] >= 0.3 else 0.0)
+    assert len(d["iqa_views"]) == len(d["ssim_pairs"]) == len(d["lpips_pairs"]) == 16
+    assert d["score"] == pytest.approx(final_score(d["alignment_score"], d["iqa"], d["ssim"], d["lpips"]))
+    assert d["accepted"] == (d["score"] >= 0.6) and (d["reason"] == "") == d["accepted"]
     assert d["timings"]["render"] > 0 and d["timings"]["request"] >= d["timings"]["total"] > 0
 
 
@@ -104,7 +107,8 @@ def test_gate_failure_is_a_zero_score_not_an_error(service: str, vectors_dir: Pa
     assert r.status_code == 200
     d = r.json()
     assert d["score"] == 0.0 and d["gate"]["passed"] is False and "too few" in d["gate"]["reason"]
-    assert d["alignment_score"] is None and d["views"] == []
+    assert d["alignment_score"] is None and d["iqa"] is None and d["views"] == []
+    assert d["accepted"] is False and "too few" in d["reason"]
 
 
 @pytest.mark.parametrize(
@@ -151,35 +155,43 @@ def test_service_survives_everything(service: str) -> None:
 
 def test_serve_self_score_flag_builds_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     from engine.cli import build_parser
-    from engine.commands import score as score_cmd
     from engine.commands.serve import build_scorer
+    from engine.scoring import scorer as scorer_module
 
     calls: list[dict] = []
 
-    def fake_self_scorer(**kw: object) -> str:
+    def fake_load_scorer(**kw: object) -> str:
         calls.append(kw)
-        return "hook"
+        return "scorer"
 
-    monkeypatch.setattr(score_cmd, "self_scorer", fake_self_scorer)
+    monkeypatch.setattr(scorer_module, "load_scorer", fake_load_scorer)
     parser = build_parser()
     assert build_scorer(parser.parse_args(["serve"])) is None
     args = parser.parse_args(["serve", "--self-score", "--device", "cpu", "--random-weights"])
-    assert build_scorer(args) == "hook"
+    assert callable(build_scorer(args))
     assert calls == [
-        {"device": "cpu", "random_weights": True, "model": "convnext_large_d", "size": 518, "views": 16}
+        {"model": "convnext_large_d", "size": 518, "views": 16, "device": "cpu", "random_weights": True}
     ]
 
 
-def test_self_scorer_returns_the_fidelity(vectors_dir: Path) -> None:
-    from engine.commands.score import self_scorer
+def test_self_score_hook_returns_the_final_score(vectors_dir: Path) -> None:
+    from engine.scoring.scorer import load_scorer, self_score_hook
 
-    score = self_scorer(device="cpu", random_weights=True, model="gen404-tiny", size=32, views=4)
+    scorer = load_scorer(model="gen404-tiny", size=32, views=4, device="cpu", random_weights=True)
+    score = self_score_hook(scorer)
     s = read_ply((vectors_dir / "hamburger.ply").read_bytes())
     part = Splats(**{k: getattr(s, k)[:8000] for k in Splats.__dataclass_fields__})
     value = score("a hamburger", part)
-    assert isinstance(value, float) and 0.0 <= value <= 1.0
+    assert value == scorer.score(part, "a hamburger").score  # the same number as the full report
     few = Splats(**{k: getattr(s, k)[:100] for k in Splats.__dataclass_fields__})
     assert score("a hamburger", few) == 0.0  # the gate fails
+
+
+def test_non_finite_parts_become_null_not_a_500() -> None:
+    from engine.service.validator import json_safe
+
+    body = json_safe({"score": 0.0, "ssim": float("nan"), "pairs": [1.0, float("inf")], "n": 3})
+    assert body == {"score": 0.0, "ssim": None, "pairs": [1.0, None], "n": 3}
 
 
 async def test_api_key_refusal_keeps_the_score_shape() -> None:

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from console.config import EndpointSpec
-from console.endpoint_client import EndpointError, Probe, StatsSummary
+from console.config import EndpointSpec, switch_refusal
+from console.endpoint_client import EndpointError, Probe, StatsSummary, health_note
 from console.publisher import Publisher
 from console.supervisor.model import (
     RUNNING_STATES,
@@ -259,6 +259,7 @@ class Supervisor:
             ep.health_failures = 0
             ep.ever_healthy = True
             ep.status = self._status_from_health(ep, probe)
+            self._follow_served_preset(ep, probe)
             return
         ep.health_failures += 1
         if ep.external:
@@ -277,11 +278,22 @@ class Supervisor:
             ep.status = Status.UNHEALTHY
             ep.message = f"{ep.health_failures} failed health checks ({probe.error})"
 
+    def _follow_served_preset(self, ep: ManagedEndpoint, probe: Probe) -> None:
+        """A restart brings back the preset the endpoint serves: a switch is swapped in on the
+        endpoint before the client that asked hears of it (or made with curl), and a failed one
+        never changes it."""
+        served = (probe.health or {}).get("preset")
+        if ep.external or ep.status not in (Status.READY, Status.BUSY):
+            return
+        if isinstance(served, str) and served and served != ep.spec.preset:
+            ep.spec.preset = served
+            self.save_state()
+
     @staticmethod
     def _status_from_health(ep: ManagedEndpoint, probe: Probe) -> Status:
         health = probe.health or {}
         state = str(health.get("status", "")).lower()
-        ep.message = ("watching: " if ep.external else "") + str(health.get("message") or "")
+        ep.message = ("watching: " if ep.external else "") + health_note(health)
         if state == "loading":
             return Status.LOADING
         if state == "error":
@@ -294,9 +306,19 @@ class Supervisor:
         return Status.UNHEALTHY
 
     async def set_preset(self, port: int, name: str) -> dict[str, Any]:
+        """Switch an endpoint's preset; returns when the endpoint serves it (the endpoint builds it
+        beside the old one, docs/endpoints.md). Raises EndpointError naming why when it does not:
+        refused here (missing weights, checked first), refused by the endpoint, or its build
+        failed; in every case the endpoint keeps serving its old preset, and so does a restart."""
         ep = self.endpoints[port]
         if not ep.running and not ep.external:
             raise EndpointError(f"{ep.spec.name} is {ep.status.value}: start it first")
+        health = ep.probe.health if ep.probe is not None and ep.probe.health else {}
+        current = str(health.get("preset") or ep.spec.preset)
+        # ours run without --random-weights; one we only watch may have it: it checks for itself
+        reason = None if ep.external else switch_refusal(name)
+        if reason:
+            raise EndpointError(f"{ep.spec.name} stays on {current}: {reason}")
         result = await self.prober.set_preset(port, name)
         ep.spec.preset = name  # a later restart keeps the new preset
         self.save_state()
@@ -402,6 +424,7 @@ class Supervisor:
                     adopted=ep.adopted or ep.external,
                     device=health.get("device"),
                     progress=health.get("progress"),
+                    quick_crashes=ep.quick_crashes,
                 )
             )
         return out

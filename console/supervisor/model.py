@@ -107,6 +107,7 @@ class EndpointView:
     adopted: bool = False
     device: str | None = None
     progress: float | None = None
+    quick_crashes: int = 0  # crashes in a row, each soon after a start (alerts: crash-looping)
     host: str | None = None  # another box's endpoint (console/remote.py); None = this machine
 
     @property

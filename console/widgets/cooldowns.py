@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from console.mining.state import FAILED_SKIP_S, MiningState, ValidatorView
+from console.widgets.columns import Column, fit_columns, natural_widths
 
 STATE_STYLE = {
     "ready": "bold green",
@@ -29,6 +30,19 @@ OUTCOME_TEXT = {  # results with no quality score to show
     "wrong_task": "wrong task",
 }
 BAR_WIDTH = 12
+# (column, justify); priorities drop the least needed first on a narrow pane (columns.py)
+COLUMNS: tuple[tuple[Column, str], ...] = (
+    (Column("uid", "UID", 0), "right"),
+    (Column("cooldown", "cd", 5), "right"),
+    (Column("state", "state", 0), "left"),
+    (Column("countdown", "window", 0), "right"),
+    (Column("bar", "", 3), "left"),
+    (Column("score", "last", 1), "right"),
+    (Column("violations", "viol", 6), "right"),
+    (Column("tasks", "tasks", 4), "right"),
+    (Column("rating", "rating", 2), "right"),
+    (Column("accepted", "acc 4h", 2), "right"),
+)
 
 
 def countdown(seconds: float) -> str:
@@ -86,36 +100,29 @@ class CooldownsPane(Static):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rows: list[dict[str, str]] = []
+        self._width = 0
 
     def show(self, state: MiningState, now: float) -> None:
-        self.rows = cooldown_rows(state, now)
+        rows = cooldown_rows(state, now)
+        width = self.content_size.width or 200
+        if rows == self.rows and width == self._width and self.rows:
+            return  # nothing moved: no redraw
+        layout = len(rows) != len(self.rows) or not self.rows  # the table's height changes with its rows
+        self.rows, self._width = rows, width
         table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
-        for name, justify in (
-            ("UID", "right"),
-            ("cd", "right"),
-            ("state", "left"),
-            ("window", "right"),
-            ("", "left"),
-            ("last", "right"),
-            ("viol", "right"),
-            ("tasks", "right"),
-            ("rating", "right"),
-            ("acc 4h", "right"),
-        ):
-            table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        columns = [c for c, _ in COLUMNS]
+        shown = {c.key for c in fit_columns(columns, natural_widths(columns, self.rows), width)}
+        for column, justify in COLUMNS:
+            if column.key in shown:
+                table.add_column(column.label, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         views = sorted(state.validators.values(), key=lambda x: x.uid)
         for row, v in zip(self.rows, views, strict=True):
             style = STATE_STYLE.get(row["state"], "")
-            table.add_row(
-                row["uid"],
-                row["cooldown"],
-                Text(row["state"], style=style),
-                row["countdown"],
-                Text(row["bar"], style=style),
-                score_text(v, v.rules.quality_threshold),
-                row["violations"],
-                row["tasks"],
-                row["rating"],
-                row["accepted"],
-            )
-        self.update(table)
+            cells: dict[str, str | Text] = {
+                **row,
+                "state": Text(row["state"], style=style),
+                "bar": Text(row["bar"], style=style),
+                "score": score_text(v, v.rules.quality_threshold),
+            }
+            table.add_row(*(cells[c.key] for c, _ in COLUMNS if c.key in shown))
+        self.update(table, layout=layout)

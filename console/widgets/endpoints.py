@@ -1,5 +1,11 @@
 """Endpoints pane: a pm2-ls-like table, one row per endpoint, keyed by EndpointView.key (the port
-for this machine's endpoints, "host:port" for another box's, which are marked ⇄)."""
+for this machine's endpoints, "host:port" for another box's, which are marked ⇄).
+
+Columns carry a priority (console/widgets/columns.py): on a narrow terminal the least important
+go first (note, pid, port, p95, ...), while name, status, preset and throughput always stay.
+`vram` and `sm%` are the endpoint process's own share of its GPU (NVML per-process accounting,
+matched by pid; N/A where NVML cannot say, and always N/A for a remote row: its pid is another
+box's)."""
 
 from __future__ import annotations
 
@@ -10,29 +16,36 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
+from console.gpu import ProcessUsage
 from console.supervisor import EndpointView
-from console.widgets.fmt import count, rate, seconds, uptime
+from console.widgets.columns import Column, fit_columns, natural_widths
+from console.widgets.fmt import NA, count, gib, num, rate, seconds, uptime
 
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("name", "name"),
-    ("port", "port"),
-    ("gpu", "gpu"),
-    ("preset", "preset"),
-    ("status", "status"),
-    ("pid", "pid"),
-    ("uptime", "uptime"),
-    ("restarts", "↺"),
-    ("queue", "queue"),
-    ("done", "done"),
-    ("failed", "failed"),
-    ("last", "last"),
-    ("mean", "mean"),
-    ("p95", "p95"),
-    ("per_hour", "/hour"),
-    ("note", "note"),
+COLUMNS: tuple[Column, ...] = (
+    Column("name", "name", 0),
+    Column("port", "port", 9),  # the name says it (gen-PORT)
+    Column("gpu", "gpu", 5),
+    Column("preset", "preset", 0),
+    Column("status", "status", 0),
+    Column("pid", "pid", 8),
+    Column("uptime", "uptime", 6),
+    Column("restarts", "↺", 4),
+    Column("queue", "queue", 2),
+    Column("done", "done", 3),
+    Column("failed", "failed", 3),
+    Column("vram", "vram", 5),
+    Column("sm", "sm%", 6),
+    Column("last", "last", 1),
+    Column("mean", "mean", 4),
+    Column("p95", "p95", 7),
+    Column("per_hour", "/hour", 0),
+    Column("note", "note", 10, max_width=60),
 )
+CELL_PADDING = 2  # DataTable's cell_padding=1 on each side
 
 REMOTE_MARK = "⇄"  # another box's endpoint: watched and switched here, run there
+TITLE = "Endpoints  (* = adopted / external)"
+TITLE_WITH_REMOTES = f"Endpoints  (* = adopted / external, {REMOTE_MARK} = remote)"
 
 STATUS_STYLE = {
     "starting": "cyan",
@@ -47,7 +60,14 @@ STATUS_STYLE = {
 }
 
 
-def row_cells(v: EndpointView) -> dict[str, str | Text]:
+def _usage_cells(usage: ProcessUsage | None) -> tuple[str, str]:
+    if usage is None:
+        return NA, NA
+    vram = NA if usage.mem_bytes is None else f"{gib(usage.mem_bytes)}G"
+    return vram, num(usage.sm_util, unit="%")
+
+
+def row_cells(v: EndpointView, usage: ProcessUsage | None = None) -> dict[str, str | Text]:
     status = v.status
     if status == "loading" and v.progress is not None:
         status = f"loading {100 * float(v.progress):.0f}%"
@@ -63,6 +83,8 @@ def row_cells(v: EndpointView) -> dict[str, str | Text]:
         "queue": count(None if v.queue is None else v.queue + (v.in_flight or 0)),
         "done": count(v.done),
         "failed": Text(count(v.failed), style="red" if v.failed else ""),
+        "vram": _usage_cells(usage)[0],
+        "sm": _usage_cells(usage)[1],
         "last": seconds(v.last_s),
         "mean": seconds(v.mean_s),
         "p95": seconds(v.p95_s),
@@ -85,31 +107,82 @@ class EndpointsTable(DataTable[object]):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
-        self.border_title = f"Endpoints  (* = adopted / external, {REMOTE_MARK} = remote)"
+        self.border_title = TITLE
         self.views: dict[str, EndpointView] = {}
         self._cells: dict[str, dict[str, str | Text]] = {}
+        self.usage: dict[int, ProcessUsage] = {}  # pid -> GPU share, from the latest NVML sample
+        self.shown: list[Column] = list(COLUMNS)
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        self._add_columns()
 
-    def show(self, views: list[EndpointView]) -> None:
+    def _add_columns(self) -> None:
+        for c in self.shown:
+            self.add_column(c.label, key=c.key)
+
+    def _fit(self) -> list[Column]:
+        width = self.scrollable_content_region.width or self.size.width
+        if width <= 0:
+            return self.shown
+        plain = [
+            {k: (v.plain if isinstance(v, Text) else v) for k, v in c.items()} for c in self._cells.values()
+        ]
+        return fit_columns(COLUMNS, natural_widths(COLUMNS, plain), width, CELL_PADDING)
+
+    def _relayout(self) -> None:
+        """Show the columns that fit now; rebuilds the table only when that set changed."""
+        shown = self._fit()
+        if [c.key for c in shown] == [c.key for c in self.shown]:
+            return
+        selected = self.selected_key
+        self.shown = shown
+        self.clear(columns=True)
+        self._add_columns()
+        for row, cells in self._cells.items():
+            self.add_row(*(self._cut(c, cells[c.key]) for c in self.shown), key=row)
+        if selected is not None:
+            self.select_port(selected)
+
+    @staticmethod
+    def _cut(column: Column, value: str | Text) -> str | Text:
+        if column.max_width is None:
+            return value
+        text = value if isinstance(value, Text) else Text(value)
+        if len(text.plain) > column.max_width:
+            text = text.copy()
+            text.truncate(column.max_width - 1)
+            text.append("…")
+        return text
+
+    def on_resize(self) -> None:
+        self._relayout()
+
+    def show(self, views: list[EndpointView], usage: dict[int, ProcessUsage] | None = None) -> None:
+        if usage is not None:
+            self.usage = usage
         keys = [v.key for v in views]
         for row in list(self._cells):
             if row not in keys:
                 self.remove_row(row)
                 del self._cells[row]
+        shown = {c.key: c for c in self.shown}
         for v in views:
-            cells = row_cells(v)
+            # a remote pid is another box's process: this machine's NVML says nothing about it
+            local_pid = v.pid if not v.remote else None
+            cells = row_cells(v, self.usage.get(local_pid) if local_pid is not None else None)
             old = self._cells.get(v.key)
             if old is None:
-                self.add_row(*(cells[k] for k, _ in COLUMNS), key=v.key)
+                self.add_row(*(self._cut(c, cells[c.key]) for c in self.shown), key=v.key)
             else:
                 for key, value in cells.items():
-                    if old.get(key) != value:
-                        self.update_cell(v.key, key, value, update_width=True)
+                    if key in shown and old.get(key) != value:
+                        self.update_cell(v.key, key, self._cut(shown[key], value), update_width=True)
             self._cells[v.key] = cells
         self.views = {v.key: v for v in views}
+        title = TITLE_WITH_REMOTES if any(v.remote for v in views) else TITLE
+        if title != self.border_title:  # setting it repaints, even to the same text
+            self.border_title = title
+        self._relayout()
 
     @property
     def selected_key(self) -> str | None:

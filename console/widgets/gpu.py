@@ -115,10 +115,14 @@ class GpuPane(Static):
         self.remote: list[tuple[str, GpuSnapshot]] = []
         self.border_title = "GPUs"
 
+    _shown: Text | None = None
+
     def show(self, snap: GpuSnapshot) -> None:
         self.snapshot = snap
         self._draw()
-        self.border_subtitle = f"driver {snap.driver}" if snap.driver else ""
+        subtitle = f"driver {snap.driver}" if snap.driver else ""
+        if subtitle != self.border_subtitle:  # setting it repaints, even to the same text
+            self.border_subtitle = subtitle
 
     def show_remote(self, boxes: list[tuple[str, GpuSnapshot]]) -> None:
         """Keep the boxes' snapshots; the next local sample (every refresh interval) draws them,
@@ -128,13 +132,14 @@ class GpuPane(Static):
             self._draw()
 
     def _draw(self) -> None:
+        """Redraw only what changed, and lay the screen out again only when the height did
+        (each layout pass is most of the console's CPU at 1 Hz)."""
         text = render_boxes(self.snapshot, self.remote, self.content_size.width or 100)
-        lines = text.plain.count("\n")
-        # a relayout of the screen costs more than the redraw: only when the height changes
-        self.update(text, layout=lines != self._lines)
-        self._lines = lines
-
-    _lines = -1
+        if text == self._shown:
+            return
+        lines = None if self._shown is None else self._shown.plain.count("\n")
+        self._shown = text
+        self.update(text, layout=lines != text.plain.count("\n"))
 
     def on_resize(self) -> None:
         if self.snapshot is not None or self.remote:

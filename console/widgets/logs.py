@@ -39,7 +39,9 @@ class LogPane(Log):
         if path != self.path:
             self.path = path
             self._seen = None
-        self.border_title = f"log: {title}  {path}" if path else "log"
+        border_title = f"log: {title}  {path}" if path else "log"
+        if border_title != self.border_title:  # setting it repaints, even to the same text
+            self.border_title = border_title
         self.poll()
 
     def poll(self) -> None:

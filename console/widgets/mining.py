@@ -67,15 +67,17 @@ class MiningPanes:
     def refresh(self) -> None:
         c = self.controller
         now = c.now()
-        self.container.border_subtitle = c.title()
+        if self.container.border_subtitle != c.title():  # setting it repaints, even to the same text
+            self.container.border_subtitle = c.title()
         self.cooldowns.show(c.state, now)
         if self.scores.is_mounted:
             self.scores.show(c.state)
         line = reward_line(c.state, now)
         if c.message:
             line = f"{c.message} · {line}"
-        self.reward.update(line)
-        self.reward_text = line
+        if line != self.reward_text:  # unchanged: no redraw and no layout pass
+            self.reward.update(line)
+            self.reward_text = line
 
     reward_text: str = ""
 

@@ -19,6 +19,7 @@ from console.mining.ledger import ResultRecord
 from console.mining.state import MiningState
 
 ROWS = 5
+NARROW_WIDTH = 100  # below it the endpoint column is dropped
 
 
 def _clock(t: float) -> str:
@@ -93,6 +94,7 @@ class ScoresPane(Vertical):
         self.values: list[float] = []
         self.show_parts = False  # click toggles: the score's parts instead of endpoint/preset
         self._state: MiningState | None = None
+        self._drawn: object = None  # what the panes show now (rows, mode, width class, count)
 
     def on_click(self) -> None:
         self.show_parts = not self.show_parts
@@ -106,7 +108,13 @@ class ScoresPane(Vertical):
 
     def show(self, state: MiningState) -> None:
         self._state = state
-        self.rows = score_rows(state)
+        rows = score_rows(state)
+        narrow = 0 < self.size.width < NARROW_WIDTH
+        drawn = (rows, self.show_parts, narrow, len(state.recent))
+        if drawn == self._drawn:
+            return  # nothing new: no redraw (each redraw lays the screen out again)
+        self._drawn = drawn
+        self.rows = rows
         recent = list(state.recent)[-60:]
         # the sparkline plots scores we know; gate-only results have none
         self.values = [r.score for r in recent if r.score is not None]
@@ -121,9 +129,13 @@ class ScoresPane(Vertical):
         self.query_one("#scores-caption", Static).update(caption)
         self.query_one("#scores-spark", Sparkline).data = self.values or [0.0]
         table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
+        # a narrow pane (80-column terminal, or beside the GPUs) drops the endpoint column so the
+        # prompt keeps some room; the preset says which endpoint kind made it
         middle = (
             (("parts", "left", 36),)
             if self.show_parts
+            else (("preset", "left", 10),)
+            if narrow
             else (("endpoint", "left", 15), ("preset", "left", 10))
         )
         for name, justify, width in (
@@ -145,7 +157,13 @@ class ScoresPane(Vertical):
         records = list(reversed(list(state.recent)[-ROWS:]))
         for row, r in zip(self.rows, records, strict=True):
             text, style = score_cell(r)
-            middle_cells = [row["parts"]] if self.show_parts else [row["endpoint"], row["preset"]]
+            middle_cells = (
+                [row["parts"]]
+                if self.show_parts
+                else [row["preset"]]
+                if narrow
+                else [row["endpoint"], row["preset"]]
+            )
             table.add_row(
                 row["time"],
                 row["uid"],

@@ -21,8 +21,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=run_list)
     pull = sub.add_parser("pull", help="download the weights a preset needs into the Hugging Face cache")
     pull.add_argument("--preset", default="text_mv", help="preset whose weights to fetch (default text_mv)")
-    pull.add_argument("--clip", action="store_true", help="fetch the CLIP weights scoring uses instead")
+    pull.add_argument(
+        "--score",
+        action="store_true",
+        help="fetch the validator's scoring models instead (CLIP, DINOv2 quality, LPIPS AlexNet)",
+    )
+    pull.add_argument("--clip", action="store_true", help="fetch only the CLIP weights scoring uses")
     pull.set_defaults(func=run_pull)
+    warm = sub.add_parser(
+        "warm",
+        help="compile a preset ahead of time: what an endpoint's warm-up builds, saved to the warm cache",
+    )
+    warm.add_argument(
+        "--preset", action="append", help="preset to warm (repeatable; default: every preset that compiles)"
+    )
+    warm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    warm.add_argument("--random-weights", action="store_true", help="full-size random weights (benchmarks)")
+    warm.set_defaults(func=run_warm)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -82,6 +97,15 @@ def run_pull(args: argparse.Namespace) -> int:
     from engine.models import locate, pull, requirements
     from engine.presets import PresetError, load_preset
 
+    if getattr(args, "score", False):  # every scoring model (engine/scoring/weights.py)
+        from engine.scoring.weights import pull_score_weights
+
+        try:
+            for key, path in pull_score_weights().items():
+                print(f"{key}: ready at {path}")
+        except Exception as exc:
+            raise CliError(str(exc).strip().splitlines()[0][:300]) from None
+        return 0
     if getattr(args, "clip", False):  # scoring's CLIP (engine/scoring/weights.py)
         from engine.scoring.weights import pull_clip
 
@@ -99,8 +123,8 @@ def run_pull(args: argparse.Namespace) -> int:
         print(f"preset {args.preset} uses random weights: nothing to download")
         return 0
     for source in needed:
-        if (path := locate(source)) is not None:
-            print(f"{source.label}: already present at {path}")
+        if (present := locate(source)) is not None:
+            print(f"{source.label}: already present at {present}")
             continue
         print(f"{source.label}: downloading ({source.role})", flush=True)
         try:
@@ -110,3 +134,55 @@ def run_pull(args: argparse.Namespace) -> int:
             raise CliError(f"cannot download {source.label}: {type(exc).__name__}: {reason[:200]}") from None
         print(f"{source.label}: ready at {path}")
     return 0
+
+
+def run_warm(args: argparse.Namespace) -> int:
+    """Build each preset as `gen404 serve` would (weights, cache, warm-up) and save its warm
+    cache, printing the phases; a later `serve` of the preset loads instead of compiling."""
+    presets = _presets()
+    names = args.preset or [n for n, p in presets.items() if not isinstance(p, Exception) and p.compile]
+    for name in names:
+        preset = presets.get(name)
+        if preset is None:
+            raise CliError(f"unknown preset {name!r} (available: {', '.join(presets)})")
+        if isinstance(preset, Exception):
+            raise CliError(str(preset))
+    if not names:
+        print("no preset compiles: nothing to warm")
+        return 0
+    from engine.service.runtime import default_factory
+    from engine.service.switch import PhaseClock, build_ready, describe_failure, missing_weights
+
+    device = None if args.device == "auto" else args.device
+    failed = 0
+    for name in names:
+        preset = presets[name]
+        missing = missing_weights(preset, args.random_weights)
+        if missing:
+            print(f"{name}: skipped: {missing}")
+            failed += 1
+            continue
+
+        def make(progress: Any, preset: Any = preset) -> Any:
+            generator = default_factory(preset, device, args.random_weights)
+            generator.load(progress)
+            return generator
+
+        def progress(_fraction: float, message: str = "", name: str = name) -> None:
+            if message:
+                print(f"{name}: {message}", flush=True)
+
+        clock = PhaseClock()
+        try:
+            built = build_ready(preset, device, make, clock, progress)
+        except Exception as exc:
+            print(f"{name}: failed: {describe_failure(exc)}")
+            failed += 1
+            continue
+        phases = ", ".join(f"{phase} {s:.1f}s" for phase, s in clock.snapshot()["phases"].items())
+        cache = built.cache
+        outcome = "no compiled artefacts (the preset does not compile)"
+        if cache is not None:
+            outcome = f"cache {cache.state}, {cache.saved or 'kept'} -> {cache.path}"
+        print(f"{name}: warm in {built.seconds:.1f}s ({phases}); {outcome}", flush=True)
+    return 1 if failed else 0

@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.cli import CliError
+from engine.scoring.weights import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    DEFAULT_QUALITY_MODEL,
+    TINY_QUALITY_MODEL,
+)
 
-DEFAULT_MODEL = "convnext_large_d"  # engine.scoring.clip.DEFAULT_MODEL (kept import-free here)
-DEFAULT_PRETRAINED = "laion2b_s26b_b102k_augreg"
 DEFAULT_VALIDATOR_PORT = 8094
 
 
@@ -26,7 +29,16 @@ def _scorer_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_PRETRAINED,
         help=f"open_clip pretrained tag or checkpoint path (default {DEFAULT_PRETRAINED}); local only",
     )
-    p.add_argument("--random-weights", action="store_true", help="untrained CLIP weights (tests, benchmarks)")
+    p.add_argument(
+        "--quality-model",
+        choices=(DEFAULT_QUALITY_MODEL, TINY_QUALITY_MODEL),
+        help=f"quality model (default {DEFAULT_QUALITY_MODEL}; {TINY_QUALITY_MODEL} with --model gen404-tiny)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="seeded untrained weights for every model (tests, benchmarks)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
     p.add_argument(
         "--backend", choices=("auto", "torch", "gsplat"), default="auto", help="rasterizer (default auto)"
@@ -61,54 +73,22 @@ def _check_sizes(args: argparse.Namespace) -> None:
 
 def build_scorer(args: argparse.Namespace):  # -> engine.scoring.scorer.Scorer
     """A loaded Scorer from the shared options; missing weights become a one-line CliError."""
-    import torch
+    from engine.scoring.scorer import load_scorer
+    from engine.scoring.weights import WeightsMissing
 
-    from engine.scoring.clip import WeightsMissing
-    from engine.scoring.scorer import Scorer
-
-    device = None if args.device == "auto" else args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda: no CUDA device is available")
     try:
-        scorer = Scorer(
+        return load_scorer(
             model=args.model,
             pretrained=args.pretrained,
             size=args.size,
             views=args.views,
-            device=device,
+            device=args.device,
             random_weights=args.random_weights,
             backend=args.backend,
+            quality_model=args.quality_model,
         )
-        scorer.load()
     except (WeightsMissing, ValueError, RuntimeError) as exc:
         raise CliError(str(exc)) from None
-    return scorer
-
-
-def self_scorer(
-    device: str = "auto",
-    random_weights: bool = False,
-    model: str = DEFAULT_MODEL,
-    size: int = 518,
-    views: int = 16,
-) -> Callable[[str, Any], float]:
-    """The endpoint's self-scoring hook (`gen404 serve --self-score`): a loaded Scorer wrapped as
-    `score(prompt, splats) -> fidelity`. Loads now, so missing weights stop the start."""
-    ns = argparse.Namespace(
-        size=size,
-        views=views,
-        model=model,
-        pretrained=DEFAULT_PRETRAINED,
-        random_weights=random_weights,
-        device=device,
-        backend="auto",
-    )
-    scorer = build_scorer(ns)
-
-    def score(prompt: str, splats: Any) -> float:
-        return scorer.score(splats, prompt).fidelity
-
-    return score
 
 
 def run_score(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from engine.cli import CliError
-from engine.commands.score import DEFAULT_MODEL
+from engine.scoring.weights import DEFAULT_MODEL
 
 DEFAULT_PORT = 10006  # the subnet's reference generation service
 DEFAULT_PRESET = "text_mv_fast"
@@ -71,25 +71,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--score-size", type=int, default=518, help="with --self-score: view size in px (default 518)"
     )
     p.add_argument("--score-views", type=int, default=16, help="with --self-score: views (default 16)")
+    p.add_argument(
+        "--no-warm-cache",
+        action="store_true",
+        help="neither load nor save compiled artefacts under the state dir (engine/warm_cache.py)",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(func=run)
 
 
 def build_scorer(args: argparse.Namespace) -> Any:
-    """Self-scoring hook (`--self-score`, added by the scoring work): return a callable
-    `scorer(prompt, splats) -> float` or None. It runs on its own thread after each response
-    and its score appears in /stats recent[].score (see EndpointConfig.scorer)."""
+    """Self-scoring hook (`--self-score`): a callable `scorer(prompt, splats) -> float` (the
+    validator's final score, engine.scoring.scorer) or None. It runs on its own thread after each
+    response and its score appears in /stats recent[].score (see EndpointConfig.scorer). Models
+    load now, so missing weights stop the start with one line."""
     if not getattr(args, "self_score", False):
         return None
-    from engine.commands.score import self_scorer
+    from engine.scoring.scorer import load_scorer, self_score_hook
+    from engine.scoring.weights import WeightsMissing
 
-    return self_scorer(
-        device=args.device,
-        random_weights=args.random_weights,
-        model=args.score_model,
-        size=args.score_size,
-        views=args.score_views,
-    )
+    try:
+        scorer = load_scorer(
+            model=args.score_model,
+            size=args.score_size,
+            views=args.score_views,
+            device=args.device,
+            random_weights=args.random_weights,
+        )
+    except (WeightsMissing, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    return self_score_hook(scorer)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -142,6 +153,7 @@ def run(args: argparse.Namespace) -> int:  # returns only on errors before servi
         faults=faults,
         shutdown_grace_s=args.shutdown_grace,
         scorer=build_scorer(args),
+        warm_cache=not args.no_warm_cache,
     )
     app = create_app(config)
     uv_config = uvicorn.Config(

@@ -8,6 +8,10 @@ arithmetic (performance-anchors.md: an SD 2.1-size UNet forward at batch 8 on 32
 A replay writes into static output buffers: consume (or copy) an output before the next replay.
 Parameters must stay where they were at capture (no `.to()`, no memory-format change): the
 owner drops its graphs when it changes them.
+
+Captures use `capture_error_mode="thread_local"`: a preset switch captures the new preset's
+graphs on the endpoint's build thread while the generation thread keeps running the old preset
+(its host syncs and allocations would invalidate a "global"-mode capture, or fail themselves).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import torch
 from torch import Tensor
 
 from engine.guidance.cfg import guided_eps
+
+CAPTURE_MODE = "thread_local"  # see the module docstring
 
 
 def _side_stream_warmup(fn: Callable[[], Any], iterations: int) -> None:
@@ -61,7 +67,7 @@ class GraphedCFG:
         with torch.no_grad():
             _side_stream_warmup(self._forward, warmup)
             self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
+            with torch.cuda.graph(self._graph, capture_error_mode=CAPTURE_MODE):
                 self._output = self._forward()
 
     def _forward(self) -> Tensor:
@@ -83,24 +89,56 @@ class GraphedCFG:
 
 
 def graph_vae_encoder(
-    moments: Callable[[Tensor], tuple[Tensor, Tensor]], example: Tensor
+    moments: Callable[[Tensor], tuple[Tensor, Tensor]], example: Tensor, warmup: int = 3
 ) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """The VAE encoder's `moments` (images -> posterior mean, std) forward *and* backward captured
-    as CUDA graphs (torch.cuda.make_graphed_callables).
+    as CUDA graphs, as torch.cuda.make_graphed_callables does for one callable.
+
+    Written out rather than calling make_graphed_callables because its `capture_error_mode`
+    argument (needed for thread-local capture, see the module docstring) is missing from the
+    torch releases many boxes run (2.11 has it on torch.cuda.graph only).
 
     The returned callable maps images (B,3,h,w) in [-1, 1] (the example's shape and dtype) to
-    (mean, std); gradients flow back to the images through the captured backward graph. Sampling
+    (mean, std); gradients flow back to the images through the captured backward graph. Both
+    outputs and the input gradient are static buffers: consume them before the next call. Sampling
     stays outside the graph: it draws from the guidance's noise generator, whose stream must match
-    the eager path. `moments` may be a compiled module; it is called through a plain function so
-    make_graphed_callables leaves the module's own forward alone.
+    the eager path. `moments` may be a compiled module.
     """
-    sample = example.detach().clone().requires_grad_(True)
+    static_in = example.detach().clone().requires_grad_(True)
 
-    def encode(x: Tensor) -> tuple[Tensor, Tensor]:
-        return moments(x)
+    def fwd_bwd() -> None:
+        outs = moments(static_in)
+        torch.autograd.grad(outs, (static_in,), grad_outputs=tuple(torch.ones_like(o) for o in outs))
 
-    graphed = torch.cuda.make_graphed_callables(encode, (sample,), num_warmup_iters=3)
-    return cast(Callable[[Tensor], tuple[Tensor, Tensor]], graphed)  # the callable passed in
+    _side_stream_warmup(fwd_bwd, warmup)
+    pool = torch.cuda.graph_pool_handle()  # the backward reads what the forward saved
+    fwd_graph, bwd_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    with torch.cuda.graph(fwd_graph, pool=pool, capture_error_mode=CAPTURE_MODE):
+        static_mean, static_std = moments(static_in)
+    static_grad_mean, static_grad_std = torch.empty_like(static_mean), torch.empty_like(static_std)
+    with torch.cuda.graph(bwd_graph, pool=pool, capture_error_mode=CAPTURE_MODE):
+        (static_grad_in,) = torch.autograd.grad(
+            (static_mean, static_std), (static_in,), grad_outputs=(static_grad_mean, static_grad_std)
+        )
+
+    class _Graphed(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, images: Tensor) -> tuple[Tensor, Tensor]:
+            static_in.detach().copy_(images)
+            fwd_graph.replay()
+            return static_mean.detach(), static_std.detach()
+
+        @staticmethod
+        def backward(ctx: Any, grad_mean: Tensor, grad_std: Tensor) -> Tensor:
+            static_grad_mean.copy_(grad_mean)
+            static_grad_std.copy_(grad_std)
+            bwd_graph.replay()
+            return static_grad_in.detach()
+
+    def graphed(images: Tensor) -> tuple[Tensor, Tensor]:
+        return cast(tuple[Tensor, Tensor], _Graphed.apply(images))
+
+    return graphed
 
 
 __all__ = ["GraphedCFG", "graph_vae_encoder"]

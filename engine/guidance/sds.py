@@ -9,6 +9,7 @@ t = round((1 - step/total_steps) * 1000) clipped to [20, 980], DDIM-scheduler no
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -183,6 +184,22 @@ class SDSGuidance:
             self._unet_fn, self._moments_fn = self.unet, self._moments
         self.clear_graphs()
 
+    def fork(self) -> SDSGuidance:
+        """The same weights (no copy) with per-run state of its own: ref_size, noise generator,
+        text cache and CUDA graphs. Two forks can run on two threads at once, which a preset
+        switch does while it warms up the new preset beside the serving one. The compiled
+        callables are shared: dynamo keys compiled code by shape, so the new preset's shapes add
+        entries beside the old ones (no `torch._dynamo.reset()`, which would drop the old ones).
+        Changing the memory format on a fork would change the shared weights: the caller keeps
+        `channels_last` equal (Generator.can_share)."""
+        twin = copy.copy(self)
+        twin.generator = torch.Generator(self.device)
+        twin.reseed(0)
+        twin._text_cache = OrderedDict()
+        twin._unet_graphs = {}
+        twin._vae_graphs = {}
+        return twin
+
     def clear_graphs(self) -> None:
         self._unet_graphs.clear()
         self._vae_graphs.clear()
@@ -247,6 +264,14 @@ class SDSGuidance:
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in [0,1] -> latents (B,4,ref/8,ref/8), differentiable."""
+        mean, std = self.posterior(images)
+        # the posterior sample as diffusers draws it: same generator, shape and dtype
+        eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+        return (mean + std * eps) * self.scaling_factor
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,3,H,W) in [0,1] -> the VAE posterior's (mean, std), differentiable; eager, graphed
+        or compiled as configured. The batched path samples each job's rows with its own noise."""
         size = (self.ref_size, self.ref_size)
         if images.shape[-2:] != size:
             images = F.interpolate(images, size, mode="bilinear", align_corners=False)
@@ -260,10 +285,7 @@ class SDSGuidance:
 
                 graphed = self._vae_graphs[key] = graph_vae_encoder(self._moments_fn, x)
             encoder = graphed
-        mean, std = encoder(x)
-        # the posterior sample as diffusers draws it: same generator, shape and dtype
-        eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
-        return (mean + std * eps) * self.scaling_factor
+        return encoder(x)
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t_value: int) -> torch.Tensor:
         """DDIM forward noising at one timestep, with host-side scalar coefficients."""

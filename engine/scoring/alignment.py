@@ -9,8 +9,9 @@ Read from the subnet's public code (404-Repo/three-gen-subnet, head of October 2
   5th nearest other value and flags scores strictly above the 90th percentile (numpy,
   linear interpolation) as outliers;
 - validation/engine/validation_engine.py (validate_text_to_gs): the mean is divided by 0.35.
-Our code re-implements those rules; it copies none of theirs. The issue asks for a cap at 1;
-the subnet does not cap, so both values are reported (`alignment`, `alignment_raw`).
+Our code re-implements those rules; it copies none of theirs. The subnet does not cap the
+alignment at 1; both values are reported (`alignment` capped for display, `alignment_raw` as the
+subnet's, which the final formula in engine.scoring.formula uses).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 KNN_NEIGHBORS = 5
 KNN_CONTAMINATION = 0.1
 ALIGNMENT_NORMALISER = 0.35
-MIN_ALIGNMENT = 0.3  # the validator's final score is 0 below this
+MIN_ALIGNMENT = 0.3  # the validator's final score is 0 below this (validation_engine.py)
 
 
 @dataclass(frozen=True)
@@ -74,15 +75,3 @@ def alignment_from_cosines(cosines: np.ndarray | list[float], filter_outliers: b
         alignment_raw=raw,
         alignment=min(1.0, raw),
     )
-
-
-def fidelity_estimate(gate_passed: bool, alignment: float) -> float:
-    """Our stand-in for the validator's final score, from what we compute.
-
-    0 where the validator's score is certainly 0 (gate failed, or alignment < 0.3); otherwise
-    the alignment itself. The validator's score also weighs a DINOv2 quality head (0.75) and
-    SSIM/LPIPS terms, which we do not compute.
-    """
-    if not gate_passed or not np.isfinite(alignment) or alignment < MIN_ALIGNMENT:
-        return 0.0
-    return float(alignment)

@@ -2,7 +2,7 @@
 
 Preprocessing read from 404-Repo/three-gen-subnet, validation/engine/metrics/alignment_scorer.py
 (TextVSImageMetric.preprocess_images / score_text_alignment): the uint8 renders / 255, float16 on
-the GPU, bicubic resize to 224 (align_corners=False, no antialias), then torchvision Normalize with
+every device, bicubic resize to 224 (align_corners=False, no antialias), then torchvision Normalize with
 the CLIP mean and std *both multiplied by 3* (what validators run, so we do the same), image and
 text features L2-normalised under autocast, cosine = their dot product in float32.
 """
@@ -10,21 +10,30 @@ text features L2-normalised under autocast, cosine = their dot product in float3
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.scoring.weights import DEFAULT_MODEL, DEFAULT_PRETRAINED, WeightsMissing, require_clip
+from engine.scoring.seeded import seeded_init
+from engine.scoring.weights import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    TINY_CLIP_MODEL,
+    WeightsMissing,
+    require_clip,
+)
 
-TINY_MODEL = "gen404-tiny"  # a small random CLIP built in code, for tests
+TINY_MODEL = TINY_CLIP_MODEL  # a small random CLIP built in code, for tests
 CLIP_IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VALIDATOR_NORM_FACTOR = 3.0  # the subnet scales mean and std by 3 (alignment_scorer.py)
 TEXT_CACHE_SIZE = 64
+CLIP_SEED = 403  # --random-weights: seeded_init, the same numbers on every machine
 
-TINY_CONFIG = {
+TINY_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {
         "image_size": CLIP_IMAGE_SIZE,
@@ -40,7 +49,8 @@ TINY_CONFIG = {
 def build_clip(
     model_name: str, pretrained: str | None, device: torch.device, random_weights: bool
 ) -> tuple[torch.nn.Module, object]:
-    """(model in eval mode on `device`, tokenizer). Random weights skip every weight look-up."""
+    """(model in eval mode on `device`, tokenizer). Random weights skip every weight look-up and
+    are seeded (engine.scoring.seeded), not open_clip's own initialisation."""
     import open_clip
 
     if model_name == TINY_MODEL:
@@ -54,17 +64,18 @@ def build_clip(
         weights = None if random_weights else str(require_clip(model_name, pretrained or ""))
         model = open_clip.create_model(model_name, pretrained=weights, device="cpu")
         tokenizer = open_clip.get_tokenizer(model_name)
+    if random_weights:
+        seeded_init(model, CLIP_SEED)
     return model.to(device).eval(), tokenizer
 
 
 def preprocess_views(images: torch.Tensor, size: int = CLIP_IMAGE_SIZE) -> torch.Tensor:
     """uint8 (C, H, W, 3) renders -> normalised (C, 3, size, size), as the validator feeds CLIP."""
-    x = images.permute(0, 3, 1, 2).float() / 255.0
-    if x.is_cuda:
-        x = x.half()  # the validator resizes and normalises in float16 on the GPU
+    x = (images.float() / 255.0).permute(0, 3, 1, 2).half()  # the validator resizes in float16
     x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR
-    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR
+    # scaled in float32, then cast to the images' dtype (what torchvision's Normalize does)
+    mean = (torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR).to(x.device, x.dtype)
+    std = (torch.tensor(CLIP_STD).view(1, 3, 1, 1) * VALIDATOR_NORM_FACTOR).to(x.device, x.dtype)
     return (x - mean) / std
 
 
@@ -82,8 +93,8 @@ class ClipEmbedder:
         self.pretrained = None if random_weights else pretrained
         self.random_weights = random_weights
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self._model: torch.nn.Module | None = None
-        self._tokenizer = None
+        self._model: Any = None  # open_clip's CLIP (encode_image / encode_text)
+        self._tokenizer: Any = None
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @property
@@ -119,6 +130,8 @@ class ClipEmbedder:
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         self.load()
         x = preprocess_views(images.to(self.device))
+        if self.device.type != "cuda":
+            x = x.float()  # no autocast off the GPU: float32 weights need float32 input
         with self._autocast():
             feats = self._model.encode_image(x)
             feats /= feats.norm(dim=-1, keepdim=True)

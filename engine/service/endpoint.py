@@ -37,6 +37,7 @@ from engine.service.runtime import (
     ModelHost,
     NotReady,
     Output,
+    SwitchRefused,
     UnknownPreset,
     default_factory,
     gpu_memory,
@@ -69,6 +70,7 @@ class EndpointConfig:
     faults: dict[str, list[Fault]] | None = None  # test hook, see runtime.parse_faults
     shutdown_grace_s: float = 10.0
     scorer: Scorer | None = None
+    warm_cache: bool = True  # load/save compiled artefacts under the state dir (engine/warm_cache.py)
 
 
 def error(status: int, message: str, detail: Any = None, retry_after: int | None = None) -> JSONResponse:
@@ -84,7 +86,13 @@ class Endpoint:
         self.worker = Worker("gen404-generate")
         self.queue = GenerationQueue(self.worker, config.queue)
         self.host = ModelHost(
-            self.worker, config.preset, config.device, config.random_weights, config.faults, factory
+            self.worker,
+            config.preset,
+            config.device,
+            config.random_weights,
+            config.faults,
+            factory,
+            use_cache=config.warm_cache,
         )
         self.stats = ServiceStats(queue_limit=config.queue)
         self.shutting_down = False
@@ -93,9 +101,10 @@ class Endpoint:
         self._score_slots = threading.BoundedSemaphore(SCORER_BACKLOG)
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: recent mean generation time x (queue + 1)."""
+        """Seconds until a slot is likely free: recent mean generation time x the batches ahead."""
         mean = self.stats.mean_time_s(last=10) or LOADING_RETRY_AFTER_S
-        return max(1, min(300, math.ceil(mean * (self.queue.depth + 1))))
+        batches_ahead = self.queue.depth // max(1, self.queue.slots) + 1
+        return max(1, min(300, math.ceil(mean * batches_ahead)))
 
     def begin_shutdown(self) -> None:
         """SIGTERM/SIGINT: refuse new work, fail the waiting line, give in-flight a bound."""
@@ -157,6 +166,7 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
         yield
         endpoint.begin_shutdown()
         endpoint.worker.stop()
+        endpoint.host.stop()
 
     app = FastAPI(title="gen404 endpoint", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.endpoint = endpoint
@@ -199,12 +209,21 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
 
         cancel = threading.Event()
         endpoint.cancel_flags.add(cancel)
+        max_batch = endpoint.host.max_batch
+        endpoint.queue.slots = max_batch  # the preset decides how many run at once
         try:
-            output: Output = await endpoint.queue.run(
-                lambda: endpoint.host.generate(prompt, encode, cancel),
-                until_gone=lambda: _until_disconnected(request),
-                on_gone_while_running=cancel.set,
-            )
+            if max_batch > 1:  # continuous batching: joins the running batch at its next step
+                output: Output = await endpoint.queue.run_future(
+                    lambda: endpoint.host.submit(prompt, encode, cancel),
+                    until_gone=lambda: _until_disconnected(request),
+                    on_gone_while_running=cancel.set,
+                )
+            else:
+                output = await endpoint.queue.run(
+                    lambda: endpoint.host.generate(prompt, encode, cancel),
+                    until_gone=lambda: _until_disconnected(request),
+                    on_gone_while_running=cancel.set,
+                )
         except QueueFull:
             endpoint.stats.record_rejected()
             return error(
@@ -282,17 +301,19 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
     @app.get("/health")
     async def health() -> dict[str, Any]:
         info = endpoint.host.health()
-        if info["status"] == "ready" and endpoint.queue.in_flight:
-            info["status"] = "busy"
+        if info["status"] == "ready" and endpoint.queue.in_flight >= info["max_batch"]:
+            info["status"] = "busy"  # every slot taken: a new request waits
+        info["in_flight"] = endpoint.queue.in_flight
         return {**info, "pid": os.getpid(), "version": VERSION}
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
-        return endpoint.stats.snapshot(
+        snapshot = endpoint.stats.snapshot(
             in_flight=endpoint.queue.in_flight,
             queue_depth=endpoint.queue.depth,
             gpu_memory=gpu_memory(endpoint.host.device),
         )
+        return {**snapshot, "max_batch": endpoint.host.max_batch, "active": endpoint.host.batcher.jobs()}
 
     @app.get("/presets")
     async def presets() -> dict[str, Any]:
@@ -307,25 +328,45 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
             return error(422, "missing preset name", 'send JSON {"name": "<preset>"}')
+        wait = body.get("wait", True)
+        if not isinstance(wait, bool):
+            return error(422, "'wait' must be true or false")
         overrides = body.get("overrides") or {}
         if not isinstance(overrides, dict):
             return error(422, "overrides must be an object", 'e.g. {"iters": 300}')
+        host = endpoint.host
         try:
             # a reference "text_mv_fast+iters=300" and/or overrides of the tune keys only
             # (engine.presets.TUNABLE_KEYS), normalised into the one reference /health shows
             base, tuned = split_ref(name)
             name = format_ref(base, {**tuned, **overrides})
-            reloaded = endpoint.host.switch(name)
+            ticket = host.switch(name)
         except UnknownPreset:
-            return error(404, f"unknown preset {name!r}", {"available": endpoint.host.available()})
+            return error(404, f"unknown preset {name!r}", {"available": host.available()})
         except PresetError as exc:
-            return error(422, f"preset {name!r} is invalid; keeping {endpoint.host.preset_name!r}", str(exc))
+            return error(422, f"preset {name!r} is invalid; keeping {host.preset_name!r}", str(exc))
         except NotReady:
             return error(
                 503, "models are loading; switch again when ready", retry_after=LOADING_RETRY_AFTER_S
             )
-        log.info("preset switch to %s (%s)", name, "reloading models" if reloaded else "same models")
-        return JSONResponse({"preset": name, "reloaded": reloaded, "status": endpoint.host.status})
+        except SwitchRefused as exc:
+            return error(exc.status, str(exc), {"preset": host.preset_name})
+        if ticket is None:
+            return JSONResponse({"preset": name, "reloaded": False, "status": host.status})
+        log.info("preset switch to %s (%s)", name, "loading models" if ticket.reloaded else "sharing models")
+        if not wait:  # 202: poll GET /preset/switch (or /health's "switch")
+            return JSONResponse({**ticket.to_dict(), "preset": host.preset_name}, status_code=202)
+        await asyncio.wrap_future(ticket.future)
+        if ticket.state != "done":
+            return error(ticket.status, ticket.error or "switch failed", ticket.to_dict())
+        return JSONResponse({"preset": name, "reloaded": ticket.reloaded, "status": host.status})
+
+    @app.get("/preset/switch")
+    async def preset_switch() -> JSONResponse:
+        ticket = endpoint.host.switching
+        if ticket is None:
+            return error(404, "no preset switch since the endpoint started")
+        return JSONResponse({**ticket.to_dict(), "preset": endpoint.host.preset_name})
 
     @app.get("/gpu")
     async def gpu() -> dict[str, Any]:

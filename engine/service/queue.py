@@ -1,10 +1,11 @@
-"""One generation at a time, a bounded line of waiting requests behind it.
+"""`slots` generations at a time (one, or a batch's max_batch), a bounded line behind them.
 
 `Worker` is the single thread all torch work of an endpoint runs on (model loading, preset
 switches, generations), so GPU state is only ever touched from one thread and the event
-loop never blocks. `GenerationQueue` admits at most one job to that thread at a time and
-keeps up to `max_waiting` requests in FIFO order; past that it refuses at once (the caller
-answers 503 + Retry-After). A waiting request whose client hangs up leaves the line.
+loop never blocks. `GenerationQueue` admits at most `slots` jobs at a time (one to that thread,
+or up to a batch's `max_batch` to the batcher, which runs them together on it) and keeps up to
+`max_waiting` requests in FIFO order; past that it refuses at once (the caller answers 503 +
+Retry-After). A waiting request whose client hangs up leaves the line.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class ShuttingDown(Exception):
     """The endpoint is stopping; no new work is started."""
 
 
+class GenerationCancelled(Exception):
+    """The generation was stopped early (client gone, or the endpoint shutting down)."""
+
+
 class Worker:
     """A daemon thread running submitted callables one after another, in order.
 
@@ -43,6 +48,7 @@ class Worker:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future] | None] = (
             queue.SimpleQueue()
         )
+        self.stopping = False  # stop() was called: work submitted now never runs
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -52,7 +58,12 @@ class Worker:
         return future
 
     def stop(self) -> None:
+        self.stopping = True
         self._jobs.put(None)
+
+    def has_waiting(self) -> bool:
+        """Whether work is queued behind the running job (the batcher yields to it)."""
+        return not self._jobs.empty()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to finish; True when it did."""
@@ -73,18 +84,22 @@ class Worker:
 class GenerationQueue:
     """Admission control in front of a Worker. Use from the event loop thread only."""
 
-    def __init__(self, worker: Worker, max_waiting: int) -> None:
+    def __init__(self, worker: Worker, max_waiting: int, slots: int = 1) -> None:
         if max_waiting < 0:
             raise ValueError("max_waiting must be >= 0")
         self.worker = worker
         self.max_waiting = max_waiting
-        self._busy = False  # a job holds the worker slot
+        self.slots = slots  # jobs admitted at once; the endpoint sets it from the preset's max_batch
+        self._running = 0  # admitted jobs whose work has not finished
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
     @property
     def in_flight(self) -> int:
-        return 1 if self._busy else 0
+        return self._running
+
+    def _has_slot(self) -> bool:
+        return self._running < max(1, self.slots)
 
     @property
     def depth(self) -> int:
@@ -96,7 +111,17 @@ class GenerationQueue:
         until_gone: Callable[[], Awaitable[Any]] | None = None,
         on_gone_while_running: Callable[[], None] | None = None,
     ) -> T:
-        """Run `fn` on the worker when its turn comes and return its result.
+        """Run `fn` on the worker when its turn comes and return its result (see run_future)."""
+        return await self.run_future(lambda: self.worker.submit(fn), until_gone, on_gone_while_running)
+
+    async def run_future(
+        self,
+        start: Callable[[], concurrent.futures.Future[T]],
+        until_gone: Callable[[], Awaitable[Any]] | None = None,
+        on_gone_while_running: Callable[[], None] | None = None,
+    ) -> T:
+        """When a slot is free, call `start()` (on the event loop: it must only hand the work on,
+        e.g. to the worker or the batcher) and return the result of the future it gives.
 
         Raises QueueFull at once when the line is full, ShuttingDown once close() ran, and
         ClientGone when `until_gone()` (a coroutine that returns when the client hangs up)
@@ -106,15 +131,15 @@ class GenerationQueue:
         """
         if self._closed:
             raise ShuttingDown
-        if self._busy or self._waiters:
+        if not self._has_slot() or self._waiters:
             if len(self._waiters) >= self.max_waiting:
                 raise QueueFull
             await self._wait_turn(until_gone)
         else:
-            self._busy = True
+            self._running += 1
         loop = asyncio.get_running_loop()
         try:
-            job = self.worker.submit(fn)
+            job = start()
         except BaseException:
             self._release()
             raise
@@ -159,13 +184,12 @@ class GenerationQueue:
                 gone.cancel()
 
     def _release(self) -> None:
-        self._busy = False
-        while self._waiters:
+        self._running -= 1
+        while self._waiters and self._has_slot():
             turn = self._waiters.popleft()
             if not turn.done():
-                self._busy = True
+                self._running += 1
                 turn.set_result(None)
-                return
 
     def close(self) -> None:
         """Refuse new work and fail everyone still waiting with ShuttingDown."""

@@ -7,6 +7,7 @@ attributes (status, progress, message, preset_name) for /health.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import logging
 import os
@@ -18,7 +19,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine.presets import Preset, PresetError, list_presets, load_preset, split_ref
-from engine.service.queue import Worker
+from engine.service.batcher import Batcher
+from engine.service.queue import GenerationCancelled, Worker
+from engine.service.switch import (
+    Built,
+    PhaseClock,
+    PresetSwitch,
+    ProgressCallback,
+    SwitchRefused,
+    build_ready,
+    describe_failure,
+    failure_status,
+    is_capture_failure,
+    missing_weights,
+)
 
 log = logging.getLogger("gen404.serve")
 
@@ -30,10 +44,6 @@ GeneratorFactory = Callable[[Preset, "str | None", bool], Any]
 
 class NotReady(Exception):
     """Models are loading or failed to load; the request should come back later."""
-
-
-class GenerationCancelled(Exception):
-    """The generation was stopped early (client gone, or the endpoint shutting down)."""
 
 
 class UnknownPreset(LookupError):
@@ -74,7 +84,8 @@ def parse_faults(spec: str | None) -> dict[str, list[Fault]]:
 
     `generate:RuntimeError` makes the next generation raise, once; `generate:RuntimeError@boom`
     makes every generation whose prompt contains "boom" raise (tests stay order-independent).
-    `load:RuntimeError` makes model loading fail. Exception names: RuntimeError, ValueError,
+    `load:RuntimeError` makes model loading fail; `switch:OutOfMemoryError` makes the next preset
+    switch fail while building (`@text`: every switch to a preset whose name contains it). Exception names: RuntimeError, ValueError,
     MemoryError, OutOfMemoryError (torch.cuda's, to exercise the out-of-memory path on CPU).
     """
     faults: dict[str, list[Fault]] = {}
@@ -83,8 +94,10 @@ def parse_faults(spec: str | None) -> dict[str, list[Fault]]:
             continue
         stage, _, rest = item.strip().partition(":")
         name, _, text = rest.partition("@")
-        if stage not in ("generate", "load") or name not in FAULT_NAMES:
-            raise ValueError(f"{FAULT_ENV}: cannot parse {item!r} (want generate|load:ExceptionName[@text])")
+        if stage not in ("generate", "load", "switch") or name not in FAULT_NAMES:
+            raise ValueError(
+                f"{FAULT_ENV}: cannot parse {item!r} (want generate|load|switch:ExceptionName[@text])"
+            )
         faults.setdefault(stage, []).append(Fault(name, text or None))
     return faults
 
@@ -92,7 +105,7 @@ def parse_faults(spec: str | None) -> dict[str, list[Fault]]:
 def _take_fault(faults: dict[str, list[Fault]], stage: str, prompt: str = "") -> BaseException | None:
     for fault in faults.get(stage, []):
         if fault.prompt_contains is None or fault.prompt_contains in prompt:
-            if fault.prompt_contains is None and stage == "generate":
+            if fault.prompt_contains is None and stage in ("generate", "switch"):
                 faults[stage].remove(fault)  # one-shot
             return _fault_types()[fault.exception](f"injected {stage} fault ({FAULT_ENV})")
     return None
@@ -105,7 +118,23 @@ def default_factory(preset: Preset, device: str | None, random_weights: bool) ->
     return Generator(preset, device=device, random_weights=random_weights, sync_timings=False)
 
 
+@dataclass
+class _Active:
+    """The preset that serves and its warmed-up generator; replaced whole, never edited."""
+
+    preset: Preset
+    generator: Any
+
+
 class ModelHost:
+    """Serves one preset on the generation worker; builds the next one on a build thread.
+
+    A switch (`switch()`) builds the new preset's state beside the serving one (switch.py) and
+    swaps it in only when it is warmed up; requests meanwhile run on the old preset, and a failed
+    build leaves it serving. /health's "ready" therefore always means the next request of the
+    named preset runs at full speed.
+    """
+
     def __init__(
         self,
         worker: Worker,
@@ -114,21 +143,39 @@ class ModelHost:
         random_weights: bool = False,
         faults: dict[str, list[Fault]] | None = None,
         factory: GeneratorFactory = default_factory,
+        use_cache: bool = True,
     ) -> None:
         self.worker = worker
+        self.builder = Worker("gen404-build")  # loading and warm-up: never on the generation thread
         self.preset_name = preset_name
         self.device_request = None if device in (None, "auto") else device
         self.device = self.device_request or "auto"
         self.random_weights = random_weights
         self.faults = {stage: list(names) for stage, names in (faults or {}).items()}
         self.factory = factory
+        self.use_cache = use_cache
         self.status: Status = "loading"
         self.progress = 0.0
         self.message = "waiting to load models"
         self.models: str | None = None
-        self._preset: Preset | None = None
-        self._generator: Any = None
+        self.clock = PhaseClock()  # the start-up build's phases
+        self.cache: dict[str, Any] | None = None  # the last build's warm-cache report
+        self.switching: PresetSwitch | None = None  # the switch in progress or the last one
+        self._active: _Active | None = None
         self._lock = threading.Lock()  # guards status/progress/message against torn reads
+        # presets with max_batch > 1: generations share SDS steps (batcher.py)
+        self.batcher = Batcher(worker, self._batch_engine, on_error=_after_failure)
+        self._engine: Any = None
+
+    @property
+    def _generator(self) -> Any:
+        active = self._active
+        return None if active is None else active.generator
+
+    @property
+    def _preset(self) -> Preset | None:
+        active = self._active
+        return None if active is None else active.preset
 
     # --- state shown by /health -------------------------------------------------------------
 
@@ -141,21 +188,36 @@ class ModelHost:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            return {
+            info: dict[str, Any] = {
                 "status": self.status,
                 "preset": self.preset_name,
                 "device": self.device,
                 "models": self.models,
                 "progress": round(self.progress, 3),
                 "message": self.message,
+                "max_batch": self.max_batch,
+                "active": self.batcher.jobs(),
             }
+        info.update(self.clock.snapshot())  # phase, phase_elapsed_s, phases (of the start)
+        info["cache"] = self.cache
+        info["switch"] = None if self.switching is None else self.switching.to_dict()
+        return info
+
+    @property
+    def max_batch(self) -> int:
+        """Generations served at once: the serving preset's max_batch (1 until one is loaded)."""
+        active = self._active
+        return 1 if active is None else int(active.preset.max_batch)
 
     # --- loading ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load the start-up preset's models in the background (health says "loading")."""
         self._set("loading", f"loading models for preset {self.preset_name}", 0.0)
-        self.worker.submit(lambda: self._load(self.preset_name))
+        self.builder.submit(lambda: self._load(self.preset_name))
+
+    def stop(self) -> None:
+        self.builder.stop()
 
     def _on_progress(self, fraction: float, message: str = "") -> None:
         with self._lock:
@@ -164,93 +226,201 @@ class ModelHost:
                 self.message = message
 
     def _load(self, name: str, preset: Preset | None = None) -> None:
-        started = time.perf_counter()
+        """First start (or a start after a failed one): nothing serves until this is ready."""
+        self.clock = PhaseClock()
+        self.cache = None
         try:
             preset = preset or load_preset(name)
-            self._release_models()
             fault = _take_fault(self.faults, "load")
             if fault is not None:
                 raise fault
-            generator = self.factory(preset, self.device_request, self.random_weights)
-            generator.load(self._on_progress)
-            warmup_s = _warm_up(generator, self._on_progress)
+            built = build_ready(
+                preset,
+                self.device_request,
+                self._fresh_generator(preset),
+                self.clock,
+                self._on_progress,
+                self.use_cache,
+                on_cache=self._show_cache,
+            )
         except Exception as exc:
+            self.clock.finish()
             message = f"loading preset {name!r} failed: {type(exc).__name__}: {exc}"
             self._set("error", message)
             print(f"gen404 serve: error: {message}", file=sys.stderr, flush=True)
             log.debug("load failure", exc_info=True)
             return
-        self._generator = generator
-        self._preset = preset
-        self.models = _describe_models(generator, preset)
-        self.device = str(generator.device)  # the pipeline resolved "auto"
-        self._set("ready", _ready_message(generator, started, warmup_s), 1.0)
+        self._activate(built)
         log.info("preset %s ready on %s (%s)", name, self.device, self.message)
 
-    def _release_models(self) -> None:
-        """Drop the current models before loading others, so two sets never share the GPU."""
-        if self._generator is None:
-            return
-        self._generator = None
-        gc.collect()
-        _empty_cuda_cache()
+    def _show_cache(self, report: Any) -> None:
+        with self._lock:
+            self.cache = report.to_dict()
+
+    def _fresh_generator(self, preset: Preset) -> Callable[[ProgressCallback], Any]:
+        def make(progress: ProgressCallback) -> Any:
+            generator = self.factory(preset, self.device_request, self.random_weights)
+            generator.load(progress)
+            return generator
+
+        return make
+
+    def _activate(self, built: Built) -> None:
+        """Swap a built preset in: the next request runs on it (one in flight finishes on the old)."""
+        generator = built.generator
+        previous = self._active
+        self._active = _Active(built.preset, generator)
+        with self._lock:
+            self.preset_name = built.preset.name
+            self.models = _describe_models(generator, built.preset)
+            self.device = str(generator.device)  # the pipeline resolved "auto"
+            self.cache = None if built.cache is None else built.cache.to_dict()
+        self._set("ready", _ready_message(generator, built.seconds, built.warmup_s), 1.0)
+        if previous is not None and previous.generator is not generator:
+            del previous
+            _release_memory()  # the old models go once the request still using them (if any) ends
 
     # --- preset switches ----------------------------------------------------------------------
 
     def available(self) -> list[str]:
         return list_presets()
 
-    def switch(self, name: str) -> bool:
-        """Switch to preset `name`; returns True when models must be reloaded.
+    def switch(self, name: str) -> PresetSwitch | None:
+        """Start building preset `name` beside the serving one; None when it already serves.
 
-        Raises UnknownPreset, PresetError (malformed YAML: the old preset is kept) or
-        NotReady (models are loading). The work itself is queued on the worker, behind any
-        generation in flight and ahead of every request that arrives later; a reload shows
-        as "loading" in /health right away.
+        Raises UnknownPreset, PresetError (malformed YAML: the old preset is kept), NotReady
+        (models are loading) or SwitchRefused (weights missing: 424; another switch is being
+        built: 409). The returned PresetSwitch tracks the build; its `future` resolves when the
+        new preset serves ("done") or the build failed ("failed", the old preset still serves).
         """
         if split_ref(name)[0] not in self.available():  # a name, or a reference "name+iters=300"
             raise UnknownPreset(name)
         preset = load_preset(name)  # PresetError propagates: nothing has changed yet
         if self.status == "loading":
             raise NotReady("models are loading")
-        generator = self._generator
-        if self.status == "error" or generator is None:
+        building = self.switching
+        if building is not None and building.state == "building":
+            if building.target == name:
+                return building  # the same switch asked twice: wait on the one under way
+            raise SwitchRefused(
+                409, f"a switch to {building.target!r} is being built; try again when it ends"
+            )
+        missing = missing_weights(preset, self.random_weights)
+        if missing:
+            raise SwitchRefused(
+                424, f"cannot switch to {name!r}: {missing}; still serving {self.preset_name!r}"
+            )
+        active = self._active
+        if active is not None and active.preset == preset:
+            return None
+        if active is None:  # the start failed: this is a fresh start on the new preset
             self.preset_name = name
             self._set("loading", f"loading models for preset {name}", 0.0)
-            self.worker.submit(lambda: self._load(name, preset))
-            return True
-        # The pipeline's own rule decides (a fresh Generator is cheap until load()).
-        new_key = self.factory(preset, self.device_request, self.random_weights).models_key()
-        reload = new_key != generator.models_key()
-        self.preset_name = name
-        if reload:
-            self._set("loading", f"switching to preset {name}: loading models", 0.0)
-        self.worker.submit(lambda: self._apply(generator, preset))
-        return reload
+            ticket = PresetSwitch(name, name, reloaded=True)
+            self.switching = ticket
+            self.builder.submit(lambda: self._start_over(ticket, preset))
+            return ticket
+        shared = _can_share(active.generator, preset, self.factory, self.device_request, self.random_weights)
+        ticket = PresetSwitch(name, active.preset.name, reloaded=not shared)
+        self.switching = ticket
+        self.builder.submit(lambda: self._build_switch(ticket, active, preset, shared))
+        return ticket
 
-    def _apply(self, generator: Any, preset: Preset) -> None:
-        started = time.perf_counter()
+    def _start_over(self, ticket: PresetSwitch, preset: Preset) -> None:
+        self._load(preset.name, preset)
+        if self.status == "ready":
+            ticket.end("done")
+        else:
+            ticket.end("failed", self.message, 500)
+
+    def _build_switch(self, ticket: PresetSwitch, active: _Active, preset: Preset, shared: bool) -> None:
+        def make(progress: ProgressCallback) -> Any:
+            fault = _take_fault(self.faults, "switch", preset.name)
+            if fault is not None:
+                raise fault
+            if shared:
+                return active.generator.fork(preset)
+            return self._fresh_generator(preset)(progress)
+
+        def quiet(_fraction: float, _message: str = "") -> None:
+            pass  # the serving preset's /health message stays; the switch has its own record
+
+        def build() -> Built:
+            return build_ready(
+                preset,
+                self.device_request,
+                make,
+                ticket.clock,
+                quiet,
+                self.use_cache,
+                shared=shared,
+                on_cache=lambda report: setattr(ticket, "cache", report.to_dict()),
+            )
+
         try:
-            reloaded = generator.set_preset(preset, self._on_progress)
-            warmup_s = _warm_up(generator, self._on_progress)  # new shapes: capture before requests
+            try:
+                built = build()
+            except Exception as exc:
+                if not is_capture_failure(exc):
+                    raise
+                # CUDA-graph capture beside a running generation failed: build again on the
+                # generation thread, between requests (they wait for it, but the switch happens)
+                _release_memory()
+                ticket.note = (
+                    f"built on the generation thread: capture beside it failed ({describe_failure(exc)})"
+                )
+                log.warning("switch to %s: %s", preset.name, ticket.note)
+                built = self.worker.submit(build).result()
         except Exception as exc:
-            self._generator = None
-            message = f"switching to preset {preset.name!r} failed: {type(exc).__name__}: {exc}"
-            self._set("error", message)
+            cause = describe_failure(exc)
+            status = failure_status(exc)
+            _release_memory()  # whatever the failed build allocated
+            message = f"switch to {preset.name!r} failed ({cause}); still serving {active.preset.name!r}"
+            ticket.end("failed", message, status)
             print(f"gen404 serve: error: {message}", file=sys.stderr, flush=True)
+            log.debug("switch failure", exc_info=True)
             return
-        self._preset = preset
-        self.models = _describe_models(generator, preset)
-        # a switch that kept the models was "ready" throughout; its warm-up (and any compile
-        # failure in it) still shows in /health's message
-        self._set("ready", _ready_message(generator, started, warmup_s), 1.0)
-        log.info("preset %s active (models %s)", preset.name, "reloaded" if reloaded else "kept")
+        self._activate(built)
+        ticket.end("done")
+        log.info(
+            "preset %s active (models %s; built in %.1fs beside %s)",
+            preset.name,
+            "shared" if shared else "loaded",
+            built.seconds,
+            active.preset.name,
+        )
 
     # --- generation (worker thread) -----------------------------------------------------------
 
+    def _batch_engine(self) -> Any:
+        """The BatchEngine for the current generator and preset (worker thread; rebuilt on a switch)."""
+        from engine.batch_pipeline import BatchEngine  # torch-heavy: imported on the worker thread
+
+        active = self._active  # read once: a swap makes the next call build the new engine
+        if self.status != "ready" or active is None:
+            raise NotReady(self.message)
+        engine = self._engine
+        if engine is None or engine.generator is not active.generator or engine.preset is not active.preset:
+            engine = self._engine = BatchEngine(active.generator, int(active.preset.max_batch), active.preset)
+        return engine
+
+    def submit(
+        self, prompt: str, encode: Callable[[Any], bytes], cancel: threading.Event
+    ) -> concurrent.futures.Future[Output]:
+        """Hand a generation to the batcher (event loop side); the future gives its Output."""
+        if self.status != "ready" or self._generator is None:
+            raise NotReady(self.message)
+        fault = _take_fault(self.faults, "generate", prompt)
+        if fault is not None:
+            failed: concurrent.futures.Future[Output] = concurrent.futures.Future()
+            failed.set_exception(fault)
+            return failed
+        return self.batcher.submit(prompt, lambda result: _output(result, encode, result.total_s), cancel)
+
     def generate(self, prompt: str, encode: Callable[[Any], bytes], cancel: threading.Event) -> Output:
         """Run one generation and encode it; called on the worker thread only."""
-        if self.status != "ready" or self._generator is None:
+        active = self._active  # read once: a swap during this request affects the next one
+        if self.status != "ready" or active is None:
             raise NotReady(self.message)
         fault = _take_fault(self.faults, "generate", prompt)
 
@@ -262,44 +432,61 @@ class ModelHost:
         try:
             if fault is not None:
                 raise fault
-            result = self._generator.generate(prompt, on_step=on_step)
+            result = active.generator.generate(prompt, on_step=on_step)
         except Exception as exc:
             if _is_cuda_oom(exc):
                 gc.collect()
                 _empty_cuda_cache()  # leave the GPU usable for the next request
             raise
-        engine_s = time.perf_counter() - started
-        encode_started = time.perf_counter()
-        data = encode(result.splats)
-        timings = {k: float(v) for k, v in dict(result.timings).items()}
-        timings["encode"] = time.perf_counter() - encode_started
-        return Output(
-            data=data,
-            splats=len(result.splats),
-            preset=str(getattr(result, "preset", None) or self.preset_name),
-            time_s=engine_s,  # measured here: everything Generator.generate cost
-            timings=timings,
-            gaussians=result.splats,
-        )
+        # measured here: everything Generator.generate cost
+        return _output(result, encode, time.perf_counter() - started, active.preset.name)
 
 
-def _ready_message(generator: Any, started: float, warmup_s: float) -> str:
+def _output(result: Any, encode: Callable[[Any], bytes], engine_s: float, preset: str = "") -> Output:
+    """Encode a GenerationResult (on the worker thread) into what the HTTP layer sends."""
+    encode_started = time.perf_counter()
+    data = encode(result.splats)
+    timings = {k: float(v) for k, v in dict(result.timings).items()}
+    timings["encode"] = time.perf_counter() - encode_started
+    return Output(
+        data=data,
+        splats=len(result.splats),
+        preset=str(getattr(result, "preset", None) or preset),
+        time_s=engine_s,  # X-Generation-Time: this job's engine time, batch-mates or not
+        timings=timings,
+        gaussians=result.splats,
+    )
+
+
+def _after_failure(exc: BaseException) -> None:
+    if _is_cuda_oom(exc):
+        gc.collect()
+        _empty_cuda_cache()  # leave the GPU usable for the next request
+
+
+def _can_share(
+    generator: Any, preset: Preset, factory: GeneratorFactory, device: str | None, random_weights: bool
+) -> bool:
+    """Whether the new preset can run on the serving generator's models (the pipeline's rule:
+    equal models_key, and a generator that can fork its per-run state)."""
+    if not callable(getattr(generator, "fork", None)):
+        return False
+    can = getattr(generator, "can_share", None)
+    if callable(can):
+        return bool(can(preset))
+    return bool(factory(preset, device, random_weights).models_key() == generator.models_key())
+
+
+def _ready_message(generator: Any, seconds: float, warmup_s: float) -> str:
     """/health's message once a preset is ready: time taken, warm-up, and whether torch.compile
     failed there (runs then go on uncompiled, which a miner should see)."""
-    message = f"ready in {time.perf_counter() - started:.1f}s"
+    message = f"ready in {seconds:.1f}s"
     if warmup_s:
         message += f" (warm-up {warmup_s:.1f}s)"
     failure = getattr(generator, "compile_failure", None)
     if failure:
         message += f"; torch.compile failed, serving uncompiled: {failure}"
     return message
-
-
-def _warm_up(generator: Any, progress: Callable[[float, str], None]) -> float:
-    """Generator.warmup() (CUDA graphs, kernels) so the first request is as fast as the rest;
-    generators without one (test doubles) are ready as loaded."""
-    warmup = getattr(generator, "warmup", None)
-    return float(warmup(progress) or 0.0) if callable(warmup) else 0.0
 
 
 def _describe_models(generator: Any, preset: Preset) -> str:
@@ -317,6 +504,11 @@ def _is_cuda_oom(exc: BaseException) -> bool:
     except ImportError:
         return False
     return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def _release_memory() -> None:
+    gc.collect()
+    _empty_cuda_cache()
 
 
 def _empty_cuda_cache() -> None:
@@ -350,6 +542,8 @@ __all__ = [
     "NotReady",
     "Output",
     "PresetError",
+    "PresetSwitch",
+    "SwitchRefused",
     "UnknownPreset",
     "fault_spec_from_env",
     "gpu_memory",

@@ -3,9 +3,11 @@
 API as the subnet's validation server (404-Repo/three-gen-subnet, validation/server/app.py,
 validation/engine/data_structures.py): `POST /validate_txt_to_3d_ply/` with JSON
 `{prompt, data (base64), compression (0 PLY, 2 SPZ)}` answering `{score, iqa, alignment_score,
-ssim, lpips}`, and `GET /version/`. We add `alignment_raw`, `gate`, `views`, `kept`, `splats` and
-`timings`; the fields we do not compute (iqa, ssim, lpips) are null. `score` is our fidelity
-estimate (engine.scoring.alignment.fidelity_estimate).
+ssim, lpips}` (validation/engine/data_structures.py ValidationResponse: alignment_score is the CLIP
+geometric mean / 0.35, not capped), and `GET /version/`. `score` is the validator's final formula
+(engine.scoring.formula). We add `accepted` and `reason` (the 0.6 threshold), `gate`, `views` and
+`kept` (CLIP per view), `iqa_views`, `ssim_pairs`, `lpips_pairs`, `splats` and `timings`. A result
+failing the gate answers score 0 with the parts null (the validator renders nothing for it).
 
 Every failure answers `{"score": 0.0, "error": ...}`: 400 for input we cannot score (prompt,
 base64, compression code, undecodable data), 413 past the body limit, 422 for a malformed JSON
@@ -21,6 +23,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -84,24 +87,42 @@ def failure(status: int, message: str, detail: Any = None) -> JSONResponse:
     return JSONResponse({"score": 0.0, "error": message, "detail": detail}, status_code=status)
 
 
+def json_safe(value: Any) -> Any:
+    """nan / inf -> None, recursively: JSON has no such numbers (a negative SSIM pair makes the
+    geometric mean nan, as in the subnet); the answer must still be valid JSON, not a 500."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def report_response(report: ScoreReport, extra_timings: dict[str, float]) -> dict[str, Any]:
-    computed = report.gate_passed
-    return {
-        "score": report.fidelity,
-        "alignment_score": report.alignment if computed else None,
-        "alignment_raw": report.alignment_raw,
-        "iqa": None,
-        "ssim": None,
-        "lpips": None,
-        "gate": {"passed": report.gate_passed, "reason": report.gate_reason},
-        "views": report.cosines,
-        "kept": report.kept,
-        "splats": report.splats,
-        "timings": {**report.timings, **extra_timings},
-        "model": report.model,
-        "size": report.size,
-        "device": report.device,
-    }
+    return json_safe(
+        {
+            "score": report.score,
+            "iqa": report.iqa,
+            "alignment_score": report.alignment_raw,
+            "ssim": report.ssim,
+            "lpips": report.lpips,
+            "accepted": report.accepted,
+            "reason": report.reason,
+            "gate": {"passed": report.gate_passed, "reason": report.gate_reason},
+            "views": report.cosines,
+            "kept": report.kept,
+            "iqa_views": report.iqa_views,
+            "ssim_pairs": report.ssim_pairs,
+            "lpips_pairs": report.lpips_pairs,
+            "splats": report.splats,
+            "timings": {**report.timings, **extra_timings},
+            "model": report.model,
+            "quality_model": report.quality_model,
+            "size": report.size,
+            "device": report.device,
+        }
+    )
 
 
 def parse_request(raw: bytes) -> ParsedRequest:
@@ -167,7 +188,13 @@ def create_app(scorer: Scorer, body_limit: int = DEFAULT_BODY_LIMIT, api_key: st
             log.exception("validation failed")
             return failure(500, "validation failed", f"{type(exc).__name__}: {exc}")
         body = report_response(report, {"parse": parsed.parse_s, "request": time.perf_counter() - t0})
-        log.info("score %.3f alignment %s for %r", body["score"], body["alignment_score"], parsed.prompt[:80])
+        log.info(
+            "score %.3f (iqa %s, alignment %s) for %r",
+            body["score"],
+            body["iqa"],
+            body["alignment_score"],
+            parsed.prompt[:80],
+        )
         return JSONResponse(body)
 
     guarded = RequestGuard(app, api_key=api_key, body_limits={VALIDATE_PATH: body_limit})

@@ -179,6 +179,8 @@ async def test_help_lists_every_key_and_keymap_remaps(console_env: Path) -> None
             "apply_tune": "t",
             "refresh_slower": app.get_key_display(Binding("ctrl+up", "")),
             "refresh_faster": "-",
+            "cycle_view": "v",
+            "history": "h",
             "help": "f1",
             "quit": "q",
             "quit_ctrl_c": "^c",

@@ -93,3 +93,22 @@ def test_console_never_imports_torch(console_env: Path) -> None:
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "TORCH-FREE OK" in res.stdout
+
+
+def test_once_json_lists_alerts(console_env: Path) -> None:
+    from console.config import ConsoleConfig
+    from console.gpu import NvmlSampler
+    from console.snapshot import collect, format_text
+    from tests.support.fakes import FakeNvml
+
+    nvml = FakeNvml(count=1)
+    assert collect(ConsoleConfig(endpoints=[]), NvmlSampler(nvml))["alerts"] == []
+    nvml.temp = 88
+    nvml.clock_mask = 0x20  # sw-thermal
+    data = collect(ConsoleConfig(endpoints=[]), NvmlSampler(nvml))
+    assert [(a["source"], a["kind"], a["severity"]) for a in data["alerts"]] == [
+        ("GPU0", "thermal", "error"),
+        ("GPU0", "throttle", "error"),
+    ]
+    json.dumps(data)  # what --json prints
+    assert "ALERT GPU0: 88 °C (>= 83 °C)" in format_text(data)

@@ -13,10 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from console import alerts
 from console.config import ConfigError, ConsoleConfig, EndpointSpec, RemoteSpec, load_config, load_file
-from console.gpu import NvmlSampler
+from console.gpu import NvmlSampler, ProcessUsage
 from console.remote import RemoteEndpoints, snapshot_from_json
 from console.snapshot import run_once
+from console.ui_messages import RemotesUpdated
 from console.widgets.endpoints import REMOTE_MARK, EndpointsTable
 from console.widgets.gpu import GpuPane
 from tests.support.console_app import offline_console, quiet_config
@@ -24,6 +26,8 @@ from tests.support.console_testkit import screen_text, wait_until
 from tests.support.fakes import FakeNvml
 from tests.support.ports import free_port
 from tests.support.server import ServerProcess, running_server
+
+from .test_console_app import view
 
 KEY = "box-b-key-7f3a"  # a test key; the assertions check it never reaches the screen
 SERVE = ["serve", "--preset", "smoke", "--device", "cpu", "--shutdown-grace", "0.2"]
@@ -78,6 +82,36 @@ def test_gpu_json_becomes_a_snapshot_with_unknown_fields_ignored() -> None:
         {"error": None, "driver": "550", "taken_at": 1.0, "gpus": [{"index": 0, "temp": 70.0, "new": 1}]}
     )
     assert snap.driver == "550" and snap.gpus[0].temp == 70.0 and snap.gpus[0].name is None
+
+
+def test_a_remote_box_gpu_alert_names_the_box() -> None:
+    hot = snapshot_from_json({"gpus": [{"index": 0, "temp": 90.0, "clock_events": []}]})
+    cool = snapshot_from_json({"gpus": [{"index": 0, "temp": 60.0, "clock_events": []}]})
+    found = alerts.collect(cool, [], remote_gpus=[("10.0.0.5", hot)])
+    assert [(a.source, a.kind) for a in found] == [("10.0.0.5 GPU0", "thermal")]
+
+
+async def test_remote_rows_get_no_local_gpu_share_and_keep_the_gpu_pane(tmp_path: Path) -> None:
+    """A remote pid is another box's process: the same number here must not lend it this
+    machine's per-process VRAM; and the GPU pane (hidden on a box without GPUs) stays while it
+    lists another box's GPUs."""
+    config = quiet_config(endpoints=[], log_dir=tmp_path / "logs", refresh=0.5)
+    app = offline_console(config, NvmlSampler(FakeNvml(count=0)), tmp_path)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await wait_until(pilot, lambda: app.gpu_snapshot is not None)
+        assert app.query_one("#body").has_class("-no-gpu")
+        remote = view(10006, host="10.0.0.5", pid=4242)
+        box = snapshot_from_json({"gpus": [{"index": 0, "name": "far GPU", "temp": 60.0}]})
+        app.post_message(RemotesUpdated([remote], [("10.0.0.5", box)]))
+        await wait_until(pilot, lambda: app.remote_views == [remote])
+        app.process_usage = {4242: ProcessUsage(mem_bytes=20 * 2**30, sm_util=50.0)}
+        app.show_endpoints([view(10007, pid=4242)])
+        table = app.query_one(EndpointsTable)
+        assert table.cell_text(10007, "vram") == "20.0G"
+        assert table.cell_text("10.0.0.5:10006", "vram") == "N/A"
+        assert REMOTE_MARK in str(table.border_title)
+        assert not app.query_one("#body").has_class("-no-gpu")
+        assert "far GPU" in app.query_one(GpuPane).text
 
 
 @pytest.mark.slow

@@ -122,14 +122,19 @@ async def test_rehearsal_with_two_real_endpoints(
         assert rows
         ports = {str(p) for p in endpoints}
         assert {r["endpoint"].rsplit(":", 1)[-1] for r in rows} <= ports
-        assert {r["preset"] for r in rows} <= set(PRESETS)
-        by_preset = {r["preset"]: r["score"] for r in rows}
+        # image tasks (about 1 in 5) are refused by the smoke endpoints before any generation: their
+        # rows carry the task's image log id and no preset; every text row names a real preset
+        image_rows = [r for r in rows if r["prompt"].startswith("image:")]
+        text_rows = [r for r in rows if r not in image_rows]
+        assert all(r["preset"] == "-" and len(r["prompt"]) == len("image:") + 64 for r in image_rows)
+        assert {r["preset"] for r in text_rows} <= set(PRESETS)
+        by_preset = {r["preset"]: r["score"] for r in text_rows}
         if "smoke_gate_fail" in by_preset:
             assert by_preset["smoke_gate_fail"] == "0.00 ✗"  # gate failed: a real 0
         if "smoke_gate_ok" in by_preset:
             assert by_preset["smoke_gate_ok"] == "gate ok ✓"  # no invented quality
         prompts = set(prompts_file.read_text().splitlines())
-        assert all(r["prompt"] in prompts for r in rows)
+        assert all(r["prompt"] in prompts for r in text_rows)
 
         # the reward line counts the ledger
         line = mining.reward_text

@@ -3,6 +3,11 @@
 the acceptance tests use the real `gen404 serve --preset smoke`.
 
     python fake_endpoint.py --port P --preset NAME [--host 127.0.0.2] [--load-s 0.2] [--crash-after S]
+                            [--keep-alive]
+
+--keep-alive answers HTTP/1.1 and keeps connections open as uvicorn (`gen404 serve`) does; the
+console benchmark uses it so its client cost is the real one. Off by default: the tests expect
+a stopped stand-in to refuse the next connection at once.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--load-s", type=float, default=0.2)
     p.add_argument("--crash-after", type=float, default=None)
+    p.add_argument("--keep-alive", action="store_true")
     args = p.parse_args()
     started = time.time()
     state = {"preset": args.preset}
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if args.keep_alive else "HTTP/1.0"
+
         def log_message(self, fmt: str, *a: object) -> None:
             sys.stdout.write("fake: " + fmt % a + "\n")
 

@@ -16,6 +16,10 @@ class FakeNvml:
     `fail` names calls that raise (e.g. {"temp", "power"}); `lost = True` makes every call raise,
     as when the driver goes away (Xid, GPU fallen off the bus, driver reload); `init_error` fails
     nvmlInit as a machine without the driver does. `calls` counts every call.
+    The readings are attributes a test may change between samples: `temp`, `mem_used`,
+    `clock_mask` (clocks-event reason bits), `processes` (pid -> used bytes, or None for
+    NVML_VALUE_NOT_AVAILABLE) and `process_util` (pid -> SM %; samples newer than the caller's
+    timestamp, NOT_FOUND when none is, as NVML answers).
     """
 
     NVML_TEMPERATURE_GPU = 0
@@ -29,6 +33,12 @@ class FakeNvml:
         self.shutdowns = 0
         self.lost = False
         self.calls = 0
+        self.temp = 61
+        self.mem_used = 40 * 2**30
+        self.clock_mask = 0x4  # sw power cap
+        self.processes: dict[int, int | None] = {}
+        self.process_util: dict[int, int] = {}
+        self._util_stamp = 0
 
     def _check(self, name: str) -> None:
         self.calls += 1
@@ -67,11 +77,11 @@ class FakeNvml:
 
     def nvmlDeviceGetMemoryInfo(self, h: int) -> Any:  # noqa: N802
         self._check("mem")
-        return SimpleNamespace(used=40 * 2**30, total=80 * 2**30, free=40 * 2**30)
+        return SimpleNamespace(used=self.mem_used, total=80 * 2**30, free=80 * 2**30 - self.mem_used)
 
     def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:  # noqa: N802
         self._check("temp")
-        return 61
+        return self.temp
 
     def nvmlDeviceGetPowerUsage(self, h: int) -> int:  # noqa: N802
         self._check("power")
@@ -91,4 +101,18 @@ class FakeNvml:
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: int) -> int:  # noqa: N802
         self._check("clock_events")
-        return 0x4  # sw power cap
+        return self.clock_mask
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[Any]:  # noqa: N802
+        self._check("processes")
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self.processes.items()]
+
+    def nvmlDeviceGetProcessUtilization(self, h: int, last_seen: int) -> list[Any]:  # noqa: N802
+        self._check("process_util")
+        self._util_stamp += 1_000_000  # one second later (microseconds), per read
+        if not self.process_util or self._util_stamp <= last_seen:
+            raise FakeNVMLError("NVML_ERROR_NOT_FOUND")
+        return [
+            SimpleNamespace(pid=pid, timeStamp=self._util_stamp, smUtil=sm, memUtil=0)
+            for pid, sm in self.process_util.items()
+        ]

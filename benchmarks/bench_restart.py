@@ -1,0 +1,453 @@
+"""Endpoint life cycle on one machine: first start, warm restart, crash under the supervisor, switch.
+
+Four measurements, each with real `gen404 serve` processes on 127.0.0.1 (issue 16's acceptance):
+  1. first start on a "fresh box": empty warm cache, empty inductor and Triton caches; launch to
+     /health "ready", with /health's phase breakdown, then the first request;
+  2. second start with the warm cache the first one saved (inductor and Triton caches empty
+     again, so only gen404's own cache helps): launch to ready, first request;
+  3. the console's Supervisor runs an endpoint; it gets SIGKILL; seconds until the supervisor has
+     it answering a request again (and until /health is ready);
+  4. preset switches on that endpoint while a client sends requests back to back: PUT /preset
+     preset -> alt (alt's cache cold), alt -> preset and preset -> alt (warm): how long each
+     build took, the longest any request waited meanwhile against one generation of the old
+     preset, and the first request after the switch against the new preset's steady state.
+Prints a table naming the machine; writes bench_restart.json to --out (default $OUT or /tmp).
+
+GPU (H200, repo root, < 8 min; gsplat's one-off build is restored/done first so it is not counted):
+    source benchmarks/gpu_env.sh restart && gsplat_restore && gsplat_build && \
+      timeout 540 python3 -m benchmarks.bench_restart --device cuda --out "$OUT" 2>&1 | tee -a "$LOG"
+CPU check of the script itself (tiny presets, ~1 min on a shared 2-core box):
+    python -m benchmarks.bench_restart --cpu-smoke [--cpu-compile]
+On a CPU the warm cache saves inductor's graphs (FX and AOTAutograd cache hits in the next
+process) but the C++ kernels are compiled again from their source (a CPU box, a 64x64 module:
+40.3 s cold, 32.6 s with the cache), so --cpu-compile checks the mechanism, not the speed; on
+CUDA the Triton kernels travel inside the artefacts.
+
+Full-size random weights: the presets are run as copies with `weights: random` (written to a
+private GEN404_PRESETS_DIR), which is what `serve --random-weights` builds, and which the console's
+supervisor (it passes no --random-weights) can start too; the warm cache keys on that field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.machine import cpu_model
+
+PROMPT = "a red wooden chair"
+SMOKE_PRESETS = {  # --cpu-smoke: same models, two shapes, quick steps (--cpu-compile: compiled too)
+    "bench_a": "extends: smoke\niters: 3\nnum_pts: 200\nmax_gaussians: 400\nrender_size: 16\nref_size: 16\n"
+    "densification_interval: 100\ndensity_start_iter: 100\ndensity_end_iter: 100\n",
+    "bench_b": "extends: bench_a\nguidance_scale: 30\nrender_size: 24\nref_size: 24\n",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def machine_name(device: str) -> str:
+    if device == "cuda":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            if out.stdout.strip():
+                return out.stdout.strip().splitlines()[0]
+    return f"CPU: {cpu_model()} ({os.cpu_count()} cores)"
+
+
+def random_weight_presets(names: list[str], directory: Path) -> None:
+    """Copies of bundled presets with `weights: random` under their own names (user dir wins)."""
+    from engine.presets import bundled_dir
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        text = (bundled_dir() / f"{name}.yaml").read_text()
+        lines = [line for line in text.splitlines() if not line.startswith("weights:")]
+        (directory / f"{name}.yaml").write_text("\n".join(lines) + "\nweights: random\n")
+
+
+def serve_argv(port: int, preset: str, device: str) -> list[str]:
+    head = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+    return [
+        *head,
+        "serve",
+        "--port",
+        str(port),
+        "--preset",
+        preset,
+        "--device",
+        device,
+        "--host",
+        "127.0.0.1",
+    ]
+
+
+def fresh_compiler_caches(root: Path, tag: str) -> None:
+    """Point inductor and Triton at empty directories (what a fresh box has)."""
+    for var, sub in (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
+        path = root / f"{tag}-{sub}"
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(path)
+
+
+def health(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    try:
+        data = httpx.get(f"http://127.0.0.1:{port}/health", timeout=timeout).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def wait_ready(port: int, deadline: float, proc: subprocess.Popen | None = None) -> dict[str, Any]:
+    """Poll /health every 0.1 s until "ready"; the last health seen (or an error note)."""
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return {**last, "bench_error": f"exited with {proc.returncode}"}
+        info = health(port)
+        if info:
+            last = info
+            if info.get("status") == "ready":
+                return info
+            if info.get("status") == "error":
+                return {**info, "bench_error": info.get("message")}
+        time.sleep(0.1)
+    return {**last, "bench_error": "timed out waiting for ready"}
+
+
+def request(port: int, timeout: float = 600.0) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        response = httpx.post(f"http://127.0.0.1:{port}/generate/", data={"prompt": PROMPT}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "wall_s": time.monotonic() - started}
+    wall = time.monotonic() - started
+    if response.status_code != 200:
+        return {"ok": False, "error": f"HTTP {response.status_code}: {response.text[:200]}", "wall_s": wall}
+    gen = float(response.headers.get("x-generation-time", "nan"))
+    return {
+        "ok": True,
+        "wall_s": wall,
+        "generation_s": gen,
+        "queue_s": float(response.headers.get("x-queue-time", "nan")),
+        "preset": response.headers.get("x-preset"),
+        "bytes": len(response.content),
+    }
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def timed_start(preset: str, device: str, log: Path, budget_s: float) -> dict[str, Any]:
+    """Launch `gen404 serve`, wait for ready, send one request; stop it. Seconds from launch."""
+    port = free_port()
+    launched = time.monotonic()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            serve_argv(port, preset, device), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        info = wait_ready(port, launched + budget_s, proc)
+        result: dict[str, Any] = {
+            "ready_s": time.monotonic() - launched if "bench_error" not in info else None,
+            "phases": info.get("phases"),
+            "cache": info.get("cache"),
+            "message": info.get("message"),
+            "error": info.get("bench_error"),
+        }
+        if result["ready_s"] is not None:
+            result["first_request"] = request(port)
+            result["second_request"] = request(port)
+        return result
+    finally:
+        stop(proc)
+
+
+# ------------------------------------------------------------------- the console's supervisor
+
+
+async def supervised_crash(
+    preset: str, log_dir: Path, budget_s: float, after: Callable[[int], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The console's real Supervisor runs one endpoint; SIGKILL it; time until it answers again.
+    `after(port)` then runs on the restarted endpoint (the switches: one start fewer to pay)."""
+    from console.config import EndpointSpec
+    from console.endpoint_client import EndpointClient
+    from console.supervisor import Supervisor
+
+    client = EndpointClient()
+    supervisor = Supervisor(log_dir, None, client)
+    task = asyncio.ensure_future(supervisor.run(lambda: 0.25))
+    port = free_port()
+    result: dict[str, Any] = {"port": port}
+    loop = asyncio.get_running_loop()
+    try:
+        supervisor.add(EndpointSpec(port, preset))
+        started = time.monotonic()
+        info = await loop.run_in_executor(None, wait_ready, port, started + budget_s)
+        if "bench_error" in info:
+            return {**result, "error": f"first start: {info['bench_error']}"}
+        result["first_ready_s"] = time.monotonic() - started
+        await loop.run_in_executor(None, request, port)  # a generation before the crash, as in mining
+        pid = int(info["pid"])
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        deadline = killed + budget_s
+        while time.monotonic() < deadline:  # the new process, ready
+            info = await loop.run_in_executor(None, wait_ready, port, deadline)
+            if info.get("pid") not in (None, pid) or "bench_error" in info:
+                break
+            await asyncio.sleep(0.1)
+        if "bench_error" in info:
+            return {**result, "error": f"after SIGKILL: {info['bench_error']}"}
+        result["ready_after_kill_s"] = time.monotonic() - killed
+        answer = await loop.run_in_executor(None, request, port)
+        result["answering_after_kill_s"] = time.monotonic() - killed
+        result["request_after_kill"] = answer
+        result["phases_after_kill"] = info.get("phases")
+        result["cache_after_kill"] = info.get("cache")
+        result["restarts"] = supervisor.endpoints[port].restarts
+        if after is not None:
+            result["after"] = await loop.run_in_executor(None, after, port)
+            # a switch must never make the supervisor think the endpoint died (health probes)
+            result["after"]["supervisor_restarts"] = supervisor.endpoints[port].restarts - result["restarts"]
+        return result
+    finally:
+        await supervisor.shutdown(stop_endpoints=True)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await client.aclose()
+
+
+# ------------------------------------------------------------------- switches under load
+
+
+def switch_under_load(port: int, target: str, budget_s: float) -> dict[str, Any]:
+    """PUT /preset (waiting for the build) while a client sends requests back to back."""
+    done = threading.Event()
+    log: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+
+    def client() -> None:
+        extra_after_switch = 3  # the first requests on the new preset, for its steady state
+        while extra_after_switch > 0 and time.monotonic() < t0 + budget_s:
+            sent = time.monotonic() - t0
+            answer = request(port)
+            answer["sent_s"], answer["during_switch"] = sent, not done.is_set()
+            log.append(answer)
+            if done.is_set():
+                extra_after_switch -= 1
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # the client is mid-generation when the switch starts
+    put_started = time.monotonic()
+    try:
+        response = httpx.put(
+            f"http://127.0.0.1:{port}/preset", json={"name": target, "wait": True}, timeout=budget_s
+        )
+        answer: dict[str, Any] = {"status": response.status_code, "body": response.json()}
+    except httpx.HTTPError as exc:
+        answer = {"status": None, "body": f"{type(exc).__name__}: {exc}"}
+    switch_s = time.monotonic() - put_started
+    done.set()
+    thread.join(budget_s)
+    switch_info = (health(port) or {}).get("switch")
+    during = [r for r in log if r.get("during_switch") and r.get("ok")]
+    old_gen = [r["generation_s"] for r in log if r.get("ok") and r["preset"] != target]
+    after = [r for r in log if not r.get("during_switch") and r.get("ok") and r["preset"] == target]
+    return {
+        "target": target,
+        "put": answer,
+        "switch_s": switch_s,
+        "build_phases": (switch_info or {}).get("phases"),
+        "build_note": (switch_info or {}).get("note"),  # e.g. built on the generation thread
+        "requests_during": len(during),
+        "failed_requests": sum(1 for r in log if not r.get("ok")),
+        # X-Queue-Time: what the endpoint itself held the request before its generation started
+        "max_wait_during_s": max((r["queue_s"] for r in during), default=None),
+        "max_wall_during_s": max((r["wall_s"] for r in during), default=None),
+        "old_generation_s": min(old_gen, default=None),
+        "first_after_s": after[0]["generation_s"] if after else None,
+        "steady_after_s": min((r["generation_s"] for r in after[1:]), default=None),
+        "log": log,
+    }
+
+
+def switches(port: int, preset: str, alt: str, budget_s: float) -> dict[str, Any]:
+    """preset -> alt (alt never compiled here: its cache is cold), alt -> preset, preset -> alt."""
+    started = time.monotonic()
+    request(port)  # steady state before the switches
+    runs = []
+    for label, target in (("cold", alt), ("warm", preset), ("warm", alt)):
+        left = budget_s - (time.monotonic() - started)
+        if left < 30:
+            runs.append({"target": target, "skipped": "time budget"})
+            continue
+        runs.append({"cache": label, **switch_under_load(port, target, left)})
+    return {"runs": runs}
+
+
+# ------------------------------------------------------------------- report
+
+
+def fmt(value: Any, unit: str = "s") -> str:
+    return "n/a" if value is None else f"{value:.2f} {unit}" if isinstance(value, float) else str(value)
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [f"machine: {results['machine']}; preset {results['preset']}, alt {results['alt']}"]
+    for key in ("first_start", "second_start"):
+        r = results.get(key) or {}
+        first = (r.get("first_request") or {}).get("generation_s")
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in (r.get("phases") or {}).items())
+        cache = (r.get("cache") or {}).get("state")
+        rows.append(
+            f"{key:<13} ready {fmt(r.get('ready_s'))} (first request {fmt(first)}; cache {cache}) [{phases}]"
+            + (f" ERROR {r['error']}" if r.get("error") else "")
+        )
+    c = results.get("sigkill") or {}
+    rows.append(
+        f"{'sigkill':<13} answering again {fmt(c.get('answering_after_kill_s'))} after SIGKILL"
+        f" (ready {fmt(c.get('ready_after_kill_s'))}; restarts {c.get('restarts')})"
+        + (f" ERROR {c['error']}" if c.get("error") else "")
+    )
+    for run in (results.get("switch") or {}).get("runs", []):
+        if "skipped" in run:
+            rows.append(f"switch -> {run['target']}: skipped ({run['skipped']})")
+            continue
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in (run.get("build_phases") or {}).items())
+        rows.append(
+            f"switch -> {run['target']} ({run['cache']} cache): PUT {run['put']['status']} in"
+            f" {fmt(run['switch_s'])}; {run['requests_during']} requests during, longest wait"
+            f" {fmt(run['max_wait_during_s'])} (one old generation {fmt(run['old_generation_s'])});"
+            f" first after {fmt(run['first_after_s'])} vs steady {fmt(run['steady_after_s'])};"
+            f" failed {run['failed_requests']} [{phases}]"
+            + (f" NOTE {run['build_note']}" if run.get("build_note") else "")
+        )
+    if "supervisor_restarts" in (results.get("switch") or {}):
+        rows.append(f"supervisor restarts during the switches: {results['switch']['supervisor_restarts']}")
+    if (results.get("switch") or {}).get("error"):
+        rows.append(f"switch: ERROR {results['switch']['error']}")
+    return "\n".join(rows)
+
+
+def run_all(
+    args: argparse.Namespace, results: dict[str, Any], work: Path, log: Path, budget: Callable[[float], float]
+) -> None:
+    fresh_compiler_caches(work, "first")
+    results["first_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+    print(table({**results}), flush=True)
+    fresh_compiler_caches(work, "second")  # only gen404's warm cache is left from the first start
+    results["second_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+    print(table({**results}), flush=True)
+    crash_budget = budget(args.phase_budget)
+
+    def then_switch(port: int) -> dict[str, Any]:  # on the supervised endpoint, once it is back
+        return switches(port, args.preset, args.alt, budget(args.phase_budget * 2))
+
+    results["sigkill"] = asyncio.run(supervised_crash(args.preset, work / "logs", crash_budget, then_switch))
+    results["switch"] = results["sigkill"].pop("after", None) or {
+        "error": "not run: the supervised endpoint failed"
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="text_mv_fast")
+    ap.add_argument("--alt", default="text_mv_ultra_fast", help="the preset to switch to and back")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    ap.add_argument("--cpu-smoke", action="store_true", help="tiny CPU presets: checks the script itself")
+    ap.add_argument(
+        "--cpu-compile",
+        action="store_true",
+        help="with --cpu-smoke: compile them (inductor's C++ backend; minutes per cold start on a small CPU)",
+    )
+    ap.add_argument("--out", default=os.environ.get("OUT") or tempfile.gettempdir())
+    ap.add_argument("--phase-budget", type=float, default=240.0, help="seconds any one part may take")
+    ap.add_argument("--keep", action="store_true", help="keep the private state and compiler caches")
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=470.0,
+        help="seconds for everything: later parts are cut short or skipped",
+    )
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="gen404-restart-"))
+    presets_dir = work / "presets"
+    if args.cpu_smoke:
+        args.preset, args.alt, args.device = "bench_a", "bench_b", "cpu"
+        presets_dir.mkdir(parents=True)
+        for name, text in SMOKE_PRESETS.items():
+            compiled = "compile: true\n" if args.cpu_compile and name == "bench_a" else ""
+            (presets_dir / f"{name}.yaml").write_text(text + compiled)
+    else:
+        random_weight_presets([args.preset, args.alt], presets_dir)
+    os.environ["GEN404_PRESETS_DIR"] = str(presets_dir)
+    os.environ["GEN404_STATE_DIR"] = str(work / "state")  # the warm cache lives here
+    os.environ.pop("GEN404_WARM_CACHE_DIR", None)
+    log = out / "bench_restart_serve.log"
+
+    results: dict[str, Any] = {
+        "machine": machine_name(args.device),
+        "preset": args.preset,
+        "alt": args.alt,
+        "device": args.device,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    began = time.monotonic()
+
+    def budget(most: float) -> float:
+        return max(0.0, min(most, args.deadline - (time.monotonic() - began)))
+
+    try:
+        run_all(args, results, work, log, budget)
+    finally:  # whatever was measured is kept, even when a part raised or the run was interrupted
+        results["total_s"] = time.monotonic() - began
+        (out / "bench_restart.json").write_text(json.dumps(results, indent=1, default=str))
+        print("\n" + table(results))
+        print(f"total {results['total_s']:.0f}s; JSON: {out / 'bench_restart.json'}; serve log: {log}")
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
