@@ -1,6 +1,6 @@
 """Console benchmark: launch-to-first-frame time and the console's own CPU use.
 
-    python -m benchmarks.bench_console [--endpoints 8] [--kind fake|smoke] [--seconds 20]
+    python -m benchmarks.bench_console [--endpoints 8] [--remote 4] [--kind fake|smoke] [--seconds 20]
                                        [--refresh 1.0] [--rehearsal]
 
 Starts the real `gen404-console` in a pseudo-terminal (200x50) with private state/config dirs
@@ -13,8 +13,9 @@ and N endpoints on loopback, then reports:
 and /presets contract, ~50 ms to start) that the bench starts and the console watches
 (`--no-spawn`), so the figure is the console's own cost of probing and drawing N endpoints.
 --kind smoke: the console spawns N real `gen404 serve --preset smoke` (heavy: ~1 GB each).
-Remote endpoints (`--endpoint http://HOST:PORT`) are not in this tree yet: when they land, half
-the endpoints should be watched as remote ones.
+--remote M: M of the N endpoints are "another box": stand-ins bound to 127.0.0.2 (they also
+answer GET /gpu) that the console watches as remote ones (`--endpoint http://127.0.0.2:PORT`),
+whatever --kind says for the local ones. `--endpoints 8 --remote 4` is issue 17's eight.
 Mining rehearsal is off by default (it sends generations to the endpoints); --rehearsal turns
 it on. The console is quit with `q` `s` (stop endpoints) and any leftover is killed.
 """
@@ -81,18 +82,18 @@ class Term:
         os.write(self.master, text.encode())
 
 
-def wait_ready(term: Term, ports: list[int], t0: float, timeout: float) -> float | None:
+def wait_ready(term: Term, urls: list[str], t0: float, timeout: float) -> float | None:
     """Seconds from launch until every endpoint's GET /health says ready (polled beside the console)."""
     import httpx
 
-    waiting = set(ports)
+    waiting = set(urls)
     while waiting and time.perf_counter() - t0 < timeout:
         term.drain(0.2)
-        for port in sorted(waiting):
+        for url in sorted(waiting):
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False)
+                r = httpx.get(f"{url}/health", timeout=1, trust_env=False)
                 if r.json().get("status") == "ready":
-                    waiting.discard(port)
+                    waiting.discard(url)
     return None if waiting else round(time.perf_counter() - t0, 2)
 
 
@@ -105,11 +106,11 @@ def cpu_window(term: Term, seconds: float) -> tuple[float, float]:
     return round((c1 - c0) / (w1 - w0), 4), round(w1 - w0, 1)
 
 
-def start_fakes(ports: list[int], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+def start_fakes(host: str, ports: list[int], log_dir: Path) -> list[subprocess.Popen[bytes]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for port in ports:
-        with open(log_dir / f"fake-{port}.log", "wb") as log:
+        with open(log_dir / f"fake-{host}-{port}.log", "wb") as log:
             procs.append(
                 subprocess.Popen(
                     [
@@ -117,6 +118,8 @@ def start_fakes(ports: list[int], log_dir: Path) -> list[subprocess.Popen[bytes]
                         str(FAKE_ENDPOINT),
                         "--port",
                         str(port),
+                        "--host",
+                        host,
                         "--preset",
                         "smoke",
                         "--keep-alive",
@@ -132,7 +135,10 @@ def start_fakes(ports: list[int], log_dir: Path) -> list[subprocess.Popen[bytes]
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoints", type=int, default=8)
-    p.add_argument("--kind", choices=("fake", "smoke"), default="fake")
+    p.add_argument(
+        "--remote", type=int, default=0, metavar="M", help="of them, remote stand-ins on 127.0.0.2"
+    )
+    p.add_argument("--kind", choices=("fake", "smoke"), default="fake", help="what the local endpoints are")
     p.add_argument("--seconds", type=float, default=30.0, help="length of each CPU window")
     p.add_argument(
         "--steady-after", type=float, default=75.0, help="start of the steady window, s after launch"
@@ -140,6 +146,8 @@ def main() -> int:
     p.add_argument("--refresh", type=float, default=1.0)
     p.add_argument("--rehearsal", action="store_true")
     args = p.parse_args()
+    if not 0 <= args.remote <= args.endpoints:
+        p.error("--remote must be between 0 and --endpoints")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-console-"))
     ports: list[int] = []
@@ -147,7 +155,10 @@ def main() -> int:
         port = free_port()
         if port not in ports:
             ports.append(port)
-    fakes = start_fakes(ports, tmp / "fake-logs") if args.kind == "fake" else []
+    remote_ports, ports = ports[: args.remote], ports[args.remote :]
+    fakes = start_fakes("127.0.0.2", remote_ports, tmp / "fake-logs")
+    if args.kind == "fake":
+        fakes += start_fakes("127.0.0.1", ports, tmp / "fake-logs")
     env = dict(
         os.environ,
         GEN404_STATE_DIR=str(tmp / "state"),
@@ -159,6 +170,8 @@ def main() -> int:
     argv = [str(CONSOLE), "--refresh", str(args.refresh)]
     for port in ports:
         argv += ["--endpoint", f"{port}:smoke"]
+    for port in remote_ports:
+        argv += ["--endpoint", f"http://127.0.0.2:{port}"]
     if args.kind == "fake":
         argv.append("--no-spawn")  # watch the stand-ins the bench started
     if not args.rehearsal:
@@ -168,13 +181,15 @@ def main() -> int:
     results: dict[str, object] = {
         "machine": "CPU, 2-core dev box" if os.cpu_count() == 2 else f"{os.cpu_count()} CPUs",
         "endpoints": args.endpoints,
+        "remote": args.remote,
         "kind": args.kind,
         "load_1min_at_start": round(os.getloadavg()[0], 2),  # other work sharing the box
     }
     try:
         first = term.read_until(b"Endpoints", 30)
         results["first_frame_s"] = None if first is None else round(time.perf_counter() - t0, 3)
-        results["endpoints_ready_s"] = wait_ready(term, ports, t0, 180)
+        urls = [f"http://127.0.0.1:{p}" for p in ports] + [f"http://127.0.0.2:{p}" for p in remote_ports]
+        results["endpoints_ready_s"] = wait_ready(term, urls, t0, 180)
         term.buffer = b""
         results["cpu_first_s_per_s"], results["window_s"] = cpu_window(term, args.seconds)
         # steady state: every endpoint up more than a minute, so the uptime column (seconds
@@ -209,7 +224,10 @@ def main() -> int:
             proc.wait()
     print(f"machine            {results['machine']}")
     print(f"first frame        {results.get('first_frame_s')} s (exec -> endpoints table drawn)")
-    print(f"endpoints ready    {results.get('endpoints_ready_s')} s ({args.endpoints} x {args.kind})")
+    print(
+        f"endpoints ready    {results.get('endpoints_ready_s')} s "
+        f"({len(ports)} local x {args.kind}, {args.remote} remote stand-ins on 127.0.0.2)"
+    )
     print(f"load at start      {results['load_1min_at_start']} (1-min load average: other work on the box)")
     mode = f"at refresh {args.refresh}s (rehearsal {'on' if args.rehearsal else 'off'})"
     print(

@@ -1,7 +1,8 @@
 """Alerts: the conditions a miner must act on, computed from the current state (no Textual).
 
-Every alert names its source (a GPU, an endpoint, the scores, the validators' windows) and is
-recomputed from scratch each refresh, so it clears by itself once the condition stops. The App
+Every alert names its source (a GPU, here or on another box; an endpoint, the scores, the
+validators' windows) and is recomputed from scratch each refresh, so it clears by itself once
+the condition stops. The App
 shows them in a one-line strip (console/widgets/alerts.py); `gen404-console --once --json` lists
 them under "alerts".
 
@@ -78,12 +79,13 @@ class ScoredLike(Protocol):
     def uid(self) -> int: ...
 
 
-def gpu_alerts(snapshot: GpuSnapshot | None) -> list[Alert]:
+def gpu_alerts(snapshot: GpuSnapshot | None, box: str | None = None) -> list[Alert]:
+    """This machine's GPUs ("GPU0"), or another box's ("10.0.0.5 GPU0", from its GET /gpu)."""
     if snapshot is None:
         return []
     out: list[Alert] = []
     for g in snapshot.gpus:
-        src = f"GPU{g.index}"
+        src = f"GPU{g.index}" if box is None else f"{box} GPU{g.index}"
         if g.temp is not None and g.temp >= HOT_C:
             out.append(Alert(src, "thermal", f"{g.temp:.0f} °C (>= {HOT_C:.0f} °C)", "error"))
         bad = [r for r in (g.clock_events or []) if r in BAD_CLOCK_REASONS]
@@ -147,8 +149,10 @@ def collect(
     endpoints: Iterable[EndpointLike],
     mining_state: Any | None = None,
     now: float | None = None,
+    remote_gpus: Sequence[tuple[str, GpuSnapshot]] = (),
 ) -> list[Alert]:
-    alerts = gpu_alerts(gpus) + endpoint_alerts(endpoints)
+    alerts = gpu_alerts(gpus) + [a for box, snap in remote_gpus for a in gpu_alerts(snap, box)]
+    alerts += endpoint_alerts(endpoints)
     if mining_state is not None and now is not None:
         alerts += mining_alerts(mining_state, now)
     return alerts

@@ -56,15 +56,20 @@ from console.endpoint_client import EndpointClient, EndpointError, switch_summar
 from console.gpu import GpuSnapshot, NvmlSampler, ProcessUsage, cuda_gpu_count
 from console.history import History
 from console.keys import KEY_TABLE, bindings, help_rows
+from console.mining.state import MiningState
 from console.palette import ConsoleCommands, PaletteCommand, build_commands
+from console.remote import RemoteEndpoints
 from console.supervisor import EndpointView, Launcher, Prober, Supervisor, launch_endpoint
 from console.ui_messages import (
     EndpointsUpdated,
     GpuUpdated,
     MiningUpdated,
+    RemotesUpdated,
     SupervisorNoticed,
+    forward_remotes,
     forward_supervisor,
 )
+from console.widgets.advisor import AdvisorScreen, apply_first, current_advice
 from console.widgets.alerts import AlertsStrip
 from console.widgets.banner import Banner, StatusLine
 from console.widgets.confirm import ConfirmScreen, QuitScreen
@@ -115,6 +120,8 @@ class Gen404Console(App[None]):
         self.state_file = state_file if state_file is not None else paths.state_file()
         self.supervisor = Supervisor(self.config.log_dir, self.state_file, self.prober, launcher=launcher)
         forward_supervisor(self.supervisor, self)
+        self.remotes = RemoteEndpoints(self.config.remotes)  # other boxes' endpoints: watch only
+        forward_remotes(self.remotes, self)
         self.supervise = supervise
         self.clock = clock  # wall clock for the status line and history (fixed in snapshot tests)
         self.view = "all"  # the user's pick (`v`); small terminals show "mining" for "all"
@@ -124,7 +131,10 @@ class Gen404Console(App[None]):
         self.default_preset = "smoke"
         self.banner_messages = []
         self._problems_shown: list[str] = []  # supervisor problems currently in the banner
-        self.endpoint_views: list[EndpointView] = []
+        self.endpoint_views: list[EndpointView] = []  # local rows, then remote ones
+        self._local_views: list[EndpointView] = []
+        self.remote_views: list[EndpointView] = []
+        self.remote_gpus: list[tuple[str, GpuSnapshot]] = []  # other boxes' GET /gpu, by host
         self._views_seq = 0  # the newest supervisor publication drawn (EndpointsChanged.seq)
         self._gpu_wake = threading.Event()
         self._stopping = threading.Event()
@@ -168,7 +178,12 @@ class Gen404Console(App[None]):
         box = self.query_one("#mining")
         self.query_one("#cooldowns-placeholder").remove()
         self.query_one("#scores-placeholder").remove()
-        ports = endpoints_from_ports(lambda: [s.port for s in self.config.endpoints])
+        # the configured endpoints and every one the supervisor holds since (spawned with `n`)
+        ports = endpoints_from_ports(
+            lambda: list(
+                dict.fromkeys([*(s.port for s in self.config.endpoints), *self.supervisor.endpoints])
+            )
+        )
         reward = self.query_one("#reward-summary", Static)
         self.mining = MiningPanes(self, box, self.config.mining, ports, reward)
         self.mining.mount(before=reward)
@@ -183,6 +198,8 @@ class Gen404Console(App[None]):
         self._gpu_loop()
         if self.supervise:
             self._supervise()
+        if self.config.remotes:
+            self._watch_remotes()
 
     # ------------------------------------------------------------------ GPU sampling (thread)
     @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
@@ -226,7 +243,7 @@ class Gen404Console(App[None]):
         mining = getattr(self, "mining", None)
         state = mining.controller.state if mining is not None else None
         now = mining.controller.now() if mining is not None else None
-        return alerts.collect(self.gpu_snapshot, self.endpoint_views, state, now)
+        return alerts.collect(self.gpu_snapshot, self.endpoint_views, state, now, self.remote_gpus)
 
     def update_alerts(self) -> None:
         found = self.current_alerts()
@@ -250,7 +267,8 @@ class Gen404Console(App[None]):
         for name in VIEWS:
             body.set_class(name == self.view, f"view-{name}")
         snap = self.gpu_snapshot
-        body.set_class(snap is not None and not snap.gpus, "-no-gpu")
+        # the pane stays while another box's GPUs are in it, even when this machine has none
+        body.set_class(snap is not None and not snap.gpus and not self.remote_gpus, "-no-gpu")
 
     def action_cycle_view(self) -> None:
         order = [v for v in VIEWS if v != "all" or self.size.height >= SHORT_ROWS]
@@ -291,6 +309,24 @@ class Gen404Console(App[None]):
         self.supervisor.ensure(specs, spawn=self.config.spawn)
         await self.supervisor.run(lambda: self.refresh_interval)
 
+    # ------------------------------------------------------------------ remote boxes (asyncio task)
+    @work(exclusive=True, group="remotes", exit_on_error=False)
+    async def _watch_remotes(self) -> None:
+        await self.remotes.run(lambda: self.refresh_interval)
+
+    def on_remotes_updated(self, message: RemotesUpdated) -> None:
+        self.remote_views = message.views
+        had_boxes = bool(self.remote_gpus)
+        self.remote_gpus = list(message.gpus)
+        for pane in self.query(GpuPane):
+            pane.show_remote(message.gpus)
+        if had_boxes != bool(self.remote_gpus):
+            self._apply_view()
+        # the supervisor's next round (every refresh interval) draws the table with these rows;
+        # drawing here too would double the console's redraws for no newer local data
+        if not self.supervise or not self.endpoint_views:
+            self.show_endpoints(self._local_views, self._views_seq)
+
     def on_endpoints_updated(self, message: EndpointsUpdated) -> None:
         # An action may have drawn fresher views (show_endpoints) while this one sat in the queue.
         if message.seq > self._views_seq:
@@ -310,9 +346,10 @@ class Gen404Console(App[None]):
     def show_endpoints(self, views: list[EndpointView], seq: int | None = None) -> None:
         """Draw `views`: a published EndpointsUpdated (`seq`), or views an action just read."""
         self._views_seq = self.supervisor.views_published if seq is None else seq
-        self.endpoint_views = views
+        self._local_views = views
+        self.endpoint_views = views + self.remote_views
         try:
-            self.query_one(EndpointsTable).show(views, self.process_usage)
+            self.query_one(EndpointsTable).show(self.endpoint_views, self.process_usage)
             self._update_log()
             self._update_status()
             self._show_supervisor_problems()
@@ -354,7 +391,7 @@ class Gen404Console(App[None]):
     def _update_log(self) -> None:
         view = self.selected_view()
         pane = self.query_one(LogPane)
-        if view is None:
+        if view is None or view.remote:  # a remote endpoint's log stays on its box
             pane.follow(None)
         else:
             pane.follow(Path(view.log_path), view.name)
@@ -367,10 +404,17 @@ class Gen404Console(App[None]):
         return self.query_one(EndpointsTable).selected_port
 
     def selected_view(self) -> EndpointView | None:
-        port = self.selected_port()
-        return next((v for v in self.endpoint_views if v.port == port), None)
+        key = self.query_one(EndpointsTable).selected_key
+        return next((v for v in self.endpoint_views if v.key == key), None)
 
     def _require_selection(self) -> int | None:
+        """The selected local endpoint's port; a remote row is refused with the reason."""
+        view = self.selected_view()
+        if view is not None and view.remote:
+            self.notify(
+                f"{view.name} runs on another box: start, stop and restart it there", severity="warning"
+            )
+            return None
         port = self.selected_port()
         if port is None or port not in self.supervisor.endpoints:
             self.notify("No endpoint selected", severity="warning")
@@ -432,29 +476,66 @@ class Gen404Console(App[None]):
         self.notify(f"Restarting {ep.spec.name}")
 
     def action_set_preset(self, name: str) -> None:
+        view = self.selected_view()
+        if view is not None and view.remote:
+            self.run_worker(self._set_presets([], name, [view.key]), group="actions")
+            return
         port = self._require_selection()
         if port is not None:
             self.run_worker(self._set_presets([port], name), group="actions")
 
     def action_set_preset_all(self, name: str) -> None:
         ports = [p for p, ep in self.supervisor.endpoints.items() if ep.running or ep.external]
-        if not ports:
+        remotes = [v.key for v in self.remote_views]
+        if not ports and not remotes:
             self.notify("No running endpoints", severity="warning")
             return
-        self.run_worker(self._set_presets(ports, name), group="actions")
+        self.run_worker(self._set_presets(ports, name, remotes), group="actions")
 
-    async def _set_presets(self, ports: Sequence[int], name: str) -> None:
+    async def _set_presets(self, ports: Sequence[int], name: str, remotes: Sequence[str] = ()) -> None:
+        """PUT /preset `name` (a preset or a reference "text_mv_fast+iters=300") on local `ports`
+        and on the remote endpoints `remotes` (view keys host:port)."""
+        labels = [f"gen-{p}" for p in ports] + list(remotes)
         results = await asyncio.gather(
-            *(self.supervisor.set_preset(p, name) for p in ports), return_exceptions=True
+            *(self.supervisor.set_preset(p, name) for p in ports),
+            *(self.remotes.set_preset(key, name) for key in remotes),
+            return_exceptions=True,
         )
-        for port, result in zip(ports, results, strict=True):
+        for label, result in zip(labels, results, strict=True):
             if isinstance(result, EndpointError):
                 self.notify(str(result), severity="error")
             elif isinstance(result, BaseException):
-                self.notify(f"gen-{port}: {type(result).__name__}: {result}", severity="error")
+                self.notify(f"{label}: {type(result).__name__}: {result}", severity="error")
             else:
-                self.notify(f"gen-{port} → {name}{switch_summary(result)}")
+                self.notify(f"{label} → {result.get('preset') or name}{switch_summary(result)}")
         self.show_endpoints(self.supervisor.views())
+
+    # ------------------------------------------------------------------ reward advisor (a, t)
+    def advisor_inputs(self) -> tuple[MiningState, float, Path | None]:
+        mining = getattr(self, "mining", None)
+        if mining is None:
+            return MiningState(), time.time(), self.config.bench_json
+        return mining.controller.state, mining.controller.now(), self.config.bench_json
+
+    def apply_preset(self, view: EndpointView, ref: str) -> None:
+        """PUT /preset `ref` (a preset or "text_mv_fast+iters=300") on one endpoint, local or remote."""
+        if view.remote:
+            self.run_worker(self._set_presets([], ref, [view.key]), group="actions")
+        else:
+            self.run_worker(self._set_presets([view.port], ref), group="actions")
+
+    def action_advisor(self) -> None:
+        advice, view, suggestions = current_advice(self)
+
+        def done(apply: bool | None) -> None:
+            if apply:
+                apply_first(self, view, suggestions)
+
+        self.push_screen(AdvisorScreen(advice, view.name if view else None, suggestions), done)
+
+    def action_apply_tune(self) -> None:
+        _, view, suggestions = current_advice(self)
+        apply_first(self, view, suggestions)
 
     def action_refresh_slower(self) -> None:
         self._set_refresh(step_refresh(self.refresh_interval, +1))
@@ -466,6 +547,7 @@ class Gen404Console(App[None]):
         self.refresh_interval = value
         self._gpu_wake.set()
         self.supervisor.wake()
+        self.remotes.wake()
         self._update_status()
         self.notify(f"Refresh every {value:g}s", timeout=1.5)
 
@@ -496,6 +578,7 @@ class Gen404Console(App[None]):
         self._stopping.set()
         self._gpu_wake.set()
         await self.supervisor.shutdown(stop_endpoints=stop)
+        await self.remotes.shutdown()
         self.exit()
 
     def palette_commands(self) -> list[PaletteCommand]:

@@ -8,6 +8,9 @@ File (``$XDG_CONFIG_HOME/gen404/console.yaml``; every key optional)::
     endpoints:
       - {port: 10006, preset: text_mv_fast, gpu: 0}
       - {port: 10007, preset: auto}          # auto = best runnable preset on this box
+      - {url: "http://10.0.0.5:10006"}       # a remote box: watched, never spawned/stopped here
+      - {url: "http://10.0.0.6:10006", api_key_env: BOX6_KEY}   # its key from that variable
+    api_key: ...                 # Bearer key for remote endpoints (else env GEN404_API_KEY)
     keymap:                      # binding id -> key(s); see `?` in the console for the ids
       spawn_endpoint: ctrl+n
 
@@ -17,10 +20,12 @@ Precedence: built-in defaults < file < flags. No Textual, no torch here.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -51,9 +56,50 @@ class EndpointSpec:
         return f"gen-{self.port}"
 
 
+@dataclass(frozen=True)
+class RemoteSpec:
+    """An endpoint on another box (`--endpoint http://HOST:PORT`): watched and switched, never
+    spawned, stopped or restarted from here. The key stays out of repr() and so out of logs."""
+
+    url: str  # scheme://host:port, normalised by parse_remote_url
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_remote_url(text: str, where: str) -> str:
+    """ "http://HOST:PORT" (no path, no credentials) -> normalised URL; ConfigError otherwise."""
+    parsed = urlsplit(text.strip())
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or port is None:
+        raise ConfigError(f"{where} {text!r}: expected http://HOST:PORT")
+    if parsed.username or parsed.password or parsed.path not in ("", "/") or parsed.query:
+        raise ConfigError(f"{where} {text!r}: only http://HOST:PORT (the key goes in api_key / env)")
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{parsed.scheme}://{host}:{port}"
+
+
+def is_remote_flag(text: str) -> bool:
+    return "://" in text  # a URL (parse_remote_url then insists on http(s)://HOST:PORT)
+
+
 @dataclass
 class ConsoleConfig:
     endpoints: list[EndpointSpec] = field(default_factory=lambda: [EndpointSpec(DEFAULT_PORT)])
+    remotes: list[RemoteSpec] = field(default_factory=list)  # other boxes' endpoints (watch only)
     refresh: float = DEFAULT_REFRESH
     log_dir: Path = field(default_factory=paths.default_log_dir)
     spawn: bool = True
@@ -63,6 +109,15 @@ class ConsoleConfig:
     once: bool = False
     json: bool = False
     mining: MiningOptions = field(default_factory=MiningOptions)  # console/mining (issue 6)
+    api_key: str | None = field(default=None, repr=False)  # console.yaml `api_key:` for remotes
+    bench_json: Path | None = None  # `gen404 bench --json FILE`: the advisor's times for presets not running
+
+
+def remote_key_from_env() -> str | None:
+    """GEN404_API_KEY, read by the same rule `gen404 serve` reads its own key with."""
+    from engine.service.security import resolve_api_key  # torch-free, like engine.presets
+
+    return resolve_api_key(None)
 
 
 def available_presets() -> list[str]:
@@ -114,6 +169,18 @@ def best_preset(gpu_count: int, have_weights: bool) -> tuple[str, str]:
     return FALLBACK_PRESET, why
 
 
+def _remote_from_mapping(item: dict[str, Any], where: str, default_key: str | None) -> RemoteSpec:
+    unknown = set(item) - {"url", "api_key", "api_key_env"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown remote endpoint key(s) {sorted(unknown)}")
+    key = item.get("api_key")
+    if item.get("api_key_env"):
+        key = os.environ.get(str(item["api_key_env"])) or None
+        if key is None:
+            raise ConfigError(f"{where}: api_key_env {item['api_key_env']} is not set")
+    return RemoteSpec(parse_remote_url(str(item["url"]), f"{where}: url"), key or default_key)
+
+
 def _endpoint_from_mapping(item: Any, where: str) -> EndpointSpec:
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: each endpoint must be a mapping with port/preset/gpu")
@@ -138,15 +205,28 @@ def load_file(path: Path, base: ConsoleConfig | None = None) -> ConsoleConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = set(data) - {"endpoints", "refresh", "log_dir", "spawn", "keymap"}
+    unknown = set(data) - {"endpoints", "refresh", "log_dir", "spawn", "keymap", "api_key"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
     cfg = replace(cfg, config_path=path)
+    if data.get("api_key"):
+        cfg.api_key = str(data["api_key"])
     if "endpoints" in data:
         items = data["endpoints"] or []
         if not isinstance(items, list):
             raise ConfigError(f"{path}: endpoints must be a list")
-        cfg.endpoints = [_endpoint_from_mapping(it, f"{path}: endpoints[{i}]") for i, it in enumerate(items)]
+        where = [f"{path}: endpoints[{i}]" for i in range(len(items))]
+        default_key = cfg.api_key or remote_key_from_env()
+        cfg.remotes = [
+            _remote_from_mapping(it, w, default_key)
+            for it, w in zip(items, where, strict=True)
+            if isinstance(it, dict) and "url" in it
+        ]
+        cfg.endpoints = [
+            _endpoint_from_mapping(it, w)
+            for it, w in zip(items, where, strict=True)
+            if not (isinstance(it, dict) and "url" in it)
+        ]
     if "refresh" in data:
         cfg.refresh = _refresh(data["refresh"], str(path))
     if data.get("log_dir"):
@@ -194,8 +274,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--endpoint",
         action="append",
-        metavar="PORT[:PRESET[:GPU]]",
-        help="one endpoint (repeatable); replaces the configured list",
+        metavar="PORT[:PRESET[:GPU]] | http://HOST:PORT",
+        help="one endpoint (repeatable); replaces the configured list. A URL is another box's "
+        "endpoint, watched beside the local ones (its Bearer key: config api_key or env GEN404_API_KEY)",
     )
     p.add_argument(
         "--refresh", type=float, metavar="S", help=f"refresh interval (default {DEFAULT_REFRESH}s)"
@@ -207,6 +288,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         dest="no_spawn",
         action="store_true",
         help="start nothing: only watch (and adopt) endpoints that already run",
+    )
+    p.add_argument(
+        "--bench-json",
+        type=Path,
+        metavar="FILE",
+        help="`gen404 bench --json` results: generation times the reward advisor (a) uses for presets not running",
     )
     p.add_argument("--once", action="store_true", help="print one snapshot of GPUs and endpoints, then exit")
     p.add_argument("--json", action="store_true", help="with --once: print JSON")
@@ -222,8 +309,13 @@ def load_config(argv: Sequence[str] | None = None) -> ConsoleConfig:
         raise ConfigError(f"--config {path}: no such file")
     if path.is_file():
         cfg = load_file(path, cfg)
-    if args.endpoint:
-        cfg.endpoints = [_parse_endpoint_flag(t) for t in args.endpoint]
+    local_flags = [t for t in args.endpoint or [] if not is_remote_flag(t)]
+    remote_flags = [t for t in args.endpoint or [] if is_remote_flag(t)]
+    if remote_flags:  # they replace the configured remotes, and leave the local list alone
+        key = cfg.api_key or remote_key_from_env()
+        cfg.remotes = [RemoteSpec(parse_remote_url(t, "--endpoint"), key) for t in remote_flags]
+    if local_flags:
+        cfg.endpoints = [_parse_endpoint_flag(t) for t in local_flags]
     elif args.endpoints is not None or args.port is not None:
         count = args.endpoints if args.endpoints is not None else max(1, len(cfg.endpoints))
         first = args.port if args.port is not None else DEFAULT_PORT
@@ -243,6 +335,8 @@ def load_config(argv: Sequence[str] | None = None) -> ConsoleConfig:
         cfg.log_dir = args.log_dir.expanduser()
     if args.no_spawn:
         cfg.spawn = False
+    if args.bench_json:
+        cfg.bench_json = args.bench_json.expanduser()
     cfg.once = args.once
     cfg.json = args.json
     try:

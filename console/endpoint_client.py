@@ -87,12 +87,30 @@ def summarise_stats(stats: dict[str, Any] | None) -> StatsSummary:
 
 
 class EndpointClient:
-    def __init__(self, host: str = HOST, timeout: float = TIMEOUT_S, transport: Any = None) -> None:
+    """One host's endpoints. `api_key` (remote boxes) goes in every request's Authorization
+    header and nowhere else: error messages name the host and port, never headers."""
+
+    def __init__(
+        self,
+        host: str = HOST,
+        timeout: float = TIMEOUT_S,
+        transport: Any = None,
+        scheme: str = "http",
+        api_key: str | None = None,
+    ) -> None:
         self.host = host
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
+        self.scheme = scheme
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._client = httpx.AsyncClient(
+            timeout=timeout, transport=transport, trust_env=False, headers=headers
+        )
 
     def url(self, port: int, path: str) -> str:
-        return f"http://{self.host}:{port}{path}"
+        return f"{self.scheme}://{self.host}:{port}{path}"
+
+    async def gpu(self, port: int) -> dict[str, Any]:
+        """GET /gpu: the endpoint's box's NVML telemetry (engine/service/gpu_telemetry.py)."""
+        return await self._get_json(port, "/gpu")
 
     async def _get_json(self, port: int, path: str) -> dict[str, Any]:
         response = await self._client.get(self.url(port, path))

@@ -84,6 +84,26 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     ),
     *_preset_rows(),
     KeySpec(
+        "advisor",
+        "a",
+        "advisor",
+        "Advisor",
+        "reward advisor: speed x quality per preset, reward per 4 h, tune rules (t applies)",
+        "Reward advisor",
+        "projected reward per preset and the tune suggestions",
+        show=False,  # in ? help and the palette; the footer keeps room for v h ? q
+    ),
+    KeySpec(
+        "apply_tune",
+        "t",
+        "apply_tune",
+        "Tune",
+        "apply the first tune suggestion to the selected endpoint (PUT /preset name+iters=...)",
+        "Apply tune suggestion",
+        "the advisor's first suggestion, on the selected endpoint",
+        show=False,
+    ),
+    KeySpec(
         "refresh_slower",
         "plus",
         "refresh_slower",

@@ -1,7 +1,8 @@
 """`gen404-console --once [--json]`: one snapshot of GPUs and endpoints, for scripts and cron.
 
 Probes the configured ports plus those in the state file (endpoints a console left running),
-spawns nothing. Exit status 0 when every probed endpoint answered /health, else 1.
+and other boxes' endpoints (`--endpoint http://HOST:PORT`, marked "remote", their GPUs under
+"remote_gpus"); spawns nothing. Exit status 0 when every probed endpoint answered /health, else 1.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import json
 from typing import Any
 
 from console import alerts, paths
-from console.config import ConsoleConfig
+from console.config import ConsoleConfig, RemoteSpec
 from console.endpoint_client import EndpointClient, Probe
 from console.gpu import GpuSnapshot, NvmlSampler
-from console.supervisor import Prober, proc_alive, read_state
+from console.remote import RemoteEndpoints
+from console.supervisor import EndpointView, Prober, proc_alive, read_state
 from console.widgets.fmt import count, gib, num, rate, seconds, uptime
 
 
@@ -68,8 +70,53 @@ def collect(
                 "per_hour": s.per_hour,
             }
         )
-    found = alerts.collect(gpus, facts)
-    return {"gpus": gpus.to_dict(), "endpoints": endpoints, "alerts": [a.to_dict() for a in found]}
+    data: dict[str, Any] = {"gpus": gpus.to_dict(), "endpoints": endpoints}
+    boxes: list[tuple[str, GpuSnapshot]] = []
+    if config.remotes:
+        views, boxes, reachable = asyncio.run(poll_remotes(config.remotes))
+        for v in views:
+            status = v.status if reachable[v.key] else "down"
+            facts.append(alerts.EndpointFacts(v.name, status, v.last_s))
+            endpoints.append(
+                {
+                    "name": v.name,
+                    "port": v.port,
+                    "host": v.host,
+                    "remote": True,
+                    "status": status,
+                    "preset": v.preset,
+                    "device": v.device,
+                    "pid": v.pid,  # on that box
+                    "adopted": False,
+                    "error": None if reachable[v.key] else v.message,
+                    "uptime_s": v.uptime_s,
+                    "queue": v.queue,
+                    "in_flight": v.in_flight,
+                    "done": v.done,
+                    "failed": v.failed,
+                    "last_s": v.last_s,
+                    "mean_s": v.mean_s,
+                    "p95_s": v.p95_s,
+                    "per_hour": v.per_hour,
+                }
+            )
+        data["remote_gpus"] = [{"host": host, **snap.to_dict()} for host, snap in boxes]
+    found = alerts.collect(gpus, facts, remote_gpus=boxes)
+    data["alerts"] = [a.to_dict() for a in found]
+    return data
+
+
+async def poll_remotes(
+    specs: list[RemoteSpec],
+) -> tuple[list[EndpointView], list[tuple[str, GpuSnapshot]], dict[str, bool]]:
+    """One round over other boxes' endpoints: their views, their boxes' GPUs, who answered."""
+    remotes = RemoteEndpoints(specs)
+    try:
+        await remotes.poll()
+        views = remotes.views()
+        return views, remotes.gpus(), {v.key: remotes.reachable(v.key) for v in views}
+    finally:
+        await remotes.shutdown()
 
 
 def format_text(data: dict[str, Any]) -> str:
@@ -77,12 +124,17 @@ def format_text(data: dict[str, Any]) -> str:
     g = data["gpus"]
     if g.get("error"):
         lines.append(f"GPUs: {g['error']}")
-    for gpu in g.get("gpus", []):
+    for box in data.get("remote_gpus", []):
+        if box.get("error"):
+            lines.append(f"box {box['host']} GPUs: {box['error']}")
+    remote = [{**gpu, "box": box["host"]} for box in data.get("remote_gpus", []) for gpu in box["gpus"]]
+    for gpu in [*g.get("gpus", []), *remote]:
         mem = f"{gib(gpu['mem_used'])}/{gib(gpu['mem_total'])} GiB"
         events = gpu["clock_events"]
         ev = "N/A" if events is None else (",".join(events) or "none")
+        where = f"box {gpu['box']} " if "box" in gpu else ""
         lines.append(
-            f"GPU{gpu['index']} {gpu['name'] or 'N/A'}  util {num(gpu['util'], unit='%')}  mem {mem}  "
+            f"{where}GPU{gpu['index']} {gpu['name'] or 'N/A'}  util {num(gpu['util'], unit='%')}  mem {mem}  "
             f"{num(gpu['temp'], unit='C')}  {num(gpu['power'])}/{num(gpu['power_limit'], unit='W')}  "
             f"SM {num(gpu['sm_clock'], unit='MHz')}  fan {num(gpu['fan'], unit='%')}  clocks {ev}"
         )

@@ -14,6 +14,7 @@ from textual.message_pump import MessagePump
 
 from console.gpu import GpuSnapshot
 from console.mining.controller import MiningChanged, MiningController
+from console.remote import RemoteEndpoints, RemotesChanged
 from console.supervisor import EndpointsChanged, EndpointView, Supervisor, SupervisorEvent, SupervisorNotice
 
 
@@ -33,6 +34,15 @@ class EndpointsUpdated(Message):
         self.views = views
         self.problems = problems
         self.seq = seq  # the supervisor's publication number (EndpointsChanged.seq)
+
+
+class RemotesUpdated(Message):
+    """Views of the endpoints on other boxes, and each box's GPUs as (host, snapshot)."""
+
+    def __init__(self, views: list[EndpointView], gpus: list[tuple[str, GpuSnapshot]]) -> None:
+        super().__init__()
+        self.views = views
+        self.gpus = gpus
 
 
 class SupervisorNoticed(Message):
@@ -75,3 +85,12 @@ def forward_mining(controller: MiningController, target: MessagePump) -> Callabl
         target.post_message(MiningUpdated(event.title, event.message))
 
     return controller.changes.subscribe(post)
+
+
+def forward_remotes(remotes: RemoteEndpoints, target: MessagePump) -> Callable[[], None]:
+    """Post every remote polling round to `target` as a RemotesUpdated; returns the unsubscribe."""
+
+    def post(event: RemotesChanged) -> None:
+        target.post_message(RemotesUpdated(list(event.views), list(event.gpus)))
+
+    return remotes.changes.subscribe(post)

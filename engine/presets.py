@@ -186,8 +186,57 @@ def list_presets() -> list[str]:
 
 
 def load_preset(name: str) -> Preset:
-    """Load, resolve `extends` and validate the preset called `name`."""
-    return _load(name, preset_files(), chain=())
+    """Load, resolve `extends` and validate the preset called `name`.
+
+    `name` may be a preset reference with tune overrides, "text_mv_fast+iters=300" (see
+    `split_ref`): the named preset with those keys replaced, its `name` the normalised reference.
+    """
+    base, overrides = split_ref(name)
+    preset = _load(base, preset_files(), chain=())
+    if not overrides:
+        return preset
+    tuned = with_overrides(preset, dict(overrides), source=f"preset reference {name!r}")
+    return dataclasses.replace(tuned, name=format_ref(base, overrides))
+
+
+# --- preset references: a preset plus tune overrides, as one string -------------------------
+# The string travels wherever a preset name does (`gen404 serve --preset`, PUT /preset, the
+# console's spec that a restart reuses, /health's "preset"), so a tuned endpoint says what runs.
+# Only the keys the seed guide's tune loop turns are allowed: speed vs quality, never models.
+
+TUNABLE_KEYS = ("iters", "guidance_scale", "ref_size")
+
+
+def split_ref(ref: str) -> tuple[str, dict[str, int | float]]:
+    """ "text_mv_fast+iters=300+guidance_scale=7.5" -> ("text_mv_fast", {"iters": 300, ...})."""
+    base, *parts = ref.split("+")
+    overrides: dict[str, int | float] = {}
+    for part in parts:
+        key, sep, text = part.partition("=")
+        if not sep or key not in TUNABLE_KEYS:
+            raise PresetError(
+                f"preset reference {ref!r}: {part!r} is not KEY=VALUE with KEY one of {', '.join(TUNABLE_KEYS)}"
+            )
+        try:
+            overrides[key] = int(text) if _TYPES[key] is int else float(text)
+        except ValueError:
+            raise PresetError(f"preset reference {ref!r}: {key} must be a number, got {text!r}") from None
+    return base, overrides
+
+
+def format_ref(base: str, overrides: typing.Mapping[str, object]) -> str:
+    """The normalised reference: keys in TUNABLE_KEYS order, numbers in their shortest form."""
+    unknown = sorted(set(overrides) - set(TUNABLE_KEYS))
+    if unknown:
+        raise PresetError(f"overrides: only {', '.join(TUNABLE_KEYS)} may be tuned, not {', '.join(unknown)}")
+    parts = [base]
+    for key in TUNABLE_KEYS:
+        if key in overrides:
+            value = overrides[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise PresetError(f"overrides: {key} must be a number, got {value!r}")
+            parts.append(f"{key}={value:.12g}" if isinstance(value, float) else f"{key}={value}")
+    return "+".join(parts)
 
 
 def load_preset_file(path: str | Path) -> Preset:

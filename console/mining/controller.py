@@ -36,13 +36,16 @@ class MiningChanged:
 
 async def wait_ready(url: str, stop: asyncio.Event, interval: float = 0.5) -> None:
     """Until GET /health says ready or busy (a worker starts when its endpoint can take work)."""
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         while not stop.is_set():
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 r = await client.get(url.rstrip("/") + "/health")
                 if r.status_code == 200 and r.json().get("status") in ("ready", "busy"):
                     return
             await asyncio.sleep(interval)
+
+
+FOLLOW_S = 0.5  # how often the rehearsal looks for endpoints added since it began
 
 
 class MiningController:
@@ -124,10 +127,32 @@ class MiningController:
         await asyncio.gather(*(wait_ready(ep.url, self.stop_event) for ep in endpoints))
         self.set_message("")
         self.miner = RehearsalMiner(self.validators, endpoints, prompts, scorer, self.clock, state=self.state)
+        follow = asyncio.create_task(self._follow_endpoints(self.miner))
         try:
             await self.miner.run(self.stop_event)
         finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
             await scorer.aclose()
+
+    async def _follow_endpoints(self, miner: RehearsalMiner, interval: float = FOLLOW_S) -> None:
+        """Endpoints that appear later (spawned with `n`) get tasks once their /health says ready."""
+        waiting: dict[str, asyncio.Task[None]] = {}
+
+        async def join(ep: EndpointSpec) -> None:
+            await wait_ready(ep.url, self.stop_event)
+            miner.add_endpoint(ep)
+
+        try:
+            while not self.stop_event.is_set():
+                known = {ep.url for ep in miner.endpoints}
+                for ep in self._endpoints():
+                    if ep.url not in known and ep.url not in waiting:
+                        waiting[ep.url] = asyncio.create_task(join(ep))
+                await asyncio.sleep(interval)
+        finally:
+            for task in waiting.values():
+                task.cancel()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -130,6 +130,8 @@ class RehearsalMiner:
         self.http_timeout = http_timeout
         self._transport = transport
         self._rng = random.Random(seed)
+        self._running: tuple[httpx.AsyncClient, asyncio.Event] | None = None  # while run() runs
+        self._tasks: list[asyncio.Task[None]] = []
         image = rehearsal_image_prompt()
         self.sims = {
             v.uid: SimulatedValidator(
@@ -158,15 +160,31 @@ class RehearsalMiner:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        async with httpx.AsyncClient(timeout=self.http_timeout, transport=self._transport) as client:
-            tasks = [asyncio.create_task(self._worker(ep, client, stop)) for ep in self.endpoints]
-            tasks.append(asyncio.create_task(self._capacity(stop)))
+        async with httpx.AsyncClient(
+            timeout=self.http_timeout, transport=self._transport, trust_env=False
+        ) as client:
+            self._running = (client, stop)
+            self._tasks = [asyncio.create_task(self._worker(ep, client, stop)) for ep in self.endpoints]
+            self._tasks.append(asyncio.create_task(self._capacity(stop)))
             try:
                 await stop.wait()
             finally:
-                for t in tasks:
+                self._running = None
+                for t in self._tasks:
                     t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def add_endpoint(self, ep: EndpointSpec) -> bool:
+        """Hand tasks to one more endpoint (one spawned after the rehearsal began); False if known.
+
+        Before run() it joins the starting list; while running its worker starts at once."""
+        if any(known.url == ep.url for known in self.endpoints):
+            return False
+        self.endpoints.append(ep)
+        if self._running is not None:
+            client, stop = self._running
+            self._tasks.append(asyncio.create_task(self._worker(ep, client, stop)))
+        return True
 
     async def _capacity(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -82,7 +82,7 @@ class ValidationServiceScorer:
     def __init__(self, url: str = DEFAULT_VALIDATOR_URL, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self.label = f"validation service at {self.url}"
-        self._client = httpx.AsyncClient(timeout=timeout)
+        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False)
 
     async def score(self, prompt: str, spz_bytes: bytes) -> ScoreResult:
         body = {
@@ -114,7 +114,7 @@ class ValidationServiceScorer:
 
 async def service_reachable(url: str, timeout: float = 1.5) -> bool:
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
             r = await client.get(url.rstrip("/") + VERSION_PATH)
             return r.status_code == 200
     except httpx.HTTPError:

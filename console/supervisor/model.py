@@ -108,6 +108,16 @@ class EndpointView:
     device: str | None = None
     progress: float | None = None
     quick_crashes: int = 0  # crashes in a row, each soon after a start (alerts: crash-looping)
+    host: str | None = None  # another box's endpoint (console/remote.py); None = this machine
+
+    @property
+    def key(self) -> str:
+        """Unique among local and remote rows: "10006" here, "10.0.0.5:10006" on another box."""
+        return str(self.port) if self.host is None else f"{self.host}:{self.port}"
+
+    @property
+    def remote(self) -> bool:
+        return self.host is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

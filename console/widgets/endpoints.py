@@ -1,9 +1,11 @@
-"""Endpoints pane: a pm2-ls-like table, one row per endpoint, keyed by port.
+"""Endpoints pane: a pm2-ls-like table, one row per endpoint, keyed by EndpointView.key (the port
+for this machine's endpoints, "host:port" for another box's, which are marked ⇄).
 
 Columns carry a priority (console/widgets/columns.py): on a narrow terminal the least important
 go first (note, pid, port, p95, ...), while name, status, preset and throughput always stay.
 `vram` and `sm%` are the endpoint process's own share of its GPU (NVML per-process accounting,
-matched by pid; N/A where NVML cannot say)."""
+matched by pid; N/A where NVML cannot say, and always N/A for a remote row: its pid is another
+box's)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ COLUMNS: tuple[Column, ...] = (
 )
 CELL_PADDING = 2  # DataTable's cell_padding=1 on each side
 
+REMOTE_MARK = "⇄"  # another box's endpoint: watched and switched here, run there
+TITLE = "Endpoints  (* = adopted / external)"
+TITLE_WITH_REMOTES = f"Endpoints  (* = adopted / external, {REMOTE_MARK} = remote)"
+
 STATUS_STYLE = {
     "starting": "cyan",
     "loading": "cyan",
@@ -66,7 +72,7 @@ def row_cells(v: EndpointView, usage: ProcessUsage | None = None) -> dict[str, s
     if status == "loading" and v.progress is not None:
         status = f"loading {100 * float(v.progress):.0f}%"
     return {
-        "name": v.name + (" *" if v.adopted else ""),
+        "name": v.name + (" *" if v.adopted else "") + (f" {REMOTE_MARK}" if v.remote else ""),
         "port": str(v.port),
         "gpu": v.gpu if v.gpu is not None else "all",
         "preset": v.preset,
@@ -88,7 +94,7 @@ def row_cells(v: EndpointView, usage: ProcessUsage | None = None) -> dict[str, s
 
 
 class EndpointsTable(DataTable[object]):
-    """Rows keyed by port; updating keeps the cursor on the same endpoint."""
+    """Rows keyed by view key; updating keeps the cursor on the same endpoint."""
 
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False, id="table.down"),
@@ -101,9 +107,9 @@ class EndpointsTable(DataTable[object]):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
-        self.border_title = "Endpoints  (* = adopted / external)"
-        self.views: dict[int, EndpointView] = {}
-        self._cells: dict[int, dict[str, str | Text]] = {}
+        self.border_title = TITLE
+        self.views: dict[str, EndpointView] = {}
+        self._cells: dict[str, dict[str, str | Text]] = {}
         self.usage: dict[int, ProcessUsage] = {}  # pid -> GPU share, from the latest NVML sample
         self.shown: list[Column] = list(COLUMNS)
 
@@ -128,12 +134,12 @@ class EndpointsTable(DataTable[object]):
         shown = self._fit()
         if [c.key for c in shown] == [c.key for c in self.shown]:
             return
-        selected = self.selected_port
+        selected = self.selected_key
         self.shown = shown
         self.clear(columns=True)
         self._add_columns()
-        for port, cells in self._cells.items():
-            self.add_row(*(self._cut(c, cells[c.key]) for c in self.shown), key=str(port))
+        for row, cells in self._cells.items():
+            self.add_row(*(self._cut(c, cells[c.key]) for c in self.shown), key=row)
         if selected is not None:
             self.select_port(selected)
 
@@ -154,39 +160,51 @@ class EndpointsTable(DataTable[object]):
     def show(self, views: list[EndpointView], usage: dict[int, ProcessUsage] | None = None) -> None:
         if usage is not None:
             self.usage = usage
-        ports = [v.port for v in views]
-        for port in list(self._cells):
-            if port not in ports:
-                self.remove_row(str(port))
-                del self._cells[port]
+        keys = [v.key for v in views]
+        for row in list(self._cells):
+            if row not in keys:
+                self.remove_row(row)
+                del self._cells[row]
         shown = {c.key: c for c in self.shown}
         for v in views:
-            cells = row_cells(v, self.usage.get(v.pid) if v.pid is not None else None)
-            old = self._cells.get(v.port)
+            # a remote pid is another box's process: this machine's NVML says nothing about it
+            local_pid = v.pid if not v.remote else None
+            cells = row_cells(v, self.usage.get(local_pid) if local_pid is not None else None)
+            old = self._cells.get(v.key)
             if old is None:
-                self.add_row(*(self._cut(c, cells[c.key]) for c in self.shown), key=str(v.port))
+                self.add_row(*(self._cut(c, cells[c.key]) for c in self.shown), key=v.key)
             else:
                 for key, value in cells.items():
                     if key in shown and old.get(key) != value:
-                        self.update_cell(str(v.port), key, self._cut(shown[key], value), update_width=True)
-            self._cells[v.port] = cells
-        self.views = {v.port: v for v in views}
+                        self.update_cell(v.key, key, self._cut(shown[key], value), update_width=True)
+            self._cells[v.key] = cells
+        self.views = {v.key: v for v in views}
+        title = TITLE_WITH_REMOTES if any(v.remote for v in views) else TITLE
+        if title != self.border_title:  # setting it repaints, even to the same text
+            self.border_title = title
         self._relayout()
 
     @property
-    def selected_port(self) -> int | None:
+    def selected_key(self) -> str | None:
+        """The selected row's view key ("10006", or "host:port" for a remote endpoint)."""
         if not self.row_count:
             return None
         try:
             key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
         except Exception:
             return None
-        return int(key.value) if key.value is not None else None
+        return key.value
 
-    def select_port(self, port: int) -> None:
+    @property
+    def selected_port(self) -> int | None:
+        """The selected local endpoint's port; None for a remote row or no selection."""
+        key = self.selected_key
+        return int(key) if key is not None and key.isdigit() else None
+
+    def select_port(self, port: int | str) -> None:
         with contextlib.suppress(KeyError, RowDoesNotExist):
             self.move_cursor(row=self.get_row_index(str(port)))
 
-    def cell_text(self, port: int, column: str) -> str:
-        value = self._cells.get(port, {}).get(column, "")
+    def cell_text(self, port: int | str, column: str) -> str:
+        value = self._cells.get(str(port), {}).get(column, "")
         return value.plain if isinstance(value, Text) else str(value)

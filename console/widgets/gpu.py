@@ -94,26 +94,47 @@ def render_snapshot(snap: GpuSnapshot | None, width: int = 100) -> Text:
     return out
 
 
+def render_boxes(local: GpuSnapshot | None, remote: list[tuple[str, GpuSnapshot]], width: int = 100) -> Text:
+    """This machine's GPUs, then each remote box's (from its endpoint's GET /gpu) under its host."""
+    out = render_snapshot(local, width)
+    for host, snap in remote:
+        out.append(f"\n── box {host} ──\n", style="bold")
+        if snap.error:
+            out.append(f"No GPU monitoring there: {snap.error}", style="yellow")
+        else:
+            out.append_text(render_snapshot(snap, width))
+    return out
+
+
 class GpuPane(Static):
-    """Shows the latest GpuSnapshot; the App feeds it from a thread worker."""
+    """Shows the latest GpuSnapshot, and remote boxes' (console/remote.py); the App feeds it."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(render_snapshot(None), **kwargs)  # type: ignore[arg-type]
         self.snapshot: GpuSnapshot | None = None
+        self.remote: list[tuple[str, GpuSnapshot]] = []
         self.border_title = "GPUs"
 
     _shown: Text | None = None
 
     def show(self, snap: GpuSnapshot) -> None:
         self.snapshot = snap
-        self._draw(render_snapshot(snap, self.content_size.width or 100))
+        self._draw()
         subtitle = f"driver {snap.driver}" if snap.driver else ""
         if subtitle != self.border_subtitle:  # setting it repaints, even to the same text
             self.border_subtitle = subtitle
 
-    def _draw(self, text: Text) -> None:
+    def show_remote(self, boxes: list[tuple[str, GpuSnapshot]]) -> None:
+        """Keep the boxes' snapshots; the next local sample (every refresh interval) draws them,
+        so remote rounds add no redraws of their own. Drawn now only before the first sample."""
+        self.remote = list(boxes)
+        if self.snapshot is None:
+            self._draw()
+
+    def _draw(self) -> None:
         """Redraw only what changed, and lay the screen out again only when the height did
         (each layout pass is most of the console's CPU at 1 Hz)."""
+        text = render_boxes(self.snapshot, self.remote, self.content_size.width or 100)
         if text == self._shown:
             return
         lines = None if self._shown is None else self._shown.plain.count("\n")
@@ -121,9 +142,9 @@ class GpuPane(Static):
         self.update(text, layout=lines != text.plain.count("\n"))
 
     def on_resize(self) -> None:
-        if self.snapshot is not None:
-            self._draw(render_snapshot(self.snapshot, self.content_size.width or 100))
+        if self.snapshot is not None or self.remote:
+            self._draw()
 
     @property
     def text(self) -> str:
-        return render_snapshot(self.snapshot, self.content_size.width or 100).plain
+        return render_boxes(self.snapshot, self.remote, self.content_size.width or 100).plain

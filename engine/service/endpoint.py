@@ -24,10 +24,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.presets import PresetError
+from engine.presets import PresetError, format_ref, split_ref
 from engine.prompts import validate_prompt
 from engine.service import package_version
 from engine.service.forms import FormError, detect_image_prompt, parse_form
+from engine.service.gpu_telemetry import GpuTelemetry
 from engine.service.queue import ClientGone, GenerationQueue, QueueFull, ShuttingDown, Worker
 from engine.service.runtime import (
     Fault,
@@ -157,6 +158,7 @@ async def _until_disconnected(request: Request) -> None:
 
 def create_app(config: EndpointConfig, factory: GeneratorFactory = default_factory) -> FastAPI:
     endpoint = Endpoint(config, factory)
+    gpu_telemetry = GpuTelemetry()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -329,8 +331,15 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
         wait = body.get("wait", True)
         if not isinstance(wait, bool):
             return error(422, "'wait' must be true or false")
+        overrides = body.get("overrides") or {}
+        if not isinstance(overrides, dict):
+            return error(422, "overrides must be an object", 'e.g. {"iters": 300}')
         host = endpoint.host
         try:
+            # a reference "text_mv_fast+iters=300" and/or overrides of the tune keys only
+            # (engine.presets.TUNABLE_KEYS), normalised into the one reference /health shows
+            base, tuned = split_ref(name)
+            name = format_ref(base, {**tuned, **overrides})
             ticket = host.switch(name)
         except UnknownPreset:
             return error(404, f"unknown preset {name!r}", {"available": host.available()})
@@ -358,6 +367,10 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
         if ticket is None:
             return error(404, "no preset switch since the endpoint started")
         return JSONResponse({**ticket.to_dict(), "preset": endpoint.host.preset_name})
+
+    @app.get("/gpu")
+    async def gpu() -> dict[str, Any]:
+        return await asyncio.to_thread(gpu_telemetry.sample)  # NVML calls block briefly
 
     return app
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from engine.presets import Preset, PresetError, list_presets, load_preset
+from engine.presets import Preset, PresetError, list_presets, load_preset, split_ref
 from engine.service.batcher import Batcher
 from engine.service.queue import GenerationCancelled, Worker
 from engine.service.switch import (
@@ -293,7 +293,7 @@ class ModelHost:
         built: 409). The returned PresetSwitch tracks the build; its `future` resolves when the
         new preset serves ("done") or the build failed ("failed", the old preset still serves).
         """
-        if name not in self.available():
+        if split_ref(name)[0] not in self.available():  # a name, or a reference "name+iters=300"
             raise UnknownPreset(name)
         preset = load_preset(name)  # PresetError propagates: nothing has changed yet
         if self.status == "loading":

@@ -175,6 +175,8 @@ async def test_help_lists_every_key_and_keymap_remaps(console_env: Path) -> None
             "preset_all_1": "!",
             "preset_all_2": "@",
             "preset_all_3": "#",
+            "advisor": "a",
+            "apply_tune": "t",
             "refresh_slower": app.get_key_display(Binding("ctrl+up", "")),
             "refresh_faster": "-",
             "cycle_view": "v",

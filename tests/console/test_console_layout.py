@@ -98,7 +98,15 @@ async def test_history_screen_plots_the_recorded_samples(console_env: Path) -> N
     app = offline_console(config, NvmlSampler(FakeNvml(count=2)), console_env, gpus=2)
     async with app.run_test(size=(160, 48)) as pilot:
         app.show_endpoints([view(10006)])
-        await wait_until(pilot, lambda: len(app.history.points("gpu1.temp", app.clock())) >= 2)
+        # GPU ticks record the endpoints too; on a loaded box two ticks can land before the
+        # views above, so wait for a tick that saw them
+        await wait_until(
+            pilot,
+            lambda: (
+                len(app.history.points("gpu1.temp", app.clock())) >= 2
+                and bool(app.history.points("throughput", app.clock()))
+            ),
+        )
         assert app.history.points("throughput", app.clock())[-1][1] == 154.2
         await pilot.press("h")
         await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen))

@@ -2,7 +2,9 @@
 
     ports.py            free_port, free_ports, free_port_range (127.0.0.1)
     fakes.py            FakeNvml: pynvml as NvmlSampler calls it, failures switchable
+    fake_pynvml.py      FakeNvml as a module, for `gen404 serve` subprocesses (GEN404_NVML_MODULE)
     server.py           running_server / ServerProcess: a real `gen404 serve` or validator subprocess
+                        (on 127.0.0.1, or another loopback address standing for a second box)
     console_app.py      quiet_config, offline_console: an isolated console for Pilot tests
     console_testkit.py  the fake endpoint's command line, process reaping, Pilot waits, screen text
     fake_endpoint.py    a stdlib HTTP stand-in for `gen404 serve` (run as a script)

@@ -1,8 +1,9 @@
 """A tiny stand-in for `gen404 serve` (stdlib only, starts in ~50 ms): the /health, /stats,
-/presets and PUT /preset contract of docs/architecture.md. Used by the fast supervisor tests;
+/gpu, /presets and PUT /preset contract of docs/architecture.md. Used by the fast supervisor tests;
 the acceptance tests use the real `gen404 serve --preset smoke`.
 
-    python fake_endpoint.py --port P --preset NAME [--load-s 0.2] [--crash-after S] [--keep-alive]
+    python fake_endpoint.py --port P --preset NAME [--host 127.0.0.2] [--load-s 0.2] [--crash-after S]
+                            [--keep-alive]
 
 --keep-alive answers HTTP/1.1 and keeps connections open as uvicorn (`gen404 serve`) does; the
 console benchmark uses it so its client cost is the real one. Off by default: the tests expect
@@ -95,6 +96,30 @@ def main() -> None:
                         ],
                         "throughput_per_hour": 1200.0,
                         "gpu_memory": None,
+                    },
+                )
+            elif self.path == "/gpu":  # GET /gpu's shape (engine/service/gpu_telemetry.py), one GPU
+                self._json(
+                    200,
+                    {
+                        "error": None,
+                        "driver": "fake",
+                        "taken_at": time.time(),
+                        "gpus": [
+                            {
+                                "index": 0,
+                                "name": f"fake GPU on {args.host}",
+                                "util": 97.0,
+                                "mem_used": 30 * 2**30,
+                                "mem_total": 80 * 2**30,
+                                "temp": 70.0,
+                                "power": 650.0,
+                                "power_limit": 700.0,
+                                "sm_clock": 1980,
+                                "fan": None,
+                                "clock_events": [],
+                            }
+                        ],
                     },
                 )
             elif self.path == "/presets":

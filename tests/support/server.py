@@ -45,10 +45,11 @@ class ServerProcess:
     log_path: Path
     headers: dict[str, str]
     probe: str = "/health"  # the path that answers once the server is up
+    host: str = "127.0.0.1"  # any loopback address (127.0.0.2 stands for a second box)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -96,21 +97,25 @@ def running_server(
     headers: Mapping[str, str] | None = None,
     cmd: Callable[..., list[str]] = gen404_cmd,
     probe: str = "/health",
+    host: str = "127.0.0.1",
 ) -> Iterator[ServerProcess]:
-    """Run `gen404 ARGS --port P` until the block ends; waits for /health (and `ready`)."""
+    """Run `gen404 ARGS --port P` until the block ends; waits for /health (and `ready`).
+
+    Another loopback `host` (127.0.0.2: a second box in the tests) adds `--host HOST`."""
     port = free_port()
+    bind = ["--host", host] if host != "127.0.0.1" else []
     fd, log_name = tempfile.mkstemp(prefix="gen404-server-", suffix=".log")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with os.fdopen(fd, "wb") as log:
         proc = subprocess.Popen(
-            cmd(*args, "--port", str(port)),
+            cmd(*args, "--port", str(port), *bind),
             cwd=REPO_ROOT,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    server = ServerProcess(proc, port, Path(log_name), dict(headers or {}), probe)
+    server = ServerProcess(proc, port, Path(log_name), dict(headers or {}), probe, host)
     try:
         server.wait_health(ready or (lambda h: True), timeout)
         yield server
