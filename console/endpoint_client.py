@@ -35,6 +35,8 @@ class StatsSummary:
     p95_s: float | None = None
     per_hour: float | None = None
     uptime_s: float | None = None
+    max_batch: int | None = None  # jobs the endpoint runs at once (continuous batching)
+    image_prompts: int | None = None  # image tasks refused (the preset generates from text)
 
 
 @dataclass
@@ -83,6 +85,8 @@ def summarise_stats(stats: dict[str, Any] | None) -> StatsSummary:
         p95_s=percentile(times, 95),
         per_hour=None if per_hour is None else float(per_hour),
         uptime_s=stats.get("uptime_s"),
+        max_batch=stats.get("max_batch"),
+        image_prompts=requests.get("image_prompts"),
     )
 
 

@@ -188,6 +188,8 @@ class RemoteEndpoints:
             restarts=0,
             queue=s.queue if s else None,
             in_flight=s.in_flight if s else None,
+            max_batch=s.max_batch if s else None,
+            image_prompts=s.image_prompts if s else None,
             done=s.done if s else None,
             failed=s.failed if s else None,
             last_s=s.last_s if s else None,

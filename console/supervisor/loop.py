@@ -413,6 +413,8 @@ class Supervisor:
                     restarts=ep.restarts,
                     queue=summary.queue,
                     in_flight=summary.in_flight,
+                    max_batch=summary.max_batch,
+                    image_prompts=summary.image_prompts,
                     done=summary.done,
                     failed=summary.failed,
                     last_s=summary.last_s,

@@ -109,6 +109,8 @@ class EndpointView:
     progress: float | None = None
     quick_crashes: int = 0  # crashes in a row, each soon after a start (alerts: crash-looping)
     host: str | None = None  # another box's endpoint (console/remote.py); None = this machine
+    max_batch: int | None = None  # jobs run at once (1 = one at a time); None = not reported
+    image_prompts: int | None = None  # image tasks the endpoint refused (text-only preset)
 
     @property
     def key(self) -> str:

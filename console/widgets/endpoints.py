@@ -30,7 +30,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("pid", "pid", 8),
     Column("uptime", "uptime", 6),
     Column("restarts", "↺", 4),
-    Column("queue", "queue", 2),
+    Column("active", "run", 2),  # generations running / max_batch
+    Column("queue", "queue", 2),  # waiting behind them
     Column("done", "done", 3),
     Column("failed", "failed", 3),
     Column("vram", "vram", 5),
@@ -67,6 +68,23 @@ def _usage_cells(usage: ProcessUsage | None) -> tuple[str, str]:
     return vram, num(usage.sm_util, unit="%")
 
 
+def _active(v: EndpointView) -> str:
+    """Running / how many may run at once: "3/8" on a batching endpoint, "1/1" one at a time."""
+    if v.in_flight is None:
+        return NA
+    return f"{v.in_flight}/{v.max_batch}" if v.max_batch else str(v.in_flight)
+
+
+def _note(v: EndpointView) -> str:
+    if v.image_prompts:  # image tasks answered 422 at once: the miner submits them empty
+        return (
+            f"{v.image_prompts} image prompts refused; {v.message}"
+            if v.message
+            else f"{v.image_prompts} image prompts refused"
+        )
+    return v.message
+
+
 def row_cells(v: EndpointView, usage: ProcessUsage | None = None) -> dict[str, str | Text]:
     status = v.status
     if status == "loading" and v.progress is not None:
@@ -80,7 +98,8 @@ def row_cells(v: EndpointView, usage: ProcessUsage | None = None) -> dict[str, s
         "pid": count(v.pid),
         "uptime": uptime(v.uptime_s),
         "restarts": str(v.restarts),
-        "queue": count(None if v.queue is None else v.queue + (v.in_flight or 0)),
+        "active": _active(v),
+        "queue": count(v.queue),
         "done": count(v.done),
         "failed": Text(count(v.failed), style="red" if v.failed else ""),
         "vram": _usage_cells(usage)[0],
@@ -89,7 +108,7 @@ def row_cells(v: EndpointView, usage: ProcessUsage | None = None) -> dict[str, s
         "mean": seconds(v.mean_s),
         "p95": seconds(v.p95_s),
         "per_hour": rate(v.per_hour),
-        "note": Text(v.message[:60], style="dim"),
+        "note": Text(_note(v)[:60], style="dim"),
     }
 
 
