@@ -139,6 +139,9 @@ class Ledger:
         """Per preset, from the measured generation times, scores and acceptance in the window."""
         out: dict[str, Projection] = {}
         for preset, recs in self.per_preset(now).items():
+            # image tasks are refused by the text presets before any generation: their
+            # milliseconds measure no preset (they still count in the window's totals)
+            recs = [r for r in recs if not r.image]
             times = [r.gen_time_s for r in recs if r.gen_time_s is not None]
             if not times:
                 continue

@@ -81,3 +81,13 @@ def test_per_preset_projections_from_measurements() -> None:
     assert out["fast"].guide_reward == pytest.approx(0.7 * 48)
     assert out["quality"].acceptance == pytest.approx(0.5)
     assert out["quality"].guide_reward < out["fast"].guide_reward
+
+
+def test_refused_image_tasks_project_no_preset() -> None:
+    led = Ledger()
+    led.add(rec(100.0, 0.7, True, preset="fast", gen=25.0))
+    # an image task the endpoint refused at once: no preset, a few milliseconds, nothing accepted
+    led.add(rec(101.0, None, False, preset=None, gen=0.004, image=True, outcome="empty"))
+    out = led.projections(200.0, [ValidatorRules()], endpoints=1)
+    assert set(out) == {"fast"}
+    assert led.accepted(200.0) == 1 and len(led.window(200.0)) == 2
