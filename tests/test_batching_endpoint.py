@@ -37,21 +37,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield proc
 
 
-def stats(server: ServerProcess) -> dict:
-    return httpx.get(server.url("/stats"), timeout=5).json()
-
-
-def wait_stats(server: ServerProcess, accept, timeout: float = 60.0) -> dict:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    current: dict = {}
-    while time.monotonic() < deadline:
-        current = stats(server)
-        if accept(current):
-            return current
-        time.sleep(0.02)
-    raise AssertionError(f"/stats never satisfied the condition: {current}")
-
-
 def _send_all(server: ServerProcess, prompts: list[str]) -> tuple[list[threading.Thread], dict]:
     results: dict[str, tuple[httpx.Response, float]] = {}
 
@@ -86,7 +71,7 @@ def test_simultaneous_requests_share_steps_and_each_gets_a_valid_ply(server: Ser
         assert health["max_batch"] == 4 and health["status"] == "busy"
         assert {job["prompt"] for job in health["active"]} == set(prompts)
         assert all(0 <= job["step"] <= job["iters"] == 40 for job in health["active"])
-        during = stats(server)
+        during = server.stats()
         assert during["in_flight"] == 4 and during["max_batch"] == 4 and len(during["active"]) == 4
     finally:
         for t in threads:
@@ -104,13 +89,13 @@ def test_simultaneous_requests_share_steps_and_each_gets_a_valid_ply(server: Ser
 
 
 def test_past_max_batch_and_the_queue_it_refuses_at_once(server: ServerProcess) -> None:
-    before = stats(server)["requests"]
+    before = server.stats()["requests"]
     threads, results = _send_all(server, [f"a batch mate {k}" for k in range(4)])
     waiter = None
     try:
-        wait_stats(server, lambda s: s["in_flight"] == 4)
+        server.wait_stats(lambda s: s["in_flight"] == 4)
         waiter = _raw_request(server.port, b"a+waiting+request")  # --queue 1: this one waits
-        wait_stats(server, lambda s: s["queue_depth"] == 1)
+        server.wait_stats(lambda s: s["queue_depth"] == 1)
         started = time.monotonic()
         refused = httpx.post(server.url("/generate/"), data={"prompt": "one too many"}, timeout=10)
         assert refused.status_code == 503 and refused.json()["error"] == "queue full"
@@ -125,12 +110,12 @@ def test_past_max_batch_and_the_queue_it_refuses_at_once(server: ServerProcess) 
             waiter.close()
             assert reply.startswith(b"HTTP/1.1 200")  # joined once a slot freed
     assert all(r.status_code == 200 for r, _ in results.values())
-    after = wait_stats(server, lambda s: s["in_flight"] == 0)["requests"]
+    after = server.wait_stats(lambda s: s["in_flight"] == 0)["requests"]
     assert after["ok"] == before["ok"] + 5 and after["rejected"] == before["rejected"] + 1
 
 
 def test_a_client_leaving_drops_only_its_job(server: ServerProcess) -> None:
-    before = stats(server)["requests"]
+    before = server.stats()["requests"]
     threads, results = _send_all(server, ["a lamp that stays"])
     leaver = _raw_request(server.port, b"a+lamp+that+leaves")
     try:
@@ -141,7 +126,7 @@ def test_a_client_leaving_drops_only_its_job(server: ServerProcess) -> None:
         for t in threads:
             t.join(300)
     assert results["a lamp that stays"][0].status_code == 200
-    after = wait_stats(server, lambda s: s["in_flight"] == 0)["requests"]
+    after = server.wait_stats(lambda s: s["in_flight"] == 0)["requests"]
     assert after["ok"] == before["ok"] + 1 and after["dropped"] == before["dropped"] + 1
 
 

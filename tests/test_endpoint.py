@@ -68,27 +68,13 @@ def use_preset(server: ServerProcess, name: str) -> dict:
     return response.json()
 
 
-def stats(server: ServerProcess) -> dict:
-    return httpx.get(server.url("/stats"), timeout=5).json()
-
-
 def post(server: ServerProcess, path: str = "/generate/", timeout: float = 120, **kwargs) -> httpx.Response:
     return httpx.post(server.url(path), timeout=timeout, **kwargs)
 
 
-def wait_stats(server: ServerProcess, accept, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = stats(server)
-        if accept(current):
-            return current
-        time.sleep(0.02)
-    raise AssertionError(f"/stats never satisfied the condition: {current}")
-
-
 def test_miner_style_urlencoded_post_returns_a_valid_404_ply(server: ServerProcess) -> None:
     use_preset(server, "svc_tiny")
-    before = stats(server)["requests"]["ok"]
+    before = server.stats()["requests"]["ok"]
     prompt = "a red sports car with chrome wheels " * 8  # 288 chars: /stats keeps 200
     started = time.perf_counter()
     response = post(server, data={"prompt": prompt})  # what aiohttp data={"prompt": ...} sends
@@ -106,7 +92,7 @@ def test_miner_style_urlencoded_post_returns_a_valid_404_ply(server: ServerProce
     timings = json.loads(response.headers["x-timings"])
     assert {"render", "guidance", "backward", "export", "encode"} <= set(timings)
 
-    current = stats(server)
+    current = server.stats()
     assert current["requests"]["ok"] == before + 1
     last = current["recent"][-1]
     assert last["prompt"] == prompt.strip()[:200]
@@ -246,13 +232,13 @@ def test_image_prompt_gets_an_explicit_answer_counted_in_stats(server: ServerPro
     """An image task's prompt (a real PNG, base64, url-encoded as the miner sends it) is answered at
     once with a JSON error naming the preset, never generated for, and counted in /stats."""
     use_preset(server, "svc_tiny")
-    before = stats(server)["requests"]
+    before = server.stats()["requests"]
     response = post(server, data={"prompt": IMAGE_PROMPT}, timeout=30)
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "image prompts are not supported by preset svc_tiny"
     assert body["detail"]["format"] == "png"
-    after = stats(server)["requests"]
+    after = server.stats()["requests"]
     assert after["image_prompts"] == before["image_prompts"] + 1
     assert (after["ok"], after["failed"]) == (before["ok"], before["failed"])  # nothing generated
     # a large image still fits the body limit and gets the same answer (text keeps its 1024 rule)
@@ -292,13 +278,13 @@ def test_preset_errors(server: ServerProcess) -> None:
 
 def test_generation_faults_answer_500_and_the_next_request_works(server: ServerProcess) -> None:
     use_preset(server, "svc_tiny_b")
-    failed_before = stats(server)["requests"]["failed"]
+    failed_before = server.stats()["requests"]["failed"]
     for prompt, kind in [("inject-runtime-error", "RuntimeError"), ("inject-oom", "OutOfMemoryError")]:
         response = post(server, data={"prompt": prompt})
         assert response.status_code == 500
         assert response.json()["error"] == "generation failed"
         assert kind in response.json()["detail"]
-    assert stats(server)["requests"]["failed"] == failed_before + 2
+    assert server.stats()["requests"]["failed"] == failed_before + 2
     response = post(server, data={"prompt": "a lamp"})
     assert response.status_code == 200, response.text
     assert check_gate(read_ply(response.content)).passed
@@ -314,14 +300,14 @@ def _queued_request(port: int) -> socket.socket:
 
 def test_full_queue_refuses_at_once_and_a_disconnected_waiter_leaves_the_queue(server: ServerProcess) -> None:
     use_preset(server, "svc_slow")
-    before = stats(server)["requests"]
+    before = server.stats()["requests"]
     result: dict[str, httpx.Response] = {}
     first = threading.Thread(target=lambda: result.update(a=post(server, data={"prompt": "a slow vase"})))
     first.start()
     try:
-        wait_stats(server, lambda s: s["in_flight"] == 1)
+        server.wait_stats(lambda s: s["in_flight"] == 1)
         waiter = _queued_request(server.port)  # --queue 1: this one waits
-        wait_stats(server, lambda s: s["queue_depth"] == 1)
+        server.wait_stats(lambda s: s["queue_depth"] == 1)
 
         refused = post(server, data={"prompt": "one too many"}, timeout=10)
         assert refused.status_code == 503
@@ -330,25 +316,25 @@ def test_full_queue_refuses_at_once_and_a_disconnected_waiter_leaves_the_queue(s
         assert first.is_alive(), "the 503 must come at once, not after the running generation"
 
         waiter.close()  # the client gives up while queued
-        after = wait_stats(
-            server, lambda s: s["queue_depth"] == 0 and s["requests"]["dropped"] == before["dropped"] + 1
+        after = server.wait_stats(
+            lambda s: s["queue_depth"] == 0 and s["requests"]["dropped"] == before["dropped"] + 1
         )
         assert after["requests"]["rejected"] == before["rejected"] + 1
     finally:
         first.join(120)
     assert result["a"].status_code == 200 and result["a"].headers["x-preset"] == "svc_slow"
-    final = stats(server)["requests"]
+    final = server.stats()["requests"]
     assert final["ok"] == before["ok"] + 1  # the dropped waiter never generated
 
 
 def test_a_client_leaving_mid_generation_stops_it_at_the_next_step(server: ServerProcess) -> None:
     use_preset(server, "svc_slow")
-    before = stats(server)["requests"]
+    before = server.stats()["requests"]
     client = _queued_request(server.port)  # runs at once: nothing else is in flight
-    wait_stats(server, lambda s: s["in_flight"] == 1)
+    server.wait_stats(lambda s: s["in_flight"] == 1)
     client.close()
     gone = before["dropped"] + 1
-    after = wait_stats(server, lambda s: s["in_flight"] == 0 and s["requests"]["dropped"] == gone, timeout=60)
+    after = server.wait_stats(lambda s: s["in_flight"] == 0 and s["requests"]["dropped"] == gone, timeout=60)
     assert after["requests"]["ok"] == before["ok"]  # stopped, not finished and thrown away
     assert "client went away" in server.output()
 
@@ -364,9 +350,9 @@ def test_sigterm_stops_the_inflight_generation_within_the_grace_and_exits_0(serv
         return thread
 
     clients = [send("running", "a slow bowl")]
-    wait_stats(server, lambda s: s["in_flight"] == 1)
+    server.wait_stats(lambda s: s["in_flight"] == 1)
     clients.append(send("waiting", "a queued bowl"))
-    wait_stats(server, lambda s: s["queue_depth"] == 1)
+    server.wait_stats(lambda s: s["queue_depth"] == 1)
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     for thread in clients:

@@ -12,6 +12,7 @@ import pytest
 
 from engine.cli import main
 from engine.models import MissingWeightsError, WeightSource, locate, require, requirements
+from tests.support.model_dirs import diffusers_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PORT = "ashawkey/mvdream-sd2.1-diffusers"
@@ -27,20 +28,6 @@ def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("GEN404_MVDREAM_ID", "GEN404_MVDREAM_CKPT", "GEN404_SD_ID"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
-
-
-def _fake_diffusers_folder(root: Path) -> None:
-    for component, weights in (
-        ("unet", "diffusion_pytorch_model.safetensors"),
-        ("vae", "diffusion_pytorch_model.safetensors"),
-        ("text_encoder", "model.safetensors"),
-    ):
-        (root / component).mkdir(parents=True)
-        (root / component / "config.json").write_text("{}")
-        (root / component / weights).write_bytes(b"\0" * 1000)
-    (root / "tokenizer").mkdir()
-    for name in ("tokenizer_config.json", "vocab.json", "merges.txt"):
-        (root / "tokenizer" / name).write_text("{}")
 
 
 def test_pull_offline_fails_in_one_line_with_exit_2(empty_caches: Path) -> None:
@@ -70,7 +57,7 @@ def test_list_with_empty_cache_names_the_pull_command(capsys: pytest.CaptureFixt
 def test_list_reports_a_local_folder_with_size_and_ready_presets(
     empty_caches: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _fake_diffusers_folder(empty_caches / "models" / PORT)
+    diffusers_folder(empty_caches / "models" / PORT)
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert f"{PORT} [unet, vae, text_encoder, tokenizer]: present" in out and "MB" in out
@@ -78,7 +65,7 @@ def test_list_reports_a_local_folder_with_size_and_ready_presets(
 
 
 def test_incomplete_folder_is_not_present(empty_caches: Path) -> None:
-    _fake_diffusers_folder(empty_caches / "models" / PORT)
+    diffusers_folder(empty_caches / "models" / PORT)
     (empty_caches / "models" / PORT / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     assert locate(WeightSource(PORT, ("unet", "vae"))) is None
     assert locate(WeightSource(PORT, ("vae", "tokenizer"))) == empty_caches / "models" / PORT

@@ -26,31 +26,30 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 EMBEDDING_DIM = 256
 QUALITY_SEED = 404
 
-# facebook/dinov2-small's config.json (the architecture; weights come from the checkpoint)
+# facebook/dinov2-small's config.json (the architecture; weights come from the checkpoint). The
+# tiny model shares every field but the sizes: the same code path, small enough for CPU tests.
+_DINOV2_COMMON: dict = {
+    "image_size": 518,
+    "patch_size": 14,
+    "layerscale_value": 1.0,
+    "layer_norm_eps": 1e-6,
+    "qkv_bias": True,
+    "use_swiglu_ffn": False,
+}
 DINOV2_CONFIGS: dict[str, dict] = {
     DEFAULT_QUALITY_MODEL: {
         "hidden_size": 384,
         "num_hidden_layers": 12,
         "num_attention_heads": 6,
         "mlp_ratio": 4,
-        "image_size": 518,
-        "patch_size": 14,
-        "layerscale_value": 1.0,
-        "layer_norm_eps": 1e-6,
-        "qkv_bias": True,
-        "use_swiglu_ffn": False,
+        **_DINOV2_COMMON,
     },
-    TINY_QUALITY_MODEL: {  # same code path, small enough for CPU tests
+    TINY_QUALITY_MODEL: {
         "hidden_size": 32,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
         "mlp_ratio": 2,
-        "image_size": 518,
-        "patch_size": 14,
-        "layerscale_value": 1.0,
-        "layer_norm_eps": 1e-6,
-        "qkv_bias": True,
-        "use_swiglu_ffn": False,
+        **_DINOV2_COMMON,
     },
 }
 

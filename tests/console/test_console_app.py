@@ -20,7 +20,7 @@ from console.widgets.confirm import ConfirmScreen
 from console.widgets.endpoints import EndpointsTable
 from console.widgets.gpu import GpuPane
 from console.widgets.help import HelpScreen
-from tests.support.console_app import quiet_config
+from tests.support.console_app import quiet_config, supervising_console
 from tests.support.console_testkit import fake_command, screen_text, wait_until
 from tests.support.fakes import FakeNvml
 from tests.support.ports import free_port_range
@@ -357,9 +357,7 @@ async def test_attach_mode_watches_without_owning(console_env: Path, reaper: lis
     config = quiet_config(
         endpoints=[EndpointSpec(port)], log_dir=console_env / "logs", spawn=False, refresh=0.25
     )
-    app = Gen404Console(
-        config, sampler=NvmlSampler(FakeNvml()), gpu_count=lambda: (0, None), have_weights=lambda: False
-    )
+    app = supervising_console(config)
     async with app.run_test(size=SIZE) as pilot:
         table = app.query_one(EndpointsTable)
         await wait_until(pilot, lambda: table.cell_text(port, "status") == "ready")

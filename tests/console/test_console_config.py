@@ -16,6 +16,7 @@ from console.config import (
     step_refresh,
     weights_present,
 )
+from tests.support.model_dirs import diffusers_folder
 
 
 def test_defaults_one_auto_endpoint_on_10006(console_env: Path) -> None:
@@ -105,21 +106,6 @@ def test_best_preset() -> None:
     assert preset == "smoke" and "gen404 models pull" in why
 
 
-def _diffusers_folder(root: Path) -> None:
-    """A complete diffusers layout (config + weights file per component), as `models pull` leaves it."""
-    for component, weights in (
-        ("unet", "diffusion_pytorch_model.safetensors"),
-        ("vae", "diffusion_pytorch_model.safetensors"),
-        ("text_encoder", "model.safetensors"),
-    ):
-        (root / component).mkdir(parents=True)
-        (root / component / "config.json").write_text("{}")
-        (root / component / weights).write_bytes(b"")
-    (root / "tokenizer").mkdir(parents=True)
-    (root / "tokenizer" / "tokenizer_config.json").write_text("{}")
-    (root / "tokenizer" / "vocab.json").write_text("{}")
-
-
 def test_weights_present_checks_hf_cache_and_models_dir(
     console_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,13 +122,13 @@ def test_weights_present_checks_hf_cache_and_models_dir(
     (cached / "refs").mkdir()
     (cached / "refs" / "main").write_text("abc")
     assert weights_present() is False  # an empty snapshot is not weights
-    _diffusers_folder(cached / "snapshots" / "abc")
+    diffusers_folder(cached / "snapshots" / "abc")
     assert weights_present() is True
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(console_env / "empty"))
     models = console_env / "models"
     monkeypatch.setenv("GEN404_MODELS_DIR", str(models))
     assert weights_present() is False
-    _diffusers_folder(models / repo)
+    diffusers_folder(models / repo)
     assert weights_present() is True
 
 

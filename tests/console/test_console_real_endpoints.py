@@ -17,14 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from console.app import Gen404Console
 from console.config import EndpointSpec
-from console.gpu import NvmlSampler
 from console.supervisor import proc_alive
 from console.widgets.endpoints import EndpointsTable
-from tests.support.console_app import quiet_config
-from tests.support.console_testkit import wait_until
-from tests.support.fakes import FakeNvml
+from tests.support.console_app import quiet_config, supervising_console
+from tests.support.console_testkit import endpoint_health, wait_until
 from tests.support.ports import free_port_range
 
 GEN404 = Path(sys.executable).parent / "gen404"
@@ -34,19 +31,13 @@ pytestmark = [
 ]
 
 
-def health(port: int) -> dict:
-    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).json()
-
-
 async def test_spawn_switch_kill_restart_stop_real_endpoints(console_env: Path, reaper: list[int]) -> None:
     first = free_port_range(3)
     second = first + 1
     config = quiet_config(
         endpoints=[EndpointSpec(first, "smoke")], log_dir=console_env / "logs", refresh=0.5, first_port=first
     )
-    app = Gen404Console(
-        config, sampler=NvmlSampler(FakeNvml()), gpu_count=lambda: (0, None), have_weights=lambda: False
-    )
+    app = supervising_console(config)
     async with app.run_test(size=(200, 50)) as pilot:
         sup = app.supervisor
         table = app.query_one(EndpointsTable)
@@ -60,13 +51,15 @@ async def test_spawn_switch_kill_restart_stop_real_endpoints(console_env: Path, 
             reaper.append(sup.endpoints[second].process.pid)
             assert table.selected_port == second
             await wait_until(pilot, lambda: table.cell_text(second, "status") == "ready", timeout=120)
-            assert health(second)["status"] == "ready" and health(second)["preset"] == "smoke"
+            assert (
+                endpoint_health(second)["status"] == "ready" and endpoint_health(second)["preset"] == "smoke"
+            )
 
             await pilot.press("1")
             await wait_until(
                 pilot, lambda: table.cell_text(second, "preset") == "text_mv_ultra_fast", timeout=30
             )
-            assert health(second)["preset"] == "text_mv_ultra_fast"
+            assert endpoint_health(second)["preset"] == "text_mv_ultra_fast"
 
             old_pid = sup.endpoints[second].process.pid
             os.kill(old_pid, signal.SIGKILL)
@@ -81,8 +74,8 @@ async def test_spawn_switch_kill_restart_stop_real_endpoints(console_env: Path, 
             new_pid = sup.endpoints[second].process.pid
             reaper.append(new_pid)
             assert new_pid != old_pid and table.cell_text(second, "pid") == str(new_pid)
-            assert health(second)["pid"] == new_pid
-            assert health(second)["preset"] == "text_mv_ultra_fast"  # the restart kept the switch
+            assert endpoint_health(second)["pid"] == new_pid
+            assert endpoint_health(second)["preset"] == "text_mv_ultra_fast"  # the restart kept the switch
 
             await pilot.press("x")
             await pilot.pause()
@@ -90,6 +83,6 @@ async def test_spawn_switch_kill_restart_stop_real_endpoints(console_env: Path, 
             await wait_until(pilot, lambda: table.cell_text(second, "status") == "stopped", timeout=30)
             assert not proc_alive(new_pid, None)
             with pytest.raises(httpx.ConnectError):
-                health(second)
+                endpoint_health(second)
         finally:
             await sup.shutdown(stop_endpoints=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ from console.snapshot import run_once
 from console.ui_messages import RemotesUpdated
 from console.widgets.endpoints import REMOTE_MARK, EndpointsTable
 from console.widgets.gpu import GpuPane
+from engine.service.gpu_telemetry import GpuTelemetry
 from tests.support.console_app import offline_console, quiet_config
 from tests.support.console_testkit import screen_text, wait_until
 from tests.support.fakes import FakeNvml
@@ -82,6 +84,20 @@ def test_gpu_json_becomes_a_snapshot_with_unknown_fields_ignored() -> None:
         {"error": None, "driver": "550", "taken_at": 1.0, "gpus": [{"index": 0, "temp": 70.0, "new": 1}]}
     )
     assert snap.driver == "550" and snap.gpus[0].temp == 70.0 and snap.gpus[0].name is None
+
+
+def test_gpu_route_json_reads_back_as_the_local_sampler_s_snapshot() -> None:
+    """GET /gpu (engine/service/gpu_telemetry.py) and the console's own sampler are one sampler:
+    the remote's JSON, read back, gives the local readings field by field (no per-process ones)."""
+    served = GpuTelemetry(nvml=FakeNvml(count=2, fail={"fan"})).sample()
+    assert all("processes" not in g for g in served["gpus"])  # the remote box's pids mean nothing here
+    remote = snapshot_from_json(served)
+    local = NvmlSampler(nvml=FakeNvml(count=2, fail={"fan"})).sample()
+    assert (remote.error, remote.driver) == (local.error, local.driver) == (None, "550.54.15")
+    for r, g in zip(remote.gpus, local.gpus, strict=True):
+        fields = {k for k in asdict(g) if k not in ("util_history", "mem_history", "processes")}
+        assert {k: getattr(r, k) for k in fields} == {k: getattr(g, k) for k in fields}
+    assert remote.gpus[0].fan is None and remote.gpus[0].temp == 61.0 and remote.gpus[1].index == 1
 
 
 def test_a_remote_box_gpu_alert_names_the_box() -> None:

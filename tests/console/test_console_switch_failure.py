@@ -20,13 +20,11 @@ import pytest
 
 from console.app import Gen404Console
 from console.config import EndpointSpec
-from console.gpu import NvmlSampler
 from console.widgets.endpoints import EndpointsTable
 from engine.formats.ply import read_ply
 from engine.gate import check_gate
-from tests.support.console_app import quiet_config
-from tests.support.console_testkit import wait_until
-from tests.support.fakes import FakeNvml
+from tests.support.console_app import quiet_config, supervising_console
+from tests.support.console_testkit import endpoint_health, wait_until
 from tests.support.ports import free_port_range
 
 GEN404 = Path(sys.executable).parent / "gen404"
@@ -34,10 +32,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not GEN404.exists() and not shutil.which("gen404"), reason="gen404 not installed"),
 ]
-
-
-def health(port: int) -> dict:
-    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).json()
 
 
 def toasts(app: Gen404Console) -> list[str]:
@@ -68,9 +62,7 @@ async def test_failed_switches_keep_the_endpoint_serving_its_old_preset(
     config = quiet_config(
         endpoints=[EndpointSpec(port, "smoke")], log_dir=console_env / "logs", refresh=0.5, first_port=port
     )
-    app = Gen404Console(
-        config, sampler=NvmlSampler(FakeNvml()), gpu_count=lambda: (0, None), have_weights=lambda: False
-    )
+    app = supervising_console(config)
     async with app.run_test(size=(200, 50)) as pilot:
         sup = app.supervisor
         table = app.query_one(EndpointsTable)
@@ -89,8 +81,8 @@ async def test_failed_switches_keep_the_endpoint_serving_its_old_preset(
                 "not found locally" in refusal and "gen404 models pull --preset text_mv_ultra_fast" in refusal
             )
             assert "\n" not in refusal
-            assert health(port)["status"] == "ready" and health(port)["preset"] == "smoke"
-            assert health(port)["switch"] is None  # the endpoint was never asked
+            assert endpoint_health(port)["status"] == "ready" and endpoint_health(port)["preset"] == "smoke"
+            assert endpoint_health(port)["switch"] is None  # the endpoint was never asked
             response = generate(port)
             assert response.status_code == 200 and response.headers["x-preset"] == "smoke"
             assert check_gate(read_ply(response.content)).passed
@@ -100,7 +92,7 @@ async def test_failed_switches_keep_the_endpoint_serving_its_old_preset(
             await wait_until(pilot, lambda: any("CUDA out of memory" in t for t in toasts(app)), timeout=60)
             (failure,) = [t for t in toasts(app) if "CUDA out of memory" in t]
             assert "switch to 'oom' failed" in failure and "still serving 'smoke'" in failure
-            assert health(port)["status"] == "ready" and health(port)["preset"] == "smoke"
+            assert endpoint_health(port)["status"] == "ready" and endpoint_health(port)["preset"] == "smoke"
             assert table.cell_text(port, "preset") == "smoke" and sup.endpoints[port].spec.preset == "smoke"
             response = generate(port)
             assert response.status_code == 200 and response.headers["x-preset"] == "smoke"
@@ -113,6 +105,6 @@ async def test_failed_switches_keep_the_endpoint_serving_its_old_preset(
             )
             assert "models shared" in [t for t in toasts(app) if t.startswith(f"gen-{port} → alt")][0]
             await wait_until(pilot, lambda: table.cell_text(port, "preset") == "alt", timeout=30)
-            assert health(port)["preset"] == "alt" and sup.endpoints[port].spec.preset == "alt"
+            assert endpoint_health(port)["preset"] == "alt" and sup.endpoints[port].spec.preset == "alt"
         finally:
             await sup.shutdown(stop_endpoints=True)

@@ -16,6 +16,7 @@ from console.app import main
 from console.mining.attribution import PullTracker
 from console.mining.events import AveragesReported, FeedbackReceived, PullRefused, SubmitFailed, TaskReceived
 from console.mining.log_follower import PENDING_MAX, PENDING_TTL_S, LogInterpreter, image_log_id
+from tests.support.miner_log import miner_log_line
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOG = FIXTURES / "miner_4workers.log"
@@ -27,13 +28,10 @@ T0 = datetime(2026, 11, 21, 12, 0, 0).timestamp()  # the fixture's timestamps ar
 
 def line(seconds: float, msg: str, level: str = "DEBUG") -> str:
     ts = datetime.fromtimestamp(1_800_000_000 + seconds, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return f"\x1b[34m{ts}\x1b[39m | \x1b[1m\x1b[34m{level:^16}\x1b[0m | {msg}\n"
+    return miner_log_line(ts, msg, level)
 
 
-@pytest.fixture(autouse=True)
-def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GEN404_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GEN404_CONFIG_DIR", str(tmp_path / "config"))
+pytestmark = pytest.mark.usefixtures("private_dirs")  # tests/mining/conftest.py
 
 
 def once_json(capsys: pytest.CaptureFixture[str], *extra: str) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,17 @@ from console.mining.options import MiningOptions
 from console.widgets.cooldowns import CooldownsPane
 from console.widgets.scores import ScoresPane
 from tests.support.console_app import offline_console
+from tests.support.fakes import FakeNvml
+from tests.support.miner_log import miner_log_line, stamp_now
 
 FIXTURE = Path(__file__).parent / "fixtures" / "miner.log"
 
 
-class NoNvml:
-    def nvmlInit(self) -> None:
-        raise RuntimeError("NVML not available (test)")
-
-
 def line(msg: str) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime()) + ".000"
-    return f"\x1b[34m{stamp}\x1b[39m | \x1b[1m\x1b[34m     DEBUG      \x1b[0m | {msg}\n"
+    return miner_log_line(stamp_now(), msg)
 
 
-@pytest.fixture(autouse=True)
-def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GEN404_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GEN404_CONFIG_DIR", str(tmp_path / "config"))
+pytestmark = pytest.mark.usefixtures("private_dirs")  # tests/mining/conftest.py
 
 
 async def test_live_mode_follows_the_log(tmp_path: Path) -> None:
@@ -42,7 +34,7 @@ async def test_live_mode_follows_the_log(tmp_path: Path) -> None:
         spawn=False,
         mining=MiningOptions(miner_log=log),
     )
-    app = offline_console(config, NvmlSampler(NoNvml()), tmp_path)
+    app = offline_console(config, NvmlSampler(FakeNvml(init_error=True)), tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
         cooldowns = app.query_one(CooldownsPane)
         scores = app.query_one(ScoresPane)

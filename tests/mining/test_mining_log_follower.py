@@ -15,6 +15,7 @@ from console.mining.events import FeedbackReceived, PullRefused, Querying, TaskR
 from console.mining.live import LiveSource, state_from_log
 from console.mining.log_follower import LogFollower, LogInterpreter, parse_line
 from console.mining.validators import load_validators
+from tests.support.miner_log import miner_log_line
 
 FIXTURE = Path(__file__).parent / "fixtures" / "miner.log"
 UTC = timezone.utc
@@ -25,7 +26,7 @@ def at(hms: str) -> float:
 
 
 def line(hms: str, msg: str, level: str = "DEBUG") -> str:
-    return f"\x1b[34m2026-11-20 {hms}\x1b[39m | \x1b[1m\x1b[34m{level:^16}\x1b[0m | {msg}\n"
+    return miner_log_line(f"2026-11-20 {hms}", msg, level)
 
 
 def test_parse_line_strips_colour_and_reads_time_level_message() -> None:

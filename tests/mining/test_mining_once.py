@@ -12,10 +12,7 @@ from console.app import main
 FIXTURE = Path(__file__).parent / "fixtures" / "miner.log"
 
 
-@pytest.fixture(autouse=True)
-def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GEN404_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GEN404_CONFIG_DIR", str(tmp_path / "config"))
+pytestmark = pytest.mark.usefixtures("private_dirs")  # tests/mining/conftest.py
 
 
 def test_once_json_prints_validators_scores_and_ledger(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,25 +15,18 @@ from console.mining.events import FeedbackReceived
 from console.widgets.cooldowns import CooldownsPane
 from console.widgets.scores import ScoresPane
 from tests.support.console_app import offline_console
+from tests.support.fakes import FakeNvml
+from tests.support.miner_log import miner_log_line, stamp_now
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HK81 = "5Hk81qzTn2uYbWxK9cVfGh8wDeRt6yUiOp1aSdFgHjKlZxCv"  # validators_4workers.yaml
 
 
-class NoNvml:
-    def nvmlInit(self) -> None:
-        raise RuntimeError("NVML not available (test)")
-
-
 def line(msg: str, level: str = "DEBUG") -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime()) + ".000"
-    return f"\x1b[34m{stamp}\x1b[39m | \x1b[1m\x1b[34m{level:^16}\x1b[0m | {msg}\n"
+    return miner_log_line(stamp_now(), msg, level)
 
 
-@pytest.fixture(autouse=True)
-def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GEN404_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GEN404_CONFIG_DIR", str(tmp_path / "config"))
+pytestmark = pytest.mark.usefixtures("private_dirs")  # tests/mining/conftest.py
 
 
 async def test_validator_views_skip_and_score_parts(tmp_path: Path) -> None:
@@ -48,7 +41,7 @@ async def test_validator_views_skip_and_score_parts(tmp_path: Path) -> None:
         spawn=False,
         mining=MiningOptions(miner_log=log, validators_file=FIXTURES / "validators_4workers.yaml"),
     )
-    app = offline_console(config, NvmlSampler(NoNvml()), tmp_path)
+    app = offline_console(config, NvmlSampler(FakeNvml(init_error=True)), tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
         cooldowns = app.query_one(CooldownsPane)
         scores = app.query_one(ScoresPane)

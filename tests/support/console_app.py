@@ -9,6 +9,7 @@ from console.app import Gen404Console
 from console.config import ConsoleConfig
 from console.gpu import NvmlSampler
 from console.mining.options import MiningOptions
+from tests.support.fakes import FakeNvml
 
 
 def quiet_config(**kw: Any) -> ConsoleConfig:
@@ -28,4 +29,12 @@ def offline_console(
         have_weights=lambda: False,
         state_file=tmp_path / "state.json",
         supervise=False,
+    )
+
+
+def supervising_console(config: ConsoleConfig) -> Gen404Console:
+    """A console that supervises (or attaches to) the endpoints in `config` for real, on a box it
+    sees with no GPU (a fake NVML with one GPU for the pane) and no weights."""
+    return Gen404Console(
+        config, sampler=NvmlSampler(FakeNvml()), gpu_count=lambda: (0, None), have_weights=lambda: False
     )

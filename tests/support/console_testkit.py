@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from console.config import EndpointSpec
 
 FAKE_ENDPOINT = Path(__file__).with_name("fake_endpoint.py")  # run as a script, in its own process
@@ -51,3 +53,8 @@ def screen_text(app: Any) -> str:
     body = svg[svg.find("<g class=") :]
     text = re.sub(r"<[^>]+>", "", body)
     return html.unescape(text).replace("\xa0", " ")
+
+
+def endpoint_health(port: int) -> Any:
+    """GET /health of an endpoint on 127.0.0.1 (no proxy from the environment)."""
+    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).json()

@@ -11,7 +11,7 @@ class FakeNVMLError(Exception):
 
 
 class FakeNvml:
-    """Enough of pynvml for console.gpu.NvmlSampler, with failures switchable mid-run.
+    """Enough of pynvml for engine.nvml_sampling.NvmlSampler, with failures switchable mid-run.
 
     `fail` names calls that raise (e.g. {"temp", "power"}); `lost = True` makes every call raise,
     as when the driver goes away (Xid, GPU fallen off the bus, driver reload); `init_error` fails

@@ -60,21 +60,33 @@ class ServerProcess:
     def health(self, timeout: float = 2.0) -> Any:
         return httpx.get(self.url(self.probe), headers=self.headers, timeout=timeout).json()
 
+    def stats(self, timeout: float = 5.0) -> Any:
+        return httpx.get(self.url("/stats"), headers=self.headers, timeout=timeout).json()
+
     def wait_health(self, accept: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
         """Poll /health until `accept(health)`; fail with the server's output otherwise."""
+        return self._wait("/health", self.health, accept, timeout)
+
+    def wait_stats(self, accept: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
+        """Poll /stats until `accept(stats)`; fail with the server's output otherwise."""
+        return self._wait("/stats", self.stats, accept, timeout)
+
+    def _wait(
+        self, path: str, read: Callable[[], Any], accept: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                last = self.health()
+                last = read()
                 if accept(last):
                     return last
             except httpx.HTTPError as exc:
                 last = exc
-            time.sleep(0.05)
-        raise AssertionError(f"/health never satisfied the condition; last: {last!r}\n{self.output()}")
+            time.sleep(0.02)
+        raise AssertionError(f"{path} never satisfied the condition; last: {last!r}\n{self.output()}")
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, wait, SIGKILL if needed; returns the exit status."""
