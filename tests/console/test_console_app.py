@@ -88,6 +88,7 @@ async def test_main_screen_shows_gpus_endpoints_and_mining_room(console_env: Pat
                 "pid",
                 "uptime",
                 "restarts",
+                "active",
                 "queue",
                 "done",
                 "failed",
@@ -106,7 +107,8 @@ async def test_main_screen_shows_gpus_endpoints_and_mining_room(console_env: Pat
             "pid": "4242",
             "uptime": "1h",
             "restarts": "2",
-            "queue": "2",
+            "active": "1",  # running (this view reports no max_batch)
+            "queue": "1",  # waiting behind it
             "done": "118",
             "failed": "3",
             "last": "21.4s",
