@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import httpx
@@ -37,6 +37,16 @@ class StatsSummary:
     uptime_s: float | None = None
     max_batch: int | None = None  # jobs the endpoint runs at once (continuous batching)
     image_prompts: int | None = None  # image tasks refused (the preset generates from text)
+
+    @property
+    def busy(self) -> bool:
+        """Something running or waiting (a "ready" endpoint with work is shown busy)."""
+        return (self.in_flight or 0) > 0 or (self.queue or 0) > 0
+
+    def view_fields(self) -> dict[str, Any]:
+        """The counters an EndpointView shows as the endpoint reports them (uptime aside: a
+        supervised endpoint's comes from its process)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "uptime_s"}
 
 
 @dataclass

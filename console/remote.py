@@ -19,10 +19,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from console.config import RemoteSpec
-from console.endpoint_client import EndpointClient, EndpointError, Probe
+from console.endpoint_client import EndpointClient, EndpointError, Probe, StatsSummary
 from console.gpu import HISTORY, GpuSample, GpuSnapshot
 from console.publisher import Publisher
-from console.supervisor.model import EndpointView
+from console.supervisor.model import EndpointView, status_from_health
 
 _SAMPLE_FIELDS = {f.name for f in fields(GpuSample)} - {"util_history", "mem_history"}
 
@@ -52,16 +52,6 @@ class RemotesChanged:
 
     views: tuple[EndpointView, ...]
     gpus: tuple[tuple[str, GpuSnapshot], ...]
-
-
-def status_from_health(health: dict[str, Any], busy: bool) -> str:
-    """The supervisor's Status values, from a remote /health (nothing to restart here)."""
-    state = str(health.get("status", "")).lower()
-    if state == "loading":
-        return "loading"
-    if state in ("busy", "ready"):
-        return "busy" if state == "busy" or busy else "ready"
-    return "unhealthy"
 
 
 def snapshot_from_json(data: dict[str, Any]) -> GpuSnapshot:
@@ -168,14 +158,13 @@ class RemoteEndpoints:
     @staticmethod
     def _view(spec: RemoteSpec, probe: Probe | None) -> EndpointView:
         health = (probe.health if probe else None) or {}
-        s = probe.summary if probe else None
+        s = probe.summary if probe else StatsSummary()
         if probe is None:
             status, message = "starting", "remote: first probe pending"
         elif not probe.ok:
             status, message = "unhealthy", f"remote: not answering ({probe.error})"
         else:
-            busy = bool(s and ((s.in_flight or 0) > 0 or (s.queue or 0) > 0))
-            status = status_from_health(health, busy)
+            status = status_from_health(health, s).value  # nothing to restart on another box
             message = "remote" + (f": {health['message']}" if health.get("message") else "")
         return EndpointView(
             name=spec.name,
@@ -184,18 +173,9 @@ class RemoteEndpoints:
             preset=str(health.get("preset") or "?"),
             status=status,
             pid=health.get("pid"),  # that box's pid
-            uptime_s=s.uptime_s if s else None,
+            uptime_s=s.uptime_s,
             restarts=0,
-            queue=s.queue if s else None,
-            in_flight=s.in_flight if s else None,
-            max_batch=s.max_batch if s else None,
-            image_prompts=s.image_prompts if s else None,
-            done=s.done if s else None,
-            failed=s.failed if s else None,
-            last_s=s.last_s if s else None,
-            mean_s=s.mean_s if s else None,
-            p95_s=s.p95_s if s else None,
-            per_hour=s.per_hour if s else None,
+            **s.view_fields(),
             message=message,
             log_path="",  # the log lives on that box
             adopted=False,

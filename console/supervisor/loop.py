@@ -29,6 +29,7 @@ from console.supervisor.model import (
     Status,
     SupervisorEvent,
     SupervisorNotice,
+    status_from_health,
 )
 from console.supervisor.processes import AdoptedProcess, launch_endpoint, port_in_use, proc_alive
 from console.supervisor.state_file import read_state, state_items, write_state
@@ -292,18 +293,8 @@ class Supervisor:
     @staticmethod
     def _status_from_health(ep: ManagedEndpoint, probe: Probe) -> Status:
         health = probe.health or {}
-        state = str(health.get("status", "")).lower()
         ep.message = ("watching: " if ep.external else "") + health_note(health)
-        if state == "loading":
-            return Status.LOADING
-        if state == "error":
-            return Status.UNHEALTHY
-        busy = (probe.summary.in_flight or 0) > 0 or (probe.summary.queue or 0) > 0
-        if state == "busy" or (state == "ready" and busy):
-            return Status.BUSY
-        if state == "ready":
-            return Status.READY
-        return Status.UNHEALTHY
+        return status_from_health(health, probe.summary)
 
     async def set_preset(self, port: int, name: str) -> dict[str, Any]:
         """Switch an endpoint's preset; returns when the endpoint serves it (the endpoint builds it
@@ -411,16 +402,7 @@ class Supervisor:
                     pid=pid,
                     uptime_s=uptime,
                     restarts=ep.restarts,
-                    queue=summary.queue,
-                    in_flight=summary.in_flight,
-                    max_batch=summary.max_batch,
-                    image_prompts=summary.image_prompts,
-                    done=summary.done,
-                    failed=summary.failed,
-                    last_s=summary.last_s,
-                    mean_s=summary.mean_s,
-                    p95_s=summary.p95_s,
-                    per_hour=summary.per_hour,
+                    **summary.view_fields(),
                     message=ep.message,
                     log_path=str(ep.log_path),
                     adopted=ep.adopted or ep.external,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from console.config import EndpointSpec
-from console.endpoint_client import Probe
+from console.endpoint_client import Probe, StatsSummary
 
 
 class Status(str, Enum):
@@ -25,6 +25,18 @@ class Status(str, Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     ERRORED = "errored"
+
+
+def status_from_health(health: dict[str, Any], summary: StatsSummary) -> Status:
+    """An answering endpoint's Status from its /health and /stats (this box's or another's)."""
+    state = str(health.get("status", "")).lower()
+    if state == "loading":
+        return Status.LOADING
+    if state == "busy" or (state == "ready" and summary.busy):
+        return Status.BUSY
+    if state == "ready":
+        return Status.READY
+    return Status.UNHEALTHY  # "error", or anything unknown
 
 
 RUNNING_STATES = {Status.STARTING, Status.LOADING, Status.READY, Status.BUSY, Status.UNHEALTHY}
