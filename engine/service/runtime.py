@@ -172,11 +172,6 @@ class ModelHost:
         active = self._active
         return None if active is None else active.generator
 
-    @property
-    def _preset(self) -> Preset | None:
-        active = self._active
-        return None if active is None else active.preset
-
     # --- state shown by /health -------------------------------------------------------------
 
     def _set(self, status: Status, message: str, progress: float | None = None) -> None:
