@@ -115,7 +115,9 @@ def read_bench_json(path: Path | None) -> dict[str, float]:
     return out
 
 
-def _rating(state: MiningState) -> tuple[float, str]:
+def miner_rating(state: MiningState) -> tuple[float, str]:
+    """The duel rating to project with: the validators' reported ratings averaged, else a new
+    miner's starting rating; and which of the two it is."""
     ratings = [
         v.reported.rating
         for v in state.validators.values()
@@ -152,7 +154,7 @@ def matrix(
     rules = [v.rules for v in state.validators.values()] or [ValidatorRules()]
     throttle = min(r.throttle_period for r in rules)
     threshold = max(r.quality_threshold for r in rules)
-    rating, rating_source = _rating(state)
+    rating, rating_source = miner_rating(state)
     live = [v for v in views if v.status in LIVE_STATES]
     lanes = max(1, len(live))
     ledger = state.ledger.per_preset(now)

@@ -17,27 +17,25 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
+from console.advisor import miner_rating, reward_per_4h
 from console.mining.ledger import Projection
 from console.mining.state import MiningState
 
-DEFAULT_RATING = 1500.0  # a miner's starting duel rating (ratings.py Glicko2Rating)
 SAME_GPU_NOTE = (
     "+1 endpoint on the same GPU: latency only (H200: 4 processes 1,065 gens/h = 1 endpoint 1,068); "
     "another GPU: +capacity"
 )
 
 
-def reported_rewards(state: MiningState) -> tuple[float, int, float | None]:
-    """(sum of the validators' reported rewards, validators reporting, mean reported rating)."""
+def reported_rewards(state: MiningState) -> tuple[float, int]:
+    """(sum of the validators' reported rewards, validators reporting)."""
     views = [v.reported for v in state.validators.values() if v.reported is not None]
-    ratings = [r.rating for r in views if r.rating is not None]
-    mean_rating = sum(ratings) / len(ratings) if ratings else None
-    return sum(r.reward for r in views), len(views), mean_rating
+    return sum(r.reward for r in views), len(views)
 
 
 def _projection_text(name: str, p: Projection, rating: float) -> str:
     return (
-        f"{name}: {p.accepted_4h:.0f} accepted/4h × rating {rating:.0f} = {p.accepted_4h * rating:,.0f}"
+        f"{name}: {p.accepted_4h:.0f} accepted/4h × rating {rating:.0f} = {reward_per_4h(p, rating):,.0f}"
         f" ({p.limited_by}-bound)"
     )
 
@@ -59,10 +57,11 @@ def reward_line(state: MiningState, now: float) -> str:
         "acceptance: " + ("-" if rate is None else f"{rate:.0%}"),
         f"missed windows: {led.missed_windows(now)}",
     ]
-    total, reporting, mean_rating = reported_rewards(state)
+    total, reporting = reported_rewards(state)
+    rating, rating_source = miner_rating(state)
     if reporting:
-        rating = "" if mean_rating is None else f", mean rating {mean_rating:.0f}"
-        parts.append(f"validators' reward: {total:,.0f} from {reporting} (accepted × rating{rating})")
+        reported = f", mean rating {rating:.0f}" if rating_source == "validators" else ""
+        parts.append(f"validators' reward: {total:,.0f} from {reporting} (accepted × rating{reported})")
     if state.submit_failures:
         parts.append(f"lost submits: {state.submit_failures}")
     endpoints = max(1, len(state.endpoints))
@@ -70,9 +69,9 @@ def reward_line(state: MiningState, now: float) -> str:
     if rules:
         projections = led.projections(now, rules, endpoints)
         if projections:
-            r = mean_rating if mean_rating is not None else DEFAULT_RATING
             parts.append(
-                "projection " + "; ".join(_projection_text(k, p, r) for k, p in sorted(projections.items()))
+                "projection "
+                + "; ".join(_projection_text(k, p, rating) for k, p in sorted(projections.items()))
             )
             parts.append(capacity_note(projections))
     return " · ".join(parts)
