@@ -1,0 +1,114 @@
+"""Where an endpoint's start goes, step by step, in one process (issue 16's probe).
+
+One run = one fresh process doing what `gen404 serve` does before "ready", each step timed
+alone (nothing overlapped): imports, CUDA init, building the weights, loading a warm cache
+(optional), the warm-up (compile + graph capture), saving the cache (optional). With
+`--compile-times` it prints dynamo's per-phase compile times after the warm-up.
+
+    python -m benchmarks.probes.startup --preset text_mv_fast --random-weights \
+        [--load CACHE] [--save CACHE] [--compile on|off] [--json OUT.json]
+
+The driver script (benchmarks/gpu_startup.sh) runs it cold, then warm from the saved cache with
+inductor's own caches emptied, with and without TORCH_CACHING_PRECOMPILE, on one GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+T0 = time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="text_mv_fast")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--load", type=Path, help="mega-cache payload to load before the warm-up")
+    parser.add_argument("--save", type=Path, help="write the mega-cache payload here after it")
+    parser.add_argument("--compile", choices=("preset", "on", "off"), default="preset")
+    parser.add_argument("--compile-times", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    steps: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        steps[name] = round(now - mark, 3)
+        mark = now
+        print(f"  {name:<24} {steps[name]:7.2f} s", flush=True)
+
+    steps["python start to main"] = round(mark - T0, 3)
+    import torch
+
+    step("import torch")
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+
+    step("import diffusers+hf")
+    from engine.pipeline import Generator
+    from engine.presets import load_preset
+
+    step("import engine")
+    if torch.cuda.is_available():
+        torch.cuda.init()
+        torch.empty(1, device="cuda")
+    step("cuda init")
+    preset = load_preset(args.preset)
+    if args.compile != "preset":
+        preset = dataclasses.replace(preset, compile=args.compile == "on")
+    generator = Generator(preset, device=args.device, random_weights=args.random_weights, sync_timings=False)
+    generator.load()
+    if generator.device.type == "cuda":
+        torch.cuda.synchronize()
+    step("build weights")
+    info: dict[str, Any] = {
+        "preset": preset.name,
+        "compile": preset.compile,
+        "precompile_env": os.environ.get("TORCH_CACHING_PRECOMPILE", "0"),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+    dynamo_config = torch._dynamo.config
+    info["caching_precompile"] = getattr(dynamo_config, "caching_precompile", None)
+    if args.load is not None:
+        loaded = torch.compiler.load_cache_artifacts(args.load.read_bytes())
+        info["loaded"] = None if loaded is None else repr(loaded)[:400]
+        step("load mega-cache")
+    generator.warmup(force=True)
+    step("warm-up (compile+capture)")
+    started = time.perf_counter()
+    result = generator.generate("a red wooden chair", seed=1)
+    info["first_generation_s"] = round(time.perf_counter() - started, 3)
+    info["steps_run"] = result.steps
+    step("first generation")
+    if args.save is not None:
+        artifacts = torch.compiler.save_cache_artifacts()
+        if artifacts:
+            args.save.write_bytes(bytes(artifacts[0]))
+            info["saved_bytes"] = len(artifacts[0])
+            info["saved_info"] = repr(artifacts[1])[:600]
+        step("save mega-cache")
+    if args.compile_times:
+        from torch._dynamo.utils import compile_times
+
+        info["compile_times"] = compile_times(repr="str", aggregate=True)
+        print(info["compile_times"], flush=True)
+    info["steps"] = steps
+    info["compile_failure"] = generator.compile_failure
+    print(json.dumps({k: v for k, v in info.items() if k != "compile_times"}), flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(info, indent=1))
+
+
+if __name__ == "__main__":
+    main()
