@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from console.endpoint_client import ANSWERING
 from console.mining.glicko import Glicko
 from console.mining.ledger import Projection, ResultRecord, project
 from console.mining.rules import ValidatorRules
@@ -41,7 +42,7 @@ REF_SIZES = (64, 96, 128, 192, 256, 384, 512)  # the steps a smaller-ref_size su
 GUIDANCE_STEP = 10.0  # the seed's 50 -> 60
 ITERS_GROWTH = 1.2  # the seed's 250 -> 300
 UNLIMITED_LANES = 10**9  # project() with this many endpoints gives the validators' bound alone
-LIVE_STATES = ("ready", "busy")
+LIVE_STATES = ANSWERING
 
 
 def reward_per_4h(p: Projection, rating: float) -> float:

@@ -18,6 +18,9 @@ HOST = "127.0.0.1"
 TIMEOUT_S = 1.5
 SWITCH_POLL_S = 0.5
 SWITCH_TIMEOUT_S = 1800.0  # a cold compile of a new preset takes minutes on a GPU; never forever
+# /health statuses (and the console's "busy") under which an endpoint takes generations;
+# "warming": answering uncompiled while its compiled state builds (engine/service/runtime.py)
+ANSWERING = ("ready", "busy", "warming")
 
 
 class EndpointError(RuntimeError):
@@ -192,10 +195,13 @@ def health_note(health: dict[str, Any]) -> str:
     else the endpoint's own message."""
     message = str(health.get("message") or "")
     switch = health.get("switch") if isinstance(health.get("switch"), dict) else None
-    if switch and switch.get("state") == "building":
+    if switch and switch.get("state") == "building" and health.get("status") != "warming":
         return f"→ {switch.get('target')}: {_phase(switch.get('phase'), switch.get('phase_elapsed_s'))}"
     if health.get("status") == "loading" and health.get("phase"):
         return f"{_phase(health.get('phase'), health.get('phase_elapsed_s'))}; {message}"
+    if health.get("status") == "warming":  # the compiled state builds beside the serving one
+        phase = _phase(switch.get("phase"), switch.get("phase_elapsed_s")) if switch else "compiling"
+        return f"answering uncompiled; {phase}"
     return message
 
 

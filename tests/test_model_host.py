@@ -36,7 +36,10 @@ def test_endpoint_warms_up_after_load_and_switch_and_reports_it() -> None:
 
     worker = Worker("test-warmup")
     # random weights: the text_mv presets' pretrained weights are not needed; no warm cache either
-    host = ModelHost(worker, "text_mv_fast", factory=FakeGenerator, random_weights=True, use_cache=False)
+    # serve_early=False: the start builds the compiled state only (the serving-early start is below)
+    host = ModelHost(
+        worker, "text_mv_fast", factory=FakeGenerator, random_weights=True, use_cache=False, serve_early=False
+    )
     try:
         host.start()
         host.builder.submit(lambda: None).result(10)
@@ -53,6 +56,117 @@ def test_endpoint_warms_up_after_load_and_switch_and_reports_it() -> None:
         health = host.health()
         assert health["status"] == "ready" and "warm-up 1.2s" in health["message"]
         assert "torch.compile failed, serving uncompiled" in health["message"]
+    finally:
+        worker.stop()
+        host.stop()
+
+
+class _Result:
+    """What ModelHost.generate encodes: the splats (here the name of the state that made them)."""
+
+    def __init__(self, made_by: str) -> None:
+        self.splats = [made_by]
+        self.timings: dict[str, float] = {}
+        self.preset = None
+
+
+def _serving_early_host(compiled_warmup):  # noqa: ANN001, ANN202
+    """A host on text_mv_fast (a compiling preset) whose generators are doubles: the uncompiled
+    one warms up at once; the compiled one runs `compiled_warmup()` as its warm-up."""
+    from engine.service.queue import Worker
+    from engine.service.runtime import ModelHost
+
+    class FakeGenerator:
+        device = "cpu"
+        random_weights = True
+        compile_failure = None
+
+        def __init__(self, preset, device, random_weights) -> None:  # noqa: ANN001
+            self.preset = preset
+
+        def load(self, progress) -> None:  # noqa: ANN001
+            pass
+
+        def warmup(self, progress) -> float:  # noqa: ANN001
+            if self.preset.compile:
+                compiled_warmup()
+            return 0.5
+
+        def models_key(self) -> tuple:
+            return ("same",)
+
+        def fork(self, preset):  # noqa: ANN001, ANN202
+            return FakeGenerator(preset, None, True)
+
+        def generate(self, prompt, on_step=None):  # noqa: ANN001, ANN202
+            return _Result("compiled" if self.preset.compile else "uncompiled")
+
+    worker = Worker("test-early")
+    host = ModelHost(worker, "text_mv_fast", factory=FakeGenerator, random_weights=True, use_cache=False)
+    return host, worker
+
+
+def _made_by(host) -> str:  # noqa: ANN001
+    import threading
+
+    return (
+        host.worker.submit(lambda: host.generate("a chair", lambda s: s[0].encode(), threading.Event()))
+        .result(10)
+        .data.decode()
+    )
+
+
+def test_serving_early_answers_uncompiled_then_swaps_in_the_compiled_state() -> None:
+    import sys
+    import threading
+
+    release = threading.Event()
+    intervals: list[float] = []
+    default_interval = sys.getswitchinterval()
+
+    def compiled_warmup() -> None:
+        intervals.append(sys.getswitchinterval())  # the build beside serving hands the GIL back fast
+        release.wait(10)
+
+    host, worker = _serving_early_host(compiled_warmup)
+    try:
+        host.start()
+        deadline = 0
+        while host.health()["status"] != "warming" and deadline < 500:
+            threading.Event().wait(0.01)
+            deadline += 1
+        health = host.health()
+        # answering before the compiled state exists: /health says warming, not ready
+        assert health["status"] == "warming" and host.serving
+        assert "answering uncompiled" in health["message"]
+        assert health["switch"]["state"] == "building" and health["switch"]["target"] == "text_mv_fast"
+        assert _made_by(host) == "uncompiled"
+        # asking for the same preset meanwhile waits on the build under way instead of a second one
+        assert host.switch("text_mv_fast") is host.switching
+        release.set()
+        host.switching.future.result(10)
+        assert host.health()["status"] == "ready" and _made_by(host) == "compiled"
+        assert len(intervals) == 1 and intervals[0] < 0.001 < default_interval
+        assert sys.getswitchinterval() == default_interval
+    finally:
+        release.set()
+        worker.stop()
+        host.stop()
+
+
+def test_serving_early_keeps_the_uncompiled_state_when_the_compiled_build_fails() -> None:
+    def compile_fails() -> None:
+        raise RuntimeError("CUDA out of memory while compiling")
+
+    host, worker = _serving_early_host(compile_fails)
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(10)  # the start and the compiled build ran
+        health = host.health()
+        assert health["status"] == "ready" and health["switch"]["state"] == "failed"
+        assert "torch.compile build failed, serving uncompiled" in health["message"]
+        assert "CUDA out of memory" in health["message"]
+        assert _made_by(host) == "uncompiled"
     finally:
         worker.stop()
         host.stop()

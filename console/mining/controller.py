@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from console.endpoint_client import ANSWERING
 from console.mining.clock import Clock, ScaledClock, SystemClock
 from console.mining.live import LiveSource, live_state
 from console.mining.miner_loop import EndpointSpec, RehearsalMiner, load_prompts
@@ -35,12 +36,12 @@ class MiningChanged:
 
 
 async def wait_ready(url: str, stop: asyncio.Event, interval: float = 0.5) -> None:
-    """Until GET /health says ready or busy (a worker starts when its endpoint can take work)."""
+    """Until GET /health says it answers (a worker starts when its endpoint can take work)."""
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         while not stop.is_set():
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 r = await client.get(url.rstrip("/") + "/health")
-                if r.status_code == 200 and r.json().get("status") in ("ready", "busy"):
+                if r.status_code == 200 and r.json().get("status") in ANSWERING:
                     return
             await asyncio.sleep(interval)
 

@@ -284,7 +284,7 @@ class Supervisor:
         endpoint before the client that asked hears of it (or made with curl), and a failed one
         never changes it."""
         served = (probe.health or {}).get("preset")
-        if ep.external or ep.status not in (Status.READY, Status.BUSY):
+        if ep.external or ep.status not in (Status.WARMING, Status.READY, Status.BUSY):
             return
         if isinstance(served, str) and served and served != ep.spec.preset:
             ep.spec.preset = served

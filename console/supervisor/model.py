@@ -18,6 +18,7 @@ from console.endpoint_client import Probe, StatsSummary
 class Status(str, Enum):
     STARTING = "starting"
     LOADING = "loading"
+    WARMING = "warming"  # answering uncompiled while the compiled state builds
     READY = "ready"
     BUSY = "busy"
     UNHEALTHY = "unhealthy"
@@ -32,6 +33,8 @@ def status_from_health(health: dict[str, Any], summary: StatsSummary) -> Status:
     state = str(health.get("status", "")).lower()
     if state == "loading":
         return Status.LOADING
+    if state == "warming":
+        return Status.WARMING
     if state == "busy" or (state == "ready" and summary.busy):
         return Status.BUSY
     if state == "ready":
@@ -39,7 +42,14 @@ def status_from_health(health: dict[str, Any], summary: StatsSummary) -> Status:
     return Status.UNHEALTHY  # "error", or anything unknown
 
 
-RUNNING_STATES = {Status.STARTING, Status.LOADING, Status.READY, Status.BUSY, Status.UNHEALTHY}
+RUNNING_STATES = {
+    Status.STARTING,
+    Status.LOADING,
+    Status.WARMING,
+    Status.READY,
+    Status.BUSY,
+    Status.UNHEALTHY,
+}
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ TITLE_WITH_REMOTES = f"Endpoints  (* = adopted / external, {REMOTE_MARK} = remot
 STATUS_STYLE = {
     "starting": "cyan",
     "loading": "cyan",
+    "warming": "green",
     "ready": "bold green",
     "busy": "bold yellow",
     "unhealthy": "bold red",

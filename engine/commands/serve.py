@@ -76,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="neither load nor save compiled artefacts under the state dir (engine/warm_cache.py)",
     )
+    p.add_argument(
+        "--wait-for-compile",
+        action="store_true",
+        help="answer nothing until the compiled state is ready (default: a compiling preset answers"
+        " uncompiled, /health 'warming', while torch.compile builds beside it)",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(func=run)
 
@@ -154,6 +160,7 @@ def run(args: argparse.Namespace) -> int:  # returns only on errors before servi
         shutdown_grace_s=args.shutdown_grace,
         scorer=build_scorer(args),
         warm_cache=not args.no_warm_cache,
+        serve_early=not args.wait_for_compile,
     )
     app = create_app(config)
     uv_config = uvicorn.Config(

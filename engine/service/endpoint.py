@@ -71,6 +71,7 @@ class EndpointConfig:
     shutdown_grace_s: float = 10.0
     scorer: Scorer | None = None
     warm_cache: bool = True  # load/save compiled artefacts under the state dir (engine/warm_cache.py)
+    serve_early: bool = True  # answer uncompiled ("warming") while the compiled state builds
 
 
 def error(status: int, message: str, detail: Any = None, retry_after: int | None = None) -> JSONResponse:
@@ -93,6 +94,7 @@ class Endpoint:
             config.faults,
             factory,
             use_cache=config.warm_cache,
+            serve_early=config.serve_early,
         )
         self.stats = ServiceStats(queue_limit=config.queue)
         self.shutting_down = False
@@ -203,7 +205,7 @@ def create_app(config: EndpointConfig, factory: GeneratorFactory = default_facto
             return error(422, f"invalid prompt: {exc}")
         if endpoint.shutting_down:
             return error(503, "endpoint is shutting down", retry_after=LOADING_RETRY_AFTER_S)
-        if endpoint.host.status != "ready":
+        if not endpoint.host.serving:
             endpoint.stats.record_rejected()
             return _not_ready()
 

@@ -8,6 +8,7 @@ attributes (status, progress, message, preset_name) for /health.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import gc
 import logging
 import os
@@ -32,11 +33,14 @@ from engine.service.switch import (
     failure_status,
     is_capture_failure,
     missing_weights,
+    responsive_serving,
 )
 
 log = logging.getLogger("gen404.serve")
 
-Status = Literal["loading", "ready", "error"]
+# warming: answering on the preset's uncompiled state while its compiled state builds beside it
+Status = Literal["loading", "warming", "ready", "error"]
+SERVING: tuple[Status, ...] = ("warming", "ready")
 FAULT_ENV = "GEN404_FAULT_INJECT"
 FAULT_NAMES = ("RuntimeError", "ValueError", "MemoryError", "OutOfMemoryError")
 GeneratorFactory = Callable[[Preset, "str | None", bool], Any]
@@ -133,6 +137,12 @@ class ModelHost:
     swaps it in only when it is warmed up; requests meanwhile run on the old preset, and a failed
     build leaves it serving. /health's "ready" therefore always means the next request of the
     named preset runs at full speed.
+
+    Serving early (`serve_early`, the default): a start of a compiling preset first builds the
+    preset uncompiled (weights and CUDA graphs: seconds, not the minute torch.compile takes),
+    answers requests on it with /health "warming", and builds the compiled state beside it as a
+    switch to the same preset, swapped in when warmed up ("ready"). After a crash the endpoint so
+    answers again as soon as its weights are on the GPU, at the uncompiled speed.
     """
 
     def __init__(
@@ -144,6 +154,7 @@ class ModelHost:
         faults: dict[str, list[Fault]] | None = None,
         factory: GeneratorFactory = default_factory,
         use_cache: bool = True,
+        serve_early: bool = True,
     ) -> None:
         self.worker = worker
         self.builder = Worker("gen404-build")  # loading and warm-up: never on the generation thread
@@ -154,6 +165,7 @@ class ModelHost:
         self.faults = {stage: list(names) for stage, names in (faults or {}).items()}
         self.factory = factory
         self.use_cache = use_cache
+        self.serve_early = serve_early
         self.status: Status = "loading"
         self.progress = 0.0
         self.message = "waiting to load models"
@@ -199,6 +211,11 @@ class ModelHost:
         return info
 
     @property
+    def serving(self) -> bool:
+        """Whether requests are taken now: ready, or warming (uncompiled, compiled state building)."""
+        return self.status in SERVING and self._active is not None
+
+    @property
     def max_batch(self) -> int:
         """Generations served at once: the serving preset's max_batch (1 until one is loaded)."""
         active = self._active
@@ -221,7 +238,8 @@ class ModelHost:
                 self.message = message
 
     def _load(self, name: str, preset: Preset | None = None) -> None:
-        """First start (or a start after a failed one): nothing serves until this is ready."""
+        """First start (or a start after a failed one): nothing serves until this is ready, or,
+        serving early, until the uncompiled state is (then the compiled one builds beside it)."""
         self.clock = PhaseClock()
         self.cache = None
         try:
@@ -229,10 +247,12 @@ class ModelHost:
             fault = _take_fault(self.faults, "load")
             if fault is not None:
                 raise fault
+            early = self.serve_early and preset.compile
+            first = dataclasses.replace(preset, compile=False) if early else preset
             built = build_ready(
-                preset,
+                first,
                 self.device_request,
-                self._fresh_generator(preset),
+                self._fresh_generator(first),
                 self.clock,
                 self._on_progress,
                 self.use_cache,
@@ -245,8 +265,26 @@ class ModelHost:
             print(f"gen404 serve: error: {message}", file=sys.stderr, flush=True)
             log.debug("load failure", exc_info=True)
             return
-        self._activate(built)
-        log.info("preset %s ready on %s (%s)", name, self.device, self.message)
+        if not early:
+            self._activate(built)
+            log.info("preset %s ready on %s (%s)", name, self.device, self.message)
+            return
+        self._activate(built, "warming")
+        log.info("preset %s answering uncompiled on %s; compiling beside it", name, self.device)
+        self._compile_beside(preset)
+
+    def _compile_beside(self, preset: Preset) -> None:
+        """The serving-early start's second half: `preset` compiled, built beside its uncompiled
+        state on these models, swapped in when warmed up. A failed build keeps the uncompiled
+        state serving, then called ready (as a compile failure at warm-up is)."""
+        active = self._active
+        if active is None:
+            return
+        ticket = PresetSwitch(preset.name, preset.name, reloaded=False)
+        self.switching = ticket
+        self._build_switch(ticket, active, preset, shared=True)
+        if ticket.state == "failed" and self.status == "warming":
+            self._set("ready", f"torch.compile build failed, serving uncompiled: {ticket.error}", 1.0)
 
     def _show_cache(self, report: Any) -> None:
         with self._lock:
@@ -260,7 +298,7 @@ class ModelHost:
 
         return make
 
-    def _activate(self, built: Built) -> None:
+    def _activate(self, built: Built, status: Status = "ready") -> None:
         """Swap a built preset in: the next request runs on it (one in flight finishes on the old)."""
         generator = built.generator
         previous = self._active
@@ -270,7 +308,10 @@ class ModelHost:
             self.models = _describe_models(generator, built.preset)
             self.device = str(generator.device)  # the pipeline resolved "auto"
             self.cache = None if built.cache is None else built.cache.to_dict()
-        self._set("ready", _ready_message(generator, built.seconds, built.warmup_s), 1.0)
+        message = _ready_message(generator, built.seconds, built.warmup_s)
+        if status == "warming":
+            message = f"answering uncompiled, compiling beside it ({message})"
+        self._set(status, message, 1.0)
         if previous is not None and previous.generator is not generator:
             del previous
             _release_memory()  # the old models go once the request still using them (if any) ends
@@ -323,7 +364,7 @@ class ModelHost:
 
     def _start_over(self, ticket: PresetSwitch, preset: Preset) -> None:
         self._load(preset.name, preset)
-        if self.status == "ready":
+        if self.serving:
             ticket.end("done")
         else:
             ticket.end("failed", self.message, 500)
@@ -354,7 +395,8 @@ class ModelHost:
 
         try:
             try:
-                built = build()
+                with responsive_serving():  # the generation thread keeps its pace beside the build
+                    built = build()
             except Exception as exc:
                 if not is_capture_failure(exc):
                     raise
@@ -392,7 +434,7 @@ class ModelHost:
         from engine.batch_pipeline import BatchEngine  # torch-heavy: imported on the worker thread
 
         active = self._active  # read once: a swap makes the next call build the new engine
-        if self.status != "ready" or active is None:
+        if not self.serving or active is None:
             raise NotReady(self.message)
         engine = self._engine
         if engine is None or engine.generator is not active.generator or engine.preset is not active.preset:
@@ -403,7 +445,7 @@ class ModelHost:
         self, prompt: str, encode: Callable[[Any], bytes], cancel: threading.Event
     ) -> concurrent.futures.Future[Output]:
         """Hand a generation to the batcher (event loop side); the future gives its Output."""
-        if self.status != "ready" or self._generator is None:
+        if not self.serving:
             raise NotReady(self.message)
         fault = _take_fault(self.faults, "generate", prompt)
         if fault is not None:
@@ -415,7 +457,7 @@ class ModelHost:
     def generate(self, prompt: str, encode: Callable[[Any], bytes], cancel: threading.Event) -> Output:
         """Run one generation and encode it; called on the worker thread only."""
         active = self._active  # read once: a swap during this request affects the next one
-        if self.status != "ready" or active is None:
+        if not self.serving or active is None:
             raise NotReady(self.message)
         fault = _take_fault(self.faults, "generate", prompt)
 

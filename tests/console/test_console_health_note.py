@@ -39,3 +39,22 @@ def test_switch_summary_says_how_models_were_had() -> None:
         == " (models loaded beside the old ones, built in 80.0s)"
     )
     assert switch_summary({"preset": "smoke", "reloaded": False, "status": "ready"}) == ""
+
+
+def test_a_warming_endpoint_is_answering_and_its_note_shows_the_compile_beside_it() -> None:
+    from console.endpoint_client import ANSWERING, StatsSummary
+    from console.supervisor.model import Status, status_from_health
+
+    health = {
+        "status": "warming",
+        "message": "answering uncompiled, compiling beside it (ready in 9.0s)",
+        "switch": {
+            "target": "text_mv_fast",
+            "state": "building",
+            "phase": "compiling",
+            "phase_elapsed_s": 30.4,
+        },
+    }
+    assert health_note(health) == "answering uncompiled; compiling 30s"
+    assert status_from_health(health, StatsSummary()) is Status.WARMING
+    assert Status.WARMING.value in ANSWERING  # the header's count, the advisor and the rehearsal use it
