@@ -1,12 +1,15 @@
 """Endpoint life cycle on one machine: first start, warm restart, crash under the supervisor, switch.
 
 Four measurements, each with real `gen404 serve` processes on 127.0.0.1 (issue 16's acceptance):
-  1. first start on a "fresh box": empty warm cache, empty inductor and Triton caches; launch to
-     /health "ready", with /health's phase breakdown, then the first request;
+  1. first start on a "fresh box": empty warm cache, empty inductor and Triton caches; launch
+     until it answers (a request sent as soon as /health says "warming": the preset uncompiled,
+     its compiled state building beside it) and until /health "ready" (compiled), with /health's
+     phase breakdown of both builds, then the first request at full speed;
   2. second start with the warm cache the first one saved (inductor and Triton caches empty
-     again, so only gen404's own cache helps): launch to ready, first request;
-  3. the console's Supervisor runs an endpoint; it gets SIGKILL; seconds until the supervisor has
-     it answering a request again (and until /health is ready);
+     again, so only gen404's own cache helps): the same figures;
+  3. the console's Supervisor runs an endpoint, with the console's launcher (restarts forked from
+     the preloaded fork server, console/supervisor/zygote.py); it gets SIGKILL; seconds until the
+     restarted endpoint answers a request, and until it is ready;
   4. preset switches on that endpoint while a client sends requests back to back: PUT /preset
      preset -> alt (alt's cache cold), alt -> preset and preset -> alt (warm): how long each
      build took, the longest any request waited meanwhile against one generation of the old
@@ -122,8 +125,14 @@ def health(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def wait_ready(port: int, deadline: float, proc: subprocess.Popen | None = None) -> dict[str, Any]:
-    """Poll /health every 0.1 s until "ready"; the last health seen (or an error note)."""
+ANSWERING = ("warming", "ready")  # /health statuses that take generations (warming: uncompiled)
+
+
+def wait_ready(
+    port: int, deadline: float, proc: subprocess.Popen | None = None, until: tuple[str, ...] = ("ready",)
+) -> dict[str, Any]:
+    """Poll /health every 0.1 s until its status is in `until`; the last health seen (or an error
+    note)."""
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -131,12 +140,18 @@ def wait_ready(port: int, deadline: float, proc: subprocess.Popen | None = None)
         info = health(port)
         if info:
             last = info
-            if info.get("status") == "ready":
+            if info.get("status") in until:
                 return info
             if info.get("status") == "error":
                 return {**info, "bench_error": info.get("message")}
         time.sleep(0.1)
-    return {**last, "bench_error": "timed out waiting for ready"}
+    return {**last, "bench_error": f"timed out waiting for {'/'.join(until)}"}
+
+
+def build_phases(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The phases of the compiled state's build beside the serving one (serving early), if any."""
+    switch = info.get("switch")
+    return switch.get("phases") if isinstance(switch, dict) else None
 
 
 def request(port: int, timeout: float = 600.0) -> dict[str, Any]:
@@ -170,7 +185,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def timed_start(preset: str, device: str, log: Path, budget_s: float) -> dict[str, Any]:
-    """Launch `gen404 serve`, wait for ready, send one request; stop it. Seconds from launch."""
+    """Launch `gen404 serve`; seconds from launch until it answers (a request sent as soon as
+    /health says warming or ready, and its wall time), then until /health says ready, and two
+    requests then; stop it."""
     port = free_port()
     launched = time.monotonic()
     with log.open("ab") as out:
@@ -178,14 +195,26 @@ def timed_start(preset: str, device: str, log: Path, budget_s: float) -> dict[st
             serve_argv(port, preset, device), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        info = wait_ready(port, launched + budget_s, proc)
+        first = wait_ready(port, launched + budget_s, proc, until=ANSWERING)
         result: dict[str, Any] = {
-            "ready_s": time.monotonic() - launched if "bench_error" not in info else None,
-            "phases": info.get("phases"),
-            "cache": info.get("cache"),
-            "message": info.get("message"),
-            "error": info.get("bench_error"),
+            "answering_status": first.get("status"),
+            "start_phases": first.get("phases"),
         }
+        if "bench_error" not in first:
+            result["serving_s"] = time.monotonic() - launched
+            result["early_request"] = request(port)
+            result["answered_s"] = time.monotonic() - launched
+        info = wait_ready(port, launched + budget_s, proc)
+        result.update(
+            {
+                "ready_s": time.monotonic() - launched if "bench_error" not in info else None,
+                "phases": info.get("phases"),
+                "compile_phases": build_phases(info),
+                "cache": info.get("cache"),
+                "message": info.get("message"),
+                "error": info.get("bench_error"),
+            }
+        )
         if result["ready_s"] is not None:
             result["first_request"] = request(port)
             result["second_request"] = request(port)
@@ -205,9 +234,11 @@ async def supervised_crash(
     from console.config import EndpointSpec
     from console.endpoint_client import EndpointClient
     from console.supervisor import Supervisor
+    from console.supervisor.zygote import preloaded_launcher
 
     client = EndpointClient()
-    supervisor = Supervisor(log_dir, None, client)
+    launcher = preloaded_launcher(log_dir)  # as the console does: restarts fork from a preloaded parent
+    supervisor = Supervisor(log_dir, None, client, launcher=launcher)
     task = asyncio.ensure_future(supervisor.run(lambda: 0.25))
     port = free_port()
     result: dict[str, Any] = {"port": port}
@@ -224,20 +255,28 @@ async def supervised_crash(
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         deadline = killed + budget_s
-        while time.monotonic() < deadline:  # the new process, ready
-            info = await loop.run_in_executor(None, wait_ready, port, deadline)
+        while time.monotonic() < deadline:  # the new process, answering (warming or ready)
+            info = await loop.run_in_executor(None, wait_ready, port, deadline, None, ANSWERING)
             if info.get("pid") not in (None, pid) or "bench_error" in info:
                 break
             await asyncio.sleep(0.1)
         if "bench_error" in info:
             return {**result, "error": f"after SIGKILL: {info['bench_error']}"}
-        result["ready_after_kill_s"] = time.monotonic() - killed
+        result["serving_after_kill_s"] = time.monotonic() - killed
+        result["serving_status"] = info.get("status")
         answer = await loop.run_in_executor(None, request, port)
         result["answering_after_kill_s"] = time.monotonic() - killed
         result["request_after_kill"] = answer
+        info = await loop.run_in_executor(None, wait_ready, port, deadline)
+        if "bench_error" in info:
+            return {**result, "error": f"after SIGKILL, to ready: {info['bench_error']}"}
+        result["ready_after_kill_s"] = time.monotonic() - killed
+        result["compile_phases_after_kill"] = build_phases(info)
         result["phases_after_kill"] = info.get("phases")
         result["cache_after_kill"] = info.get("cache")
         result["restarts"] = supervisor.endpoints[port].restarts
+        result["forked_starts"] = launcher.forked  # starts that skipped the imports
+        result["fork_server"] = launcher.zygote.ready_info
         if after is not None:
             result["after"] = await loop.run_in_executor(None, after, port)
             # a switch must never make the supervisor think the endpoint died (health probes)
@@ -245,6 +284,7 @@ async def supervised_crash(
         return result
     finally:
         await supervisor.shutdown(stop_endpoints=True)
+        launcher.close()
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
@@ -332,16 +372,23 @@ def table(results: dict[str, Any]) -> str:
     for key in ("first_start", "second_start"):
         r = results.get(key) or {}
         first = (r.get("first_request") or {}).get("generation_s")
-        phases = ", ".join(f"{k} {v:.1f}s" for k, v in (r.get("phases") or {}).items())
+        phases = ", ".join(
+            f"{k} {v:.1f}s" for k, v in {**(r.get("phases") or {}), **(r.get("compile_phases") or {})}.items()
+        )
         cache = (r.get("cache") or {}).get("state")
+        early = r.get("early_request") or {}
         rows.append(
-            f"{key:<13} ready {fmt(r.get('ready_s'))} (first request {fmt(first)}; cache {cache}) [{phases}]"
+            f"{key:<13} answering {fmt(r.get('serving_s'))} ({r.get('answering_status')}; its request"
+            f" {fmt(early.get('wall_s'))}, preset {early.get('preset')})"
+            f"; ready {fmt(r.get('ready_s'))} (first request {fmt(first)}; cache {cache}) [{phases}]"
             + (f" ERROR {r['error']}" if r.get("error") else "")
         )
     c = results.get("sigkill") or {}
     rows.append(
         f"{'sigkill':<13} answering again {fmt(c.get('answering_after_kill_s'))} after SIGKILL"
-        f" (ready {fmt(c.get('ready_after_kill_s'))}; restarts {c.get('restarts')})"
+        f" ({c.get('serving_status')} at {fmt(c.get('serving_after_kill_s'))}, its request"
+        f" {fmt((c.get('request_after_kill') or {}).get('wall_s'))}; ready {fmt(c.get('ready_after_kill_s'))};"
+        f" restarts {c.get('restarts')}, forked {c.get('forked_starts')})"
         + (f" ERROR {c['error']}" if c.get("error") else "")
     )
     for run in (results.get("switch") or {}).get("runs", []):

@@ -52,7 +52,7 @@ from console.config import (
     step_refresh,
     weights_present,
 )
-from console.endpoint_client import EndpointClient, EndpointError, switch_summary
+from console.endpoint_client import ANSWERING, EndpointClient, EndpointError, switch_summary
 from console.gpu import GpuSnapshot, NvmlSampler, ProcessUsage, cuda_gpu_count
 from console.history import History
 from console.keys import KEY_TABLE, bindings, help_rows
@@ -60,6 +60,7 @@ from console.mining.state import MiningState
 from console.palette import ConsoleCommands, PaletteCommand, build_commands
 from console.remote import RemoteEndpoints
 from console.supervisor import EndpointView, Launcher, Prober, Supervisor, launch_endpoint
+from console.supervisor.zygote import preloaded_launcher
 from console.ui_messages import (
     EndpointsUpdated,
     GpuUpdated,
@@ -370,7 +371,7 @@ class Gen404Console(App[None]):
         self.query_one(Banner).set_messages(messages)
 
     def _update_status(self) -> None:
-        ready = sum(1 for v in self.endpoint_views if v.status in ("ready", "busy"))
+        ready = sum(1 for v in self.endpoint_views if v.status in ANSWERING)
         state = str(self.state_file.parent) if self.state_file else "-"
         view = self.effective_view()
         snap = self.gpu_snapshot
@@ -599,7 +600,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from console.snapshot import run_once
 
         return run_once(config, as_json=config.json)
-    Gen404Console(config).run()
+    launcher = preloaded_launcher(config.log_dir) if config.preload else launch_endpoint
+    try:
+        Gen404Console(config, launcher=launcher).run()
+    finally:
+        close = getattr(launcher, "close", None)
+        if callable(close):
+            close()  # the fork server goes; endpoints left running live on
     return 0
 
 

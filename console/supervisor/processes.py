@@ -53,7 +53,7 @@ def proc_started_wall(start_ticks: int) -> float | None:
     return None
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if os.getpgid(pid) == pid:  # our endpoints lead their own session/group
             os.killpg(pid, sig)
@@ -77,7 +77,7 @@ class ChildProcess:
 
     def signal(self, sig: int) -> None:
         if self._popen.poll() is None:
-            _signal_group(self.pid, sig)
+            signal_group(self.pid, sig)
 
 
 class AdoptedProcess:
@@ -93,14 +93,27 @@ class AdoptedProcess:
 
     def signal(self, sig: int) -> None:
         if proc_alive(self.pid, self.start_ticks):  # never signal a reused pid
-            _signal_group(self.pid, sig)
+            signal_group(self.pid, sig)
+
+
+def serve_args(spec: EndpointSpec, host: str = "127.0.0.1") -> list[str]:
+    """The `gen404` arguments that run one endpoint."""
+    return ["serve", "--port", str(spec.port), "--preset", spec.preset, "--host", host]
 
 
 def serve_command(spec: EndpointSpec, host: str = "127.0.0.1") -> list[str]:
     """`gen404 serve ...` from the console's own environment (the venv's script, else -m)."""
     script = Path(sys.executable).parent / "gen404"
     head = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
-    return [*head, "serve", "--port", str(spec.port), "--preset", spec.preset, "--host", host]
+    return [*head, *serve_args(spec, host)]
+
+
+def endpoint_env_changes(spec: EndpointSpec) -> dict[str, str]:
+    """What an endpoint's environment adds to the console's: unbuffered output, its GPU."""
+    changes = {"PYTHONUNBUFFERED": "1"}
+    if spec.gpu is not None:
+        changes["CUDA_VISIBLE_DEVICES"] = spec.gpu
+    return changes
 
 
 def _open_log(path: Path) -> int:
@@ -111,22 +124,32 @@ def _open_log(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
+def _write_header(fd: int, argv: Sequence[str]) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(fd, f"\n=== gen404-console {stamp}: {' '.join(argv)}\n".encode())
+
+
+def write_log_header(path: Path, argv: Sequence[str]) -> None:
+    """Rotate the endpoint's log if it grew too big and mark a new start in it (OSError if not)."""
+    fd = _open_log(path)
+    try:
+        _write_header(fd, argv)
+    finally:
+        os.close(fd)
+
+
 def launch_endpoint(
     spec: EndpointSpec, log_path: Path, command: Callable[[EndpointSpec], Sequence[str]] = serve_command
 ) -> ChildProcess:
     argv = list(command(spec))
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    if spec.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = spec.gpu
+    env = {**os.environ, **endpoint_env_changes(spec)}
     # A full disk or an unusable state directory must not stop mining: the endpoint then runs
     # with its output discarded, and the supervisor reports why (Supervisor.problems).
     fd: int | None = None
     log_error = None
     try:
         fd = _open_log(log_path)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(fd, f"\n=== gen404-console {stamp}: {' '.join(argv)}\n".encode())
+        _write_header(fd, argv)
     except OSError as exc:
         if fd is not None:
             os.close(fd)
