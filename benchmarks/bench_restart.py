@@ -388,7 +388,8 @@ def table(results: dict[str, Any]) -> str:
         f"{'sigkill':<13} answering again {fmt(c.get('answering_after_kill_s'))} after SIGKILL"
         f" ({c.get('serving_status')} at {fmt(c.get('serving_after_kill_s'))}, its request"
         f" {fmt((c.get('request_after_kill') or {}).get('wall_s'))}; ready {fmt(c.get('ready_after_kill_s'))};"
-        f" restarts {c.get('restarts')}, forked {c.get('forked_starts')})"
+        f" restarts {c.get('restarts')}, forked {c.get('forked_starts')}; fork server"
+        f" {json.dumps({k: v for k, v in (c.get('fork_server') or {}).items() if k != 'modules'})})"
         + (f" ERROR {c['error']}" if c.get("error") else "")
     )
     for run in (results.get("switch") or {}).get("runs", []):

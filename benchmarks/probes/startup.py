@@ -99,10 +99,15 @@ def main() -> None:
             info["saved_info"] = repr(artifacts[1])[:600]
         step("save mega-cache")
     if args.compile_times:
-        from torch._dynamo.utils import compile_times
+        from torch._dynamo.utils import compile_times, counters
 
         info["compile_times"] = compile_times(repr="str", aggregate=True)
         print(info["compile_times"], flush=True)
+        # cache hits, misses and bypasses (aot_autograd, inductor) and graph breaks
+        info["counters"] = {
+            k: dict(v) for k, v in counters.items() if k in ("aot_autograd", "inductor", "graph_break")
+        }
+        print(json.dumps(info["counters"])[:3000], flush=True)
     info["steps"] = steps
     info["compile_failure"] = generator.compile_failure
     print(json.dumps({k: v for k, v in info.items() if k != "compile_times"}), flush=True)

@@ -113,8 +113,8 @@ class Zygote:
                 continue
             if message.get("ready"):
                 self.ready_info = message
-                if message.get("cuda_initialized"):
-                    self.failure = "the fork server initialised CUDA: endpoints start directly"
+                if message.get("cuda_initialized") or message.get("fork_safe") is False:
+                    self.failure = "a forked endpoint could not start CUDA: endpoints start the plain way"
             elif "exit" in message:
                 self.exits[int(message["exit"])] = int(message.get("code", -1))
             else:

@@ -8,7 +8,9 @@ unusable), so each child sets CUDA_VISIBLE_DEVICES and starts CUDA itself. Code 
 after the fork server started reaches endpoints only after the console restarts it.
 
 Protocol, one JSON object per line (console/supervisor/zygote.py is the other side):
-  stdout, once:  {"ready": true, "preload_s": 9.8, "modules": [...], "cuda_initialized": false}
+  stdout, once:  {"ready": true, "preload_s": 9.8, "modules": [...], "cuda_initialized": false,
+                  "fork_safe": true}   (false: a child could not start CUDA; the console then
+                                        starts endpoints the plain way)
   stdin:         {"argv": ["serve", "--port", "10006", ...], "env": {"K": "V"}, "log": "/path"}
   stdout:        {"pid": 1234}  or  {"error": "why"}       (one answer per request, in order)
   stdout:        {"exit": 1234, "code": -9}                 (when a child ends; it is reaped here)
@@ -65,6 +67,28 @@ def preload(names: tuple[str, ...] = PRELOAD) -> list[str]:
 def cuda_initialized() -> bool:
     torch = sys.modules.get("torch")
     return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def fork_is_safe() -> bool:
+    """Whether a forked child can start CUDA where there is a GPU: torch refuses CUDA in a child
+    once the parent touched the CUDA runtime at all (e.g. a device count taken during an import),
+    not only after a full CUDA init. Asked of a real child, which starts CUDA as an endpoint would
+    (a box without a GPU has nothing to start: safe)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.init()  # raises "Cannot re-initialize CUDA in forked subprocess"
+            code = 0
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -211,6 +235,9 @@ def handle(line: bytes, keep_out: list[int]) -> None:
 
 def main() -> int:
     started = time.perf_counter()
+    # torch.cuda.is_available() and device_count() (which the model libraries call at import)
+    # then ask NVML instead of the CUDA runtime, which would make every fork unable to use CUDA
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     modules = preload()
     emit(
         {
@@ -218,6 +245,7 @@ def main() -> int:
             "preload_s": round(time.perf_counter() - started, 3),
             "modules": modules,
             "cuda_initialized": cuda_initialized(),
+            "fork_safe": fork_is_safe(),
         }
     )
     return serve_requests()

@@ -87,6 +87,7 @@ async def test_a_killed_endpoint_comes_back_forked_from_the_preloaded_parent(
     try:
         await _until(lambda: zygote.ready, 180, "the fork server's imports")
         assert zygote.ready_info is not None and zygote.ready_info["cuda_initialized"] is False
+        assert zygote.ready_info["fork_safe"] is True
         assert "torch" in zygote.ready_info["modules"]
         supervisor.add(EndpointSpec(port, "smoke"))
         first = supervisor.endpoints[port].process
