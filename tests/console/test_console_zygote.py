@@ -17,7 +17,7 @@ from console.config import EndpointSpec
 from console.endpoint_client import EndpointClient
 from console.supervisor import Supervisor
 from console.supervisor.processes import proc_stat
-from console.supervisor.zygote import PreloadedLauncher, Zygote
+from console.supervisor.zygote import PreloadedLauncher, Zygote, ZygoteError
 from engine.service.zygote import parse_request
 from tests.support.ports import free_port
 
@@ -118,4 +118,38 @@ async def test_a_killed_endpoint_comes_back_forked_from_the_preloaded_parent(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await client.aclose()
+        zygote.close()
+
+
+@pytest.mark.slow
+async def test_the_console_starts_endpoints_the_plain_way_when_the_fork_server_fails(tmp_path: Path) -> None:
+    zygote = Zygote(tmp_path / "zygote.log")
+    zygote.start()
+    plain: list[int] = []
+
+    def fallback(spec: EndpointSpec, log_path: Path) -> object:
+        plain.append(spec.port)
+        return object()
+
+    launcher = PreloadedLauncher(zygote, fallback=fallback)
+    try:
+        await _until(lambda: zygote.ready, 180, "the fork server's imports")
+        # a request it refuses: an error naming why, and it keeps serving the next one
+        with pytest.raises(ZygoteError, match="only serve may be run"):
+            zygote.spawn(["generate", "a chair"], {}, tmp_path / "x.log")
+        assert zygote.ready
+        # a log that cannot be written (a directory): this start goes the plain way, which runs
+        # the endpoint with its output discarded and reports it (processes.launch_endpoint)
+        (tmp_path / "gen-10006.log").mkdir()
+        launcher(EndpointSpec(10006, "smoke"), tmp_path / "gen-10006.log")
+        assert plain == [10006] and launcher.forked == 0 and zygote.ready
+        # the fork server killed: every later start is a plain one, none waits on it
+        assert zygote._proc is not None
+        os.kill(zygote._proc.pid, signal.SIGKILL)
+        await _until(lambda: not zygote.ready, 10, "the console to see the fork server gone")
+        started = time.monotonic()
+        launcher(EndpointSpec(10007, "smoke"), tmp_path / "gen-10007.log")
+        assert plain == [10006, 10007] and time.monotonic() - started < 1.0
+        assert zygote.failure == "the fork server exited"
+    finally:
         zygote.close()
