@@ -415,21 +415,27 @@ def table(results: dict[str, Any]) -> str:
 def run_all(
     args: argparse.Namespace, results: dict[str, Any], work: Path, log: Path, budget: Callable[[float], float]
 ) -> None:
+    parts = set(args.parts.split(","))
     fresh_compiler_caches(work, "first")
-    results["first_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
-    print(table({**results}), flush=True)
-    fresh_compiler_caches(work, "second")  # only gen404's warm cache is left from the first start
-    results["second_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
-    print(table({**results}), flush=True)
+    if "starts" in parts:
+        results["first_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+        print(table({**results}), flush=True)
+        fresh_compiler_caches(work, "second")  # only gen404's warm cache is left from the first start
+        results["second_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+        print(table({**results}), flush=True)
+    if "sigkill" not in parts:
+        return
     crash_budget = budget(args.phase_budget)
 
     def then_switch(port: int) -> dict[str, Any]:  # on the supervised endpoint, once it is back
         return switches(port, args.preset, args.alt, budget(args.phase_budget * 2))
 
-    results["sigkill"] = asyncio.run(supervised_crash(args.preset, work / "logs", crash_budget, then_switch))
-    results["switch"] = results["sigkill"].pop("after", None) or {
-        "error": "not run: the supervised endpoint failed"
-    }
+    after = then_switch if "switches" in parts else None
+    results["sigkill"] = asyncio.run(supervised_crash(args.preset, work / "logs", crash_budget, after))
+    if after is not None:
+        results["switch"] = results["sigkill"].pop("after", None) or {
+            "error": "not run: the supervised endpoint failed"
+        }
 
 
 def main() -> int:
@@ -446,6 +452,12 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT") or tempfile.gettempdir())
     ap.add_argument("--phase-budget", type=float, default=240.0, help="seconds any one part may take")
     ap.add_argument("--keep", action="store_true", help="keep the private state and compiler caches")
+    ap.add_argument(
+        "--parts",
+        default="starts,sigkill,switches",
+        help="which parts run: starts (first and second), sigkill, switches (on the endpoint sigkill"
+        " restarted; needs sigkill). `--parts sigkill` fits the crash measurement into one short call",
+    )
     ap.add_argument(
         "--deadline",
         type=float,
