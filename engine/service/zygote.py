@@ -118,6 +118,14 @@ def parse_request(line: bytes) -> tuple[list[str], dict[str, str], str]:
     return argv, env, log
 
 
+def _name_process(name: bytes) -> None:
+    """The name `ps`/`top` show (/proc/PID/comm); a fork keeps the fork server's command line."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name, 0, 0, 0)  # 15: PR_SET_NAME (Linux)
+
+
 def _child(argv: list[str], env: dict[str, str], log_fd: int, keep_out: list[int]) -> None:
     """In the forked child: its own session, output to the log, then `gen404 <argv>`; never returns."""
     code = 1
@@ -125,6 +133,7 @@ def _child(argv: list[str], env: dict[str, str], log_fd: int, keep_out: list[int
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the endpoint waits for its own children
         os.setsid()  # Ctrl-C in the console's terminal does not reach it; killpg stops it whole
+        _name_process(b"gen404-" + argv[0].encode()[:8])
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log_fd, 1)

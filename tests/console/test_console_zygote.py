@@ -95,6 +95,7 @@ async def test_a_killed_endpoint_comes_back_forked_from_the_preloaded_parent(
         reaper.append(first.pid)
         assert _parent(first.pid) == zygote._proc.pid  # forked, not exec'd by the console
         await _until(lambda: _health(port).get("status") == "ready", 120, "the forked endpoint")
+        assert Path(f"/proc/{first.pid}/comm").read_text().strip() == "gen404-serve"  # what ps shows
         answer = httpx.post(f"http://127.0.0.1:{port}/generate/", data={"prompt": "a chair"}, timeout=120)
         assert answer.status_code == 200 and answer.content.startswith(b"ply\n")
         assert "gen404 (forked) serve --port" in (console_env / "logs" / f"gen-{port}.log").read_text()
