@@ -1,0 +1,59 @@
+"""The life-cycle benchmark scripts run end to end on the CPU (tiny presets), as real processes.
+
+Device time is scarce: a script that breaks on an API change must fail here, in CI, not in a
+ten-minute GPU call. These check the scripts and what they report, not any speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_restart_measures_a_forked_restart_under_the_console(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_restart",
+            "--cpu-smoke",
+            "--parts",
+            "sigkill",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((out / "bench_restart.json").read_text())
+    crash = results["sigkill"]
+    assert "error" not in crash, crash
+    assert crash["request_after_kill"]["ok"] and crash["restarts"] == 1
+    assert crash["forked_starts"] == 1 and crash["fork_server"]["fork_safe"] is True  # the restart was a fork
+    assert 0 < crash["serving_after_kill_s"] <= crash["answering_after_kill_s"]
+    assert "first_start" not in results  # --parts left the starts out
+
+
+def test_startup_probe_times_each_step_of_a_start(tmp_path: Path) -> None:
+    report = tmp_path / "probe.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.probes.startup", "--preset", "smoke", "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    info = json.loads(report.read_text())
+    steps = info["steps"]
+    for step in ("import torch", "import diffusers+hf", "build weights", "warm-up (compile+capture)"):
+        assert steps[step] >= 0.0
+    assert info["steps_run"] > 0 and info["first_generation_s"] > 0 and info["compile_failure"] is None
