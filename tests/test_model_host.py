@@ -117,18 +117,10 @@ def _made_by(host) -> str:  # noqa: ANN001
 
 
 def test_serving_early_answers_uncompiled_then_swaps_in_the_compiled_state() -> None:
-    import sys
     import threading
 
     release = threading.Event()
-    intervals: list[float] = []
-    default_interval = sys.getswitchinterval()
-
-    def compiled_warmup() -> None:
-        intervals.append(sys.getswitchinterval())  # the build beside serving hands the GIL back fast
-        release.wait(10)
-
-    host, worker = _serving_early_host(compiled_warmup)
+    host, worker = _serving_early_host(lambda: release.wait(10))
     try:
         host.start()
         deadline = 0
@@ -146,8 +138,6 @@ def test_serving_early_answers_uncompiled_then_swaps_in_the_compiled_state() -> 
         release.set()
         host.switching.future.result(10)
         assert host.health()["status"] == "ready" and _made_by(host) == "compiled"
-        assert len(intervals) == 1 and intervals[0] < 0.001 < default_interval
-        assert sys.getswitchinterval() == default_interval
     finally:
         release.set()
         worker.stop()

@@ -33,7 +33,6 @@ from engine.service.switch import (
     failure_status,
     is_capture_failure,
     missing_weights,
-    responsive_serving,
 )
 
 log = logging.getLogger("gen404.serve")
@@ -395,8 +394,7 @@ class ModelHost:
 
         try:
             try:
-                with responsive_serving():  # the generation thread keeps its pace beside the build
-                    built = build()
+                built = build()
             except Exception as exc:
                 if not is_capture_failure(exc):
                     raise

@@ -12,11 +12,9 @@ preset; runtime.ModelHost swaps the result in only when it is complete. `PhaseCl
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,24 +30,6 @@ COMPILING = "compiling"
 CAPTURING_GRAPHS = "capturing graphs"
 WARMING_UP = "warming up"
 SAVING_CACHE = "saving cache"
-
-
-# Python's GIL hand-over interval while a build runs beside the generation thread. The default
-# 5 ms lets a compiling thread keep the GIL that long each time the generation thread asks for it
-# back (after every CUDA call that released it): on the H200 a text_mv_fast generation took
-# 20-31 s instead of 2.6 s beside a cold compile. 0.2 ms bounds that wait 25x tighter.
-BESIDE_SWITCH_INTERVAL_S = 0.0002
-
-
-@contextlib.contextmanager
-def responsive_serving(interval: float = BESIDE_SWITCH_INTERVAL_S) -> Iterator[None]:
-    """Shorten the GIL switch interval for the duration (process-wide; builds never overlap)."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, interval))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 class SwitchRefused(Exception):
@@ -259,7 +239,6 @@ __all__ = [
     "SwitchRefused",
     "build_ready",
     "describe_failure",
-    "responsive_serving",
     "failure_status",
     "is_capture_failure",
     "missing_weights",
