@@ -16,7 +16,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -24,12 +23,11 @@ from typing import IO, Any
 from console.config import EndpointSpec
 from console.supervisor.model import ProcessHandle
 from console.supervisor.processes import (
+    AdoptedProcess,
     endpoint_env_changes,
     launch_endpoint,
-    proc_alive,
     proc_stat,
     serve_args,
-    signal_group,
     write_log_header,
 )
 
@@ -44,31 +42,26 @@ class ZygoteError(RuntimeError):
     pass
 
 
-class ForkedEndpoint:
-    """An endpoint forked by the fork server: not our child, so watched through /proc; its exit
-    code comes from the fork server, which reaps it (-1 when that is not known)."""
+class ForkedEndpoint(AdoptedProcess):
+    """An endpoint forked by the fork server: not our child, so watched through /proc as an
+    adopted one is; its exit code comes from the fork server, which reaps it (-1 when that is
+    not known)."""
 
     def __init__(self, pid: int, exits: dict[int, int], server_alive: Callable[[], bool]) -> None:
-        self.pid = pid
         stat = proc_stat(pid)
-        self.start_ticks = stat[1] if stat else None
-        self.started_wall = time.time()
+        super().__init__(pid, stat[1] if stat else None)
         self._exits = exits
         self._server_alive = server_alive
 
     def poll(self) -> int | None:
         if self.pid in self._exits:
             return self._exits[self.pid]
-        if proc_alive(self.pid, self.start_ticks):
+        if super().poll() is None:
             return None
         stat = proc_stat(self.pid)
         if stat is not None and stat[0] == "Z" and stat[1] == self.start_ticks and self._server_alive():
             return None  # dead, not yet reaped: the fork server reports its code in milliseconds
         return self._exits.get(self.pid, -1)
-
-    def signal(self, sig: int) -> None:
-        if self.poll() is None:  # never signal a reused pid
-            signal_group(self.pid, sig)
 
 
 class Zygote:
