@@ -53,6 +53,7 @@ from typing import Any
 import httpx
 
 from benchmarks.machine import cpu_model
+from engine.service.runtime import SERVING as ANSWERING  # /health statuses that take generations
 
 PROMPT = "a red wooden chair"
 SMOKE_PRESETS = {  # --cpu-smoke: same models, two shapes, quick steps (--cpu-compile: compiled too)
@@ -123,9 +124,6 @@ def health(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
     except (httpx.HTTPError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-ANSWERING = ("warming", "ready")  # /health statuses that take generations (warming: uncompiled)
 
 
 def wait_ready(

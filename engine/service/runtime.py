@@ -268,17 +268,14 @@ class ModelHost:
             self._activate(built)
             log.info("preset %s ready on %s (%s)", name, self.device, self.message)
             return
-        self._activate(built, "warming")
+        active = self._activate(built, "warming")
         log.info("preset %s answering uncompiled on %s; compiling beside it", name, self.device)
-        self._compile_beside(preset)
+        self._compile_beside(active, preset)
 
-    def _compile_beside(self, preset: Preset) -> None:
+    def _compile_beside(self, active: _Active, preset: Preset) -> None:
         """The serving-early start's second half: `preset` compiled, built beside its uncompiled
-        state on these models, swapped in when warmed up. A failed build keeps the uncompiled
-        state serving, then called ready (as a compile failure at warm-up is)."""
-        active = self._active
-        if active is None:
-            return
+        state (`active`) on these models, swapped in when warmed up. A failed build keeps the
+        uncompiled state serving, then called ready (as a compile failure at warm-up is)."""
         ticket = PresetSwitch(preset.name, preset.name, reloaded=False)
         self.switching = ticket
         self._build_switch(ticket, active, preset, shared=True)
@@ -297,11 +294,12 @@ class ModelHost:
 
         return make
 
-    def _activate(self, built: Built, status: Status = "ready") -> None:
-        """Swap a built preset in: the next request runs on it (one in flight finishes on the old)."""
+    def _activate(self, built: Built, status: Status = "ready") -> _Active:
+        """Swap a built preset in: the next request runs on it (one in flight finishes on the old).
+        Returns what now serves."""
         generator = built.generator
         previous = self._active
-        self._active = _Active(built.preset, generator)
+        active = self._active = _Active(built.preset, generator)
         with self._lock:
             self.preset_name = built.preset.name
             self.models = _describe_models(generator, built.preset)
@@ -314,6 +312,7 @@ class ModelHost:
         if previous is not None and previous.generator is not generator:
             del previous
             _release_memory()  # the old models go once the request still using them (if any) ends
+        return active
 
     # --- preset switches ----------------------------------------------------------------------
 
