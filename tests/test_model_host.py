@@ -4,6 +4,49 @@ on the host's build thread), and what /health says about it. tests/test_switch.p
 from __future__ import annotations
 
 
+class _Result:
+    """What ModelHost.generate encodes: the splats (here the name of the state that made them)."""
+
+    def __init__(self, made_by: str) -> None:
+        self.splats = [made_by]
+        self.timings: dict[str, float] = {}
+        self.preset = None
+
+
+class _FakeGenerator:
+    """A Generator double for ModelHost: shares "models" with every fork; a test's subclass says
+    what loading and warming up do (`on_load`, `on_warmup`, which returns the warm-up's seconds);
+    a generation says whether the compiled or the uncompiled state made it."""
+
+    device = "cpu"
+    random_weights = True
+    compile_failure: str | None = None
+
+    def __init__(self, preset, device=None, random_weights=True) -> None:  # noqa: ANN001
+        self.preset = preset
+
+    def on_load(self) -> None:
+        pass
+
+    def on_warmup(self) -> float:
+        return 0.5
+
+    def load(self, progress) -> None:  # noqa: ANN001
+        self.on_load()
+
+    def warmup(self, progress) -> float:  # noqa: ANN001
+        return self.on_warmup()
+
+    def models_key(self) -> tuple:
+        return ("same",)
+
+    def fork(self, preset):  # noqa: ANN001, ANN202
+        return type(self)(preset)
+
+    def generate(self, prompt, on_step=None) -> _Result:  # noqa: ANN001
+        return _Result("compiled" if self.preset.compile else "uncompiled")
+
+
 def test_endpoint_warms_up_after_load_and_switch_and_reports_it() -> None:
     from engine.service.queue import Worker
     from engine.service.runtime import ModelHost
@@ -11,28 +54,15 @@ def test_endpoint_warms_up_after_load_and_switch_and_reports_it() -> None:
     calls: list[str] = []
     compile_fails_for = {"text_mv_fast"}
 
-    class FakeGenerator:
-        device = "cpu"
-        random_weights = True
-        compile_failure = None
-
-        def __init__(self, preset, device, random_weights) -> None:  # noqa: ANN001
-            self.preset = preset
-
-        def load(self, progress) -> None:  # noqa: ANN001
+    class FakeGenerator(_FakeGenerator):
+        def on_load(self) -> None:
             calls.append("load")
 
-        def warmup(self, progress) -> float:  # noqa: ANN001
+        def on_warmup(self) -> float:
             calls.append(f"warmup {self.preset.name}")
             if self.preset.name in compile_fails_for:
                 self.compile_failure = "BackendCompilerFailed: no triton"
             return 1.25
-
-        def models_key(self) -> tuple:
-            return ("same",)
-
-        def fork(self, preset):  # noqa: ANN001, ANN202
-            return FakeGenerator(preset, None, True)
 
     worker = Worker("test-warmup")
     # random weights: the text_mv presets' pretrained weights are not needed; no warm cache either
@@ -61,45 +91,17 @@ def test_endpoint_warms_up_after_load_and_switch_and_reports_it() -> None:
         host.stop()
 
 
-class _Result:
-    """What ModelHost.generate encodes: the splats (here the name of the state that made them)."""
-
-    def __init__(self, made_by: str) -> None:
-        self.splats = [made_by]
-        self.timings: dict[str, float] = {}
-        self.preset = None
-
-
 def _serving_early_host(compiled_warmup):  # noqa: ANN001, ANN202
     """A host on text_mv_fast (a compiling preset) whose generators are doubles: the uncompiled
     one warms up at once; the compiled one runs `compiled_warmup()` as its warm-up."""
     from engine.service.queue import Worker
     from engine.service.runtime import ModelHost
 
-    class FakeGenerator:
-        device = "cpu"
-        random_weights = True
-        compile_failure = None
-
-        def __init__(self, preset, device, random_weights) -> None:  # noqa: ANN001
-            self.preset = preset
-
-        def load(self, progress) -> None:  # noqa: ANN001
-            pass
-
-        def warmup(self, progress) -> float:  # noqa: ANN001
+    class FakeGenerator(_FakeGenerator):
+        def on_warmup(self) -> float:
             if self.preset.compile:
                 compiled_warmup()
             return 0.5
-
-        def models_key(self) -> tuple:
-            return ("same",)
-
-        def fork(self, preset):  # noqa: ANN001, ANN202
-            return FakeGenerator(preset, None, True)
-
-        def generate(self, prompt, on_step=None):  # noqa: ANN001, ANN202
-            return _Result("compiled" if self.preset.compile else "uncompiled")
 
     worker = Worker("test-early")
     host = ModelHost(worker, "text_mv_fast", factory=FakeGenerator, random_weights=True, use_cache=False)
