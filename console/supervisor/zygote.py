@@ -1,7 +1,7 @@
 """Endpoints forked from a preloaded parent: the console's side of engine/service/zygote.py.
 
 `PreloadedLauncher` is a Launcher (spec, log path -> process handle) for the Supervisor. It
-starts the fork server once, in the background; while that is still importing (~10 s on a GPU
+starts the fork server once, in the background; while that is still importing (~10 s on the H200
 box), or if it died or refused, an endpoint starts the plain way (processes.launch_endpoint).
 Once it is ready, a restart after a crash, or an endpoint spawned with `n`, skips the imports.
 
