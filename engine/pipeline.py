@@ -170,7 +170,11 @@ class Generator:
                 # torch.compile needs a working Triton and C compiler on the box; without them
                 # (or on any compile error) the endpoint still serves, uncompiled and slower
                 self.compile_failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                log.warning("torch.compile failed, running without it: %s", self.compile_failure)
+                log.warning(
+                    "torch.compile failed, running without it: %s",
+                    self.compile_failure,
+                    exc_info=log.isEnabledFor(logging.DEBUG),  # the traceback, when asked for
+                )
                 report(1.0, f"torch.compile failed ({self.compile_failure}); warming up without it")
                 work()
         finally:
@@ -219,7 +223,7 @@ class Generator:
         guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
         guidance.cuda_graphs = p.cuda_graphs
         guidance.set_channels_last(p.channels_last and self.device.type == "cuda")
-        guidance.set_compile(self._compiling())
+        guidance.set_compile(self._compiling(), self.preset.compile_backend)
         return guidance
 
     def generate(

@@ -11,6 +11,7 @@ Key semantics (what makes the seed guide's claims true in gen404):
   render_size resolution the Gaussians are rasterised at (then resized to ref_size)
   cuda_graphs, fused_optimizer, channels_last   speed switches on CUDA (docs/benchmarks.md)
   compile     torch.compile of the UNet and VAE encoder (any device; falls back when it fails)
+  compile_backend   "jit" (torch.compile each start) or "aot" (packages built once, then loaded)
   max_batch   jobs one endpoint optimises together (continuous batching; 1 = one at a time)
 """
 
@@ -28,6 +29,7 @@ import yaml
 GUIDANCE_KINDS = ("mvdream", "sd", "tiny_mvdream")
 MULTIVIEW_GUIDANCE = ("mvdream", "tiny_mvdream")
 WEIGHT_SOURCES = ("pretrained", "random")
+COMPILE_BACKENDS = ("jit", "aot")  # engine/guidance/sds.py checks the same names
 DTYPES = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -61,6 +63,9 @@ class Preset:
     fused_optimizer: bool = True
     channels_last: bool = False
     compile: bool = False
+    # how `compile` compiles: "jit" torch.compile at every start (its kernels cached on disk);
+    # "aot" AOTInductor packages built at the first start and loaded by later ones
+    compile_backend: str = "jit"
     # serving: jobs an endpoint optimises together, one batched SDS step for all (1: one at a time)
     max_batch: int = 1
     # optimisation
@@ -145,6 +150,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "weights": WEIGHT_SOURCES,
     "dtype": DTYPES,
     "device": DEVICES,
+    "compile_backend": COMPILE_BACKENDS,
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Preset)}
 _TYPES = typing.get_type_hints(Preset)

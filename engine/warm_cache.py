@@ -50,6 +50,7 @@ SHAPE_FIELDS = (
     "cuda_graphs",
     "channels_last",
     "compile",
+    "compile_backend",
     "fused_optimizer",
 )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -213,8 +215,8 @@ def _tiny_guidance(device: str):
     return build_guidance(SimpleNamespace(guidance="tiny_mvdream", ref_size=32, seed=3, dtype="fp32"), device)
 
 
-def _sds_runs(guidance, modes: list[dict[str, bool]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(loss, image gradient) of one SDS step per mode (cuda_graphs / compile), same noise."""
+def _sds_runs(guidance, modes: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(loss, image gradient) of one SDS step per mode (cuda_graphs / compile / backend), same noise."""
     device = guidance.device
     embeds = guidance.encode_prompt("a chair", "blurry")
     images = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0)).to(device)
@@ -223,7 +225,7 @@ def _sds_runs(guidance, modes: list[dict[str, bool]]) -> list[tuple[torch.Tensor
     results = []
     for mode in modes:
         guidance.cuda_graphs = mode.get("graphs", False)
-        guidance.set_compile(mode.get("compile", False))
+        guidance.set_compile(mode.get("compile", False), mode.get("backend", "jit"))
         guidance.reseed(11)
         x = images.clone().requires_grad_(True)
         loss = guidance.sds_loss(x, c2w, embeds, 30, 100, 7.5)
@@ -242,13 +244,21 @@ def _assert_same_step(results: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("compiled", [False, True], ids=["graphs", "compiled+graphs"])
-def test_graphed_guidance_matches_eager_on_cuda(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "compiled, backend",
+    [(False, "jit"), (True, "jit"), (True, "aot")],
+    ids=["graphs", "jit+graphs", "aot+graphs"],
+)
+def test_graphed_guidance_matches_eager_on_cuda(
+    compiled: bool, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # TF32 convolutions (PyTorch's cuDNN default) round differently under inductor's layouts
     # (loss 30.3988 vs 30.3872 on the H200): compare true fp32 arithmetic
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setenv("GEN404_WARM_CACHE_DIR", str(tmp_path))  # AOT packages: built here
     # eager, capture + replay, replay
-    modes = [{}, {"graphs": True, "compile": compiled}, {"graphs": True, "compile": compiled}]
+    mode = {"graphs": True, "compile": compiled, "backend": backend}
+    modes = [{}, mode, mode]
     _assert_same_step(_sds_runs(_tiny_guidance("cuda"), modes))
 
 
@@ -268,3 +278,28 @@ def test_compiled_guidance_matches_eager_on_cpu() -> None:
     assert guidance.compiled and hasattr(guidance._unet_fn, "_orig_mod")  # torch.compile's wrapper
     guidance.set_compile(False)
     assert guidance._unet_fn is guidance.unet and guidance._moments_fn is guidance._moments
+
+
+def test_aot_guidance_matches_eager_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the AOTInductor backend: packages built at the first step (UNet: inference only; VAE
+    # encoder: forward and backward), then a fresh guidance loads them instead of building
+    from engine.guidance.aot import AotModule
+
+    monkeypatch.setenv("GEN404_WARM_CACHE_DIR", str(tmp_path))
+    aot = {"compile": True, "backend": "aot"}
+    guidance = _tiny_guidance("cpu")
+    _assert_same_step(_sds_runs(guidance, [{}, aot, aot]))
+    unet, moments = guidance._unet_fn, guidance._moments_fn
+    assert isinstance(unet, AotModule) and isinstance(moments, AotModule)
+    assert [r.state for r in unet.reports + moments.reports] == ["built", "built"]
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "aot").iterdir()) == [
+        "bw.pt2",
+        "fw.pt2",
+        "fw.pt2",
+        "json",
+        "json",  # the UNet needs no backward package
+    ]
+    fresh = _tiny_guidance("cpu")
+    _assert_same_step(_sds_runs(fresh, [{}, aot]))
+    reports = fresh._unet_fn.reports + fresh._moments_fn.reports
+    assert [r.state for r in reports] == ["loaded", "loaded"]

@@ -65,6 +65,7 @@ def test_unknown_preset_lists_the_available_ones(user_dir: Path) -> None:
         ("guidance_scale: -1\n", r"key 'guidance_scale' = -1 is out of range"),
         ("min_opacity: 1.5\n", r"key 'min_opacity' = 1.5 is out of range"),
         ("dtype: fp8\n", r"key 'dtype' must be one of fp32, fp16, bf16"),
+        ("compile_backend: aoti\n", r"key 'compile_backend' must be one of jit, aot"),
         ("batch_size: 6\n", r"'batch_size' = 6 must be a multiple of 4"),
         ("ref_size: 100\n", r"'ref_size' = 100 must be a multiple of 8"),
         ("- a list\n", r"must be a mapping"),

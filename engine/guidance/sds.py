@@ -22,6 +22,7 @@ from engine.guidance.cfg import guided_eps
 from engine.guidance.configs import Components
 from engine.guidance.layout_norm import use_layout_group_norm
 from engine.guidance_spec import GuidanceSpec
+from engine.presets import COMPILE_BACKENDS
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -141,6 +142,7 @@ class SDSGuidance:
         self.cuda_graphs = False
         self.channels_last = False
         self.compiled = False
+        self.compile_backend = "jit"  # "jit": torch.compile; "aot": AOTInductor packages (aot.py)
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
         self._moments_fn: Moments = self._moments
@@ -159,8 +161,12 @@ class SDSGuidance:
         # on the H200), so a layout change needs a fresh compile, as well as new graphs
         self._rebuild_callables()
 
-    def set_compile(self, enabled: bool) -> None:
-        """torch.compile (inductor) the UNet and the VAE encoder's moments, or go back to eager.
+    def set_compile(self, enabled: bool, backend: str = "jit") -> None:
+        """Compile the UNet and the VAE encoder's moments with inductor, or go back to eager.
+
+        `backend` "jit" is torch.compile; "aot" compiles the same graphs ahead of time into
+        AOTInductor packages kept under the warm-cache directory, which a later start loads
+        without tracing (engine/guidance/aot.py).
 
         Why: with launches already graphed, the step is bound by kernel time, much of it
         memory-bound GroupNorm, SiLU, residual adds and layout copies around cuDNN's convolutions;
@@ -169,14 +175,22 @@ class SDSGuidance:
         and a new shape gets its own static compile rather than a slower dynamic-shape kernel.
         Drops captured graphs.
         """
-        if enabled == self.compiled:
+        if backend not in COMPILE_BACKENDS:
+            raise ValueError(f"unknown compile backend {backend!r} (expected one of {COMPILE_BACKENDS})")
+        if enabled == self.compiled and backend == self.compile_backend:
             return
-        self.compiled = enabled
+        self.compiled, self.compile_backend = enabled, backend
         self._rebuild_callables()
 
     def _rebuild_callables(self) -> None:
         """What every path calls, for the current `compiled` and layout; drops captured graphs."""
-        if self.compiled:
+        if self.compiled and self.compile_backend == "aot":
+            from engine.guidance.aot import AotModule, package_dir
+
+            root = package_dir()
+            self._unet_fn = AotModule(self.unet, "unet", root, self.device)
+            self._moments_fn = AotModule(self._moments, "vae-encoder", root, self.device)
+        elif self.compiled:
             torch._dynamo.reset()  # no code compiled for other weights or layouts is reused
             self._unet_fn = torch.compile(self.unet, dynamic=False)
             self._moments_fn = torch.compile(self._moments, dynamic=False)

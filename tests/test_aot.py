@@ -1,0 +1,148 @@
+"""AOTInductor packages (engine/guidance/aot.py): built once, loaded by later starts, rebuilt when bad.
+
+One small module (convolution, the layout-preserving GroupNorm, a linear over a transposed view,
+two outputs, an input gradient) stands in for the UNet and the VAE encoder: its packages compile
+on the CPU in seconds. tests/test_guidance.py runs the tiny guidance through the same backend.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.guidance import aot
+from engine.guidance.aot import AotModule
+from engine.guidance.layout_norm import LayoutGroupNorm
+
+CPU = torch.device("cpu")
+
+
+class Small(torch.nn.Module):
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.norm = LayoutGroupNorm(2, 8)
+            self.proj = torch.nn.Linear(8, 8)
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.nn.functional.silu(self.norm(self.conv(x)))
+        h = self.proj(h.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(h.shape)
+        a, b = h.chunk(2, dim=1)  # outputs that are views of one tensor
+        return a * scale, torch.exp(b)
+
+
+def _run(fn: object, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both outputs and the input gradient of a weighted sum of them."""
+    x = x.detach().clone().requires_grad_(True)
+    a, b = fn(x, scale=0.5)  # type: ignore[operator]
+    weights = torch.linspace(-1.0, 1.0, a.numel()).reshape(a.shape)
+    (a * weights + b * weights.flip(0)).sum().backward()
+    assert x.grad is not None
+    return a.detach(), b.detach(), x.grad
+
+
+def _same(ours: tuple[torch.Tensor, ...], reference: tuple[torch.Tensor, ...]) -> None:
+    assert reference[2].abs().sum() > 0  # the gradient reaches the input
+    for got, want in zip(ours, reference, strict=True):
+        # fp32 on one CPU: only reassociation in inductor's fused kernels separates the two
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A package directory holding the packages of Small's call on X (built once)."""
+    root = tmp_path_factory.mktemp("aot")
+    module = AotModule(Small(seed=0), "small", root, CPU)
+    _same(_run(module, X), _run(Small(seed=0), X))
+    assert [r.state for r in module.reports] == ["built"]
+    return root
+
+
+def test_packages_serve_other_weights_of_the_same_architecture(built: Path, tmp_path: Path) -> None:
+    # random weights differ between starts: the weights are inputs, not constants
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+    other = Small(seed=1)
+    module = AotModule(other, "small", root, CPU)
+    _same(_run(module, X), _run(other, X))
+    assert [r.state for r in module.reports] == ["loaded"]
+
+
+def test_loading_compiles_nothing(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+
+    def no_compile(*args: object) -> None:
+        raise AssertionError("a load must not compile")
+
+    monkeypatch.setattr(aot, "_compile", no_compile)
+    monkeypatch.setattr(aot, "_trace", no_compile)
+    module = AotModule(Small(seed=2), "small", root, CPU)
+    _run(module, X)
+    assert module.reports[0].state == "loaded" and module.reports[0].seconds < 30
+
+
+def test_a_corrupt_package_is_rebuilt_and_reported(built: Path, tmp_path: Path) -> None:
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+    forward = next(root.glob("small-*.fw.pt2"))
+    forward.write_bytes(forward.read_bytes()[:1000])  # a truncated write, a full disk
+    module = AotModule(Small(seed=0), "small", root, CPU)
+    _same(_run(module, X), _run(Small(seed=0), X))
+    (report,) = module.reports
+    assert report.state == "rebuilt" and report.detail
+    assert forward.stat().st_size > 1000
+
+
+def test_a_package_set_without_its_notes_is_not_used(built: Path, tmp_path: Path) -> None:
+    # the notes file is written last: without it the build did not finish, so it is built again
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+    forward = next(root.glob("small-*.fw.pt2"))
+    files = aot._Files(root / forward.name.removesuffix(".fw.pt2"))
+    files.info.unlink()
+    module = AotModule(Small(seed=0), "small", root, CPU)
+    with pytest.raises(FileNotFoundError):
+        module._load(files, aot._Spec.of((X.clone().requires_grad_(True),), {"scale": 0.5}))
+
+
+def test_package_key_follows_shapes_and_software_not_weight_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = AotModule(Small(seed=0), "small", Path("/nonexistent"), CPU)
+    grad_x = X.clone().requires_grad_(True)
+
+    def key(*args: object, **kwargs: object) -> dict[str, object]:
+        return module._package_key(aot._Spec.of(args, kwargs))
+
+    base = key(grad_x, scale=0.5)
+    assert base == AotModule(Small(seed=9), "small", Path("/x"), CPU)._package_key(
+        aot._Spec.of((grad_x,), {"scale": 0.5})
+    )
+    assert key(torch.randn(4, 3, 8, 8, requires_grad=True), scale=0.5) != base  # batch
+    assert key(grad_x.to(memory_format=torch.channels_last), scale=0.5) != base  # strides
+    assert key(X, scale=0.5) != base  # no gradient wanted: no backward package
+    assert key(grad_x, scale=2.0) != base  # a Python constant is baked into the graph
+    monkeypatch.setattr(aot, "_code_hash", lambda: "other code")
+    assert key(grad_x, scale=0.5) != base
+
+
+def test_views_become_reshapes_where_strides_forbid_a_view() -> None:
+    # what export met on the H200: a view the capture allowed, of a tensor whose strides the
+    # second trace inferred differently
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    graph.output(graph.call_function(torch.ops.aten.view.default, (x, [4, 6])))
+    gm = torch.fx.GraphModule(torch.nn.Module(), graph)
+    transposed = torch.arange(24.0).reshape(4, 6).t()  # (6, 4), strides (1, 6)
+    with pytest.raises(RuntimeError, match="view"):
+        gm(transposed)
+    aot._views_as_reshapes(gm)
+    assert torch.equal(gm(transposed), transposed.reshape(4, 6))
