@@ -32,10 +32,21 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--load", type=Path, help="mega-cache payload to load before the warm-up")
     parser.add_argument("--save", type=Path, help="write the mega-cache payload here after it")
-    parser.add_argument("--compile", choices=("preset", "on", "off"), default="preset")
+    parser.add_argument(
+        "--compile",
+        choices=("preset", "on", "off", "aot"),
+        default="preset",
+        help="on: torch.compile; aot: AOTInductor packages (built, or loaded when present)",
+    )
     parser.add_argument("--compile-times", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    import logging
+
+    # the engine's compile and AOT messages, with a traceback when a compile fails
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gen404.pipeline").setLevel(logging.DEBUG)
+    logging.getLogger("engine.guidance.aot").setLevel(logging.INFO)
 
     steps: dict[str, float] = {}
     mark = time.perf_counter()
@@ -64,8 +75,10 @@ def main() -> None:
         torch.empty(1, device="cuda")
     step("cuda init")
     preset = load_preset(args.preset)
-    if args.compile != "preset":
-        preset = dataclasses.replace(preset, compile=args.compile == "on")
+    if args.compile == "aot":
+        preset = dataclasses.replace(preset, compile=True, compile_backend="aot")
+    elif args.compile != "preset":
+        preset = dataclasses.replace(preset, compile=args.compile == "on", compile_backend="jit")
     generator = Generator(preset, device=args.device, random_weights=args.random_weights, sync_timings=False)
     generator.load()
     if generator.device.type == "cuda":
@@ -91,6 +104,15 @@ def main() -> None:
     info["first_generation_s"] = round(time.perf_counter() - started, 3)
     info["steps_run"] = result.steps
     step("first generation")
+    started = time.perf_counter()
+    generator.generate("a blue ceramic teapot", seed=2)
+    info["second_generation_s"] = round(time.perf_counter() - started, 3)
+    step("second generation")
+    guidance = generator.guidance
+    reports = [getattr(fn, "reports", None) for fn in (guidance._unet_fn, guidance._moments_fn)]
+    if any(reports):
+        info["aot"] = [dataclasses.asdict(r) for rs in reports if rs for r in rs]
+        print(json.dumps(info["aot"]), flush=True)
     if args.save is not None:
         artifacts = torch.compiler.save_cache_artifacts()
         if artifacts:
