@@ -19,6 +19,10 @@ Prints a table naming the machine; writes bench_restart.json to --out (default $
 GPU (H200, repo root, < 8 min; gsplat's one-off build is restored/done first so it is not counted):
     source benchmarks/gpu_env.sh restart && gsplat_restore && gsplat_build && \
       timeout 540 python3 -m benchmarks.bench_restart --device cuda --out "$OUT" 2>&1 | tee -a "$LOG"
+The crash alone, in a short call: `--parts sigkill --kill-when answering` kills the first start
+as soon as it answers (warming), so no cold compile is waited for; figures are printed as they
+are measured, and a run stopped by `timeout` (SIGTERM) still writes what it has. AOT packages
+instead of torch.compile: `--compile-backend aot`.
 CPU check of the script itself (tiny presets, ~1 min on a shared 2-core box):
     python -m benchmarks.bench_restart --cpu-smoke [--cpu-compile]
 On a CPU the warm cache saves inductor's graphs (FX and AOTAutograd cache hits in the next
@@ -83,15 +87,18 @@ def machine_name(device: str) -> str:
     return f"CPU: {cpu_model()} ({os.cpu_count()} cores)"
 
 
-def random_weight_presets(names: list[str], directory: Path) -> None:
-    """Copies of bundled presets with `weights: random` under their own names (user dir wins)."""
+def random_weight_presets(names: list[str], directory: Path, compile_backend: str | None = None) -> None:
+    """Copies of bundled presets with `weights: random` (and `compile_backend` when given) under
+    their own names (user dir wins)."""
     from engine.presets import bundled_dir
 
     directory.mkdir(parents=True, exist_ok=True)
+    replaced = ("weights:", "compile_backend:")
+    extra = "weights: random\n" + (f"compile_backend: {compile_backend}\n" if compile_backend else "")
     for name in names:
         text = (bundled_dir() / f"{name}.yaml").read_text()
-        lines = [line for line in text.splitlines() if not line.startswith("weights:")]
-        (directory / f"{name}.yaml").write_text("\n".join(lines) + "\nweights: random\n")
+        lines = [line for line in text.splitlines() if not line.startswith(replaced)]
+        (directory / f"{name}.yaml").write_text("\n".join(lines) + "\n" + extra)
 
 
 def serve_argv(port: int, preset: str, device: str) -> list[str]:
@@ -225,10 +232,17 @@ def timed_start(preset: str, device: str, log: Path, budget_s: float) -> dict[st
 
 
 async def supervised_crash(
-    preset: str, log_dir: Path, budget_s: float, after: Callable[[int], dict[str, Any]] | None = None
+    preset: str,
+    log_dir: Path,
+    budget_s: float,
+    result: dict[str, Any],
+    after: Callable[[int], dict[str, Any]] | None = None,
+    kill_when: tuple[str, ...] = ("ready",),
 ) -> dict[str, Any]:
-    """The console's real Supervisor runs one endpoint; SIGKILL it; time until it answers again.
-    `after(port)` then runs on the restarted endpoint (the switches: one start fewer to pay)."""
+    """The console's real Supervisor runs one endpoint; SIGKILL it once /health says one of
+    `kill_when`; time until it answers again. Figures go into `result` (and are printed) as they
+    are measured, so a run cut short keeps them. `after(port)` then runs on the restarted
+    endpoint (the switches: one start fewer to pay)."""
     from console.config import EndpointSpec
     from console.endpoint_client import EndpointClient
     from console.supervisor import Supervisor
@@ -239,15 +253,21 @@ async def supervised_crash(
     supervisor = Supervisor(log_dir, None, client, launcher=launcher)
     task = asyncio.ensure_future(supervisor.run(lambda: 0.25))
     port = free_port()
-    result: dict[str, Any] = {"port": port}
+    result["port"] = port
     loop = asyncio.get_running_loop()
+
+    def note(key: str, value: Any) -> None:
+        result[key] = value
+        print(f"  sigkill: {key} = {fmt(value)}", flush=True)
+
     try:
         supervisor.add(EndpointSpec(port, preset))
         started = time.monotonic()
-        info = await loop.run_in_executor(None, wait_ready, port, started + budget_s)
+        info = await loop.run_in_executor(None, wait_ready, port, started + budget_s, None, kill_when)
         if "bench_error" in info:
             return {**result, "error": f"first start: {info['bench_error']}"}
-        result["first_ready_s"] = time.monotonic() - started
+        note("first_ready_s" if kill_when == ("ready",) else "first_answering_s", time.monotonic() - started)
+        result["killed_while"] = info.get("status")
         await loop.run_in_executor(None, request, port)  # a generation before the crash, as in mining
         pid = int(info["pid"])
         killed = time.monotonic()
@@ -260,15 +280,15 @@ async def supervised_crash(
             await asyncio.sleep(0.1)
         if "bench_error" in info:
             return {**result, "error": f"after SIGKILL: {info['bench_error']}"}
-        result["serving_after_kill_s"] = time.monotonic() - killed
+        note("serving_after_kill_s", time.monotonic() - killed)
         result["serving_status"] = info.get("status")
         answer = await loop.run_in_executor(None, request, port)
-        result["answering_after_kill_s"] = time.monotonic() - killed
+        note("answering_after_kill_s", time.monotonic() - killed)
         result["request_after_kill"] = answer
         info = await loop.run_in_executor(None, wait_ready, port, deadline)
         if "bench_error" in info:
             return {**result, "error": f"after SIGKILL, to ready: {info['bench_error']}"}
-        result["ready_after_kill_s"] = time.monotonic() - killed
+        note("ready_after_kill_s", time.monotonic() - killed)
         result["compile_phases_after_kill"] = build_phases(info)
         result["phases_after_kill"] = info.get("phases")
         result["cache_after_kill"] = info.get("cache")
@@ -429,7 +449,11 @@ def run_all(
         return switches(port, args.preset, args.alt, budget(args.phase_budget * 2))
 
     after = then_switch if "switches" in parts else None
-    results["sigkill"] = asyncio.run(supervised_crash(args.preset, work / "logs", crash_budget, after))
+    kill_when = ("ready",) if args.kill_when == "ready" else ANSWERING
+    crash = results["sigkill"] = {}
+    results["sigkill"] = asyncio.run(
+        supervised_crash(args.preset, work / "logs", crash_budget, crash, after, kill_when)
+    )
     if after is not None:
         results["switch"] = results["sigkill"].pop("after", None) or {
             "error": "not run: the supervised endpoint failed"
@@ -457,12 +481,27 @@ def main() -> int:
         " restarted; needs sigkill). `--parts sigkill` fits the crash measurement into one short call",
     )
     ap.add_argument(
+        "--kill-when",
+        choices=("ready", "answering"),
+        default="ready",
+        help="sigkill: kill the first start once ready (compiled), or as soon as it answers"
+        " (warming: a shorter call that skips the first compile)",
+    )
+    ap.add_argument(
+        "--compile-backend",
+        choices=("preset", "jit", "aot"),
+        default="preset",
+        help="the presets' compile_backend (jit: torch.compile each start; aot: AOTInductor packages)",
+    )
+    ap.add_argument(
         "--deadline",
         type=float,
         default=470.0,
         help="seconds for everything: later parts are cut short or skipped",
     )
     args = ap.parse_args()
+    # `timeout` stops a run with SIGTERM: exit through `finally` so the measured part is written
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -475,7 +514,8 @@ def main() -> int:
             compiled = "compile: true\n" if args.cpu_compile and name == "bench_a" else ""
             (presets_dir / f"{name}.yaml").write_text(text + compiled)
     else:
-        random_weight_presets([args.preset, args.alt], presets_dir)
+        backend = None if args.compile_backend == "preset" else args.compile_backend
+        random_weight_presets([args.preset, args.alt], presets_dir, backend)
     os.environ["GEN404_PRESETS_DIR"] = str(presets_dir)
     os.environ["GEN404_STATE_DIR"] = str(work / "state")  # the warm cache lives here
     os.environ.pop("GEN404_WARM_CACHE_DIR", None)

@@ -57,3 +57,35 @@ def test_startup_probe_times_each_step_of_a_start(tmp_path: Path) -> None:
     for step in ("import torch", "import diffusers+hf", "build weights", "warm-up (compile+capture)"):
         assert steps[step] >= 0.0
     assert info["steps_run"] > 0 and info["first_generation_s"] > 0 and info["compile_failure"] is None
+
+
+def test_bench_restart_cut_short_keeps_what_it_measured(tmp_path: Path) -> None:
+    # a device call's `timeout` sends SIGTERM: the figures measured so far must reach the JSON
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_restart",
+            "--cpu-smoke",
+            "--parts",
+            "sigkill",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # printed as soon as it is measured
+            if "sigkill: first_ready_s" in line:
+                break
+        proc.terminate()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    results = json.loads((out / "bench_restart.json").read_text())
+    assert results["sigkill"]["first_ready_s"] > 0
+    assert "answering_after_kill_s" not in results["sigkill"]
