@@ -215,9 +215,9 @@ class AotModule:
     def _load(self, files: _Files, spec: _Spec) -> _Compiled:
         """The packages on disk, with the calling convention their build recorded."""
         info = json.loads(files.info.read_text())  # FileNotFoundError: not built (or not finished)
-        backward = _load(files.backward) if info["backward"] else None
+        backward = _open_package(files.backward) if info["backward"] else None
         return _Compiled(
-            forward=_load(files.forward),
+            forward=_open_package(files.forward),
             backward=backward,
             n_outputs=int(info["n_outputs"]),
             out_spec=_output_spec(self.module, spec, self._weights()),
@@ -496,7 +496,7 @@ def _compile(gm: torch.fx.GraphModule, inputs: list[Tensor], path: Path) -> Path
     return path
 
 
-def _load(path: Path) -> Callable[..., list[Tensor]]:
+def _open_package(path: Path) -> Callable[..., list[Tensor]]:
     """A package as a function of its flat tensor inputs, returning its flat outputs."""
     if not path.exists():
         raise FileNotFoundError(path)
