@@ -16,19 +16,24 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def _crash_argv(out: Path) -> list[str]:
+    """bench_restart's crash part on the tiny CPU presets, writing to `out`."""
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_restart",
+        "--cpu-smoke",
+        "--parts",
+        "sigkill",
+        "--out",
+        str(out),
+    ]
+
+
 def test_bench_restart_measures_a_forked_restart_under_the_console(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench_restart",
-            "--cpu-smoke",
-            "--parts",
-            "sigkill",
-            "--out",
-            str(out),
-        ],
+        _crash_argv(out),
         capture_output=True,
         text=True,
         timeout=240,
@@ -63,16 +68,7 @@ def test_bench_restart_cut_short_keeps_what_it_measured(tmp_path: Path) -> None:
     # a device call's `timeout` sends SIGTERM: the figures measured so far must reach the JSON
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench_restart",
-            "--cpu-smoke",
-            "--parts",
-            "sigkill",
-            "--out",
-            str(out),
-        ],
+        _crash_argv(out),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
