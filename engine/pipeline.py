@@ -181,9 +181,24 @@ class Generator:
             self.preset = p
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        self._mark_aot_packages()
         seconds = time.perf_counter() - started
         report(1.0, f"warmed up in {seconds:.1f}s")
         return seconds
+
+    def _mark_aot_packages(self) -> None:
+        """After a warm-up on AOT packages, note which ones the preset calls: the next start here
+        then loads them and is ready at once, instead of serving early (engine/service/runtime.py)."""
+        if not (self._compiling() and self.preset.compile_backend == "aot"):
+            return
+        packages: list[str] = getattr(self.guidance, "aot_packages", list)()
+        if packages:
+            from engine.guidance.aot import mark_preset_ready
+
+            try:
+                mark_preset_ready(self.preset, self.device, packages)
+            except OSError as exc:  # an unwritable state dir costs the next start seconds, no more
+                log.warning("could not record the AOT packages of %s: %s", self.preset.name, exc)
 
     def _compiling(self) -> bool:
         """Whether runs use torch.compile: the preset asks and it has not failed here."""

@@ -146,3 +146,20 @@ def test_views_become_reshapes_where_strides_forbid_a_view() -> None:
         gm(transposed)
     aot._views_as_reshapes(gm)
     assert torch.equal(gm(transposed), transposed.reshape(4, 6))
+
+
+def test_a_preset_is_ready_only_with_every_package_it_recorded(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    preset = SimpleNamespace(name="p", ref_size=128, batch_size=4, max_batch=1, compile_backend="aot")
+    assert not aot.preset_packages_ready(preset, CPU, tmp_path)  # never warmed up here
+    for stem in ("unet-1", "vae-encoder-2"):
+        aot._Files(tmp_path / stem).info.write_text("{}")
+    aot.mark_preset_ready(preset, CPU, ["unet-1", "vae-encoder-2"], tmp_path)
+    assert aot.preset_packages_ready(preset, CPU, tmp_path)
+    other_shape = SimpleNamespace(**{**vars(preset), "ref_size": 256})
+    more_jobs = SimpleNamespace(**{**vars(preset), "max_batch": 4})  # buckets have packages of their own
+    assert not aot.preset_packages_ready(other_shape, CPU, tmp_path)
+    assert not aot.preset_packages_ready(more_jobs, CPU, tmp_path)
+    aot._Files(tmp_path / "vae-encoder-2").info.unlink()  # removed as corrupt, or by hand
+    assert not aot.preset_packages_ready(preset, CPU, tmp_path)

@@ -303,3 +303,4 @@ def test_aot_guidance_matches_eager_on_cpu(tmp_path: Path, monkeypatch: pytest.M
     _assert_same_step(_sds_runs(fresh, [{}, aot]))
     reports = fresh._unet_fn.reports + fresh._moments_fn.reports
     assert [r.state for r in reports] == ["loaded", "loaded"]
+    assert fresh.aot_packages() == guidance.aot_packages() and len(fresh.aot_packages()) == 2

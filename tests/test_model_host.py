@@ -162,3 +162,49 @@ def test_serving_early_keeps_the_uncompiled_state_when_the_compiled_build_fails(
     finally:
         worker.stop()
         host.stop()
+
+
+def test_an_aot_preset_with_its_packages_on_disk_starts_compiled_without_serving_early(
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # a past warm-up recorded every AOT package the preset calls: loading them takes seconds, so
+    # the start builds the compiled state directly (no uncompiled state, no "warming")
+    from engine.guidance.aot import mark_preset_ready, package_dir, preset_packages_ready
+    from engine.presets import load_preset
+    from engine.service.queue import Worker
+    from engine.service.runtime import ModelHost
+
+    monkeypatch.setenv("GEN404_WARM_CACHE_DIR", str(tmp_path / "warm"))
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "fast_aot.yaml").write_text("extends: text_mv_fast\ncompile_backend: aot\ndevice: cpu\n")
+    monkeypatch.setenv("GEN404_PRESETS_DIR", str(presets))
+    preset = load_preset("fast_aot")
+    root = package_dir()
+    root.mkdir(parents=True)
+    (root / "unet-0123.json").write_text("{}")  # the notes file that marks a finished package set
+    mark_preset_ready(preset, "cpu", ["unet-0123"])
+    assert preset_packages_ready(preset, "cpu")
+
+    statuses: list[str] = []
+    worker = Worker("test-aot-start")
+    host = ModelHost(worker, "fast_aot", factory=_FakeGenerator, random_weights=True, use_cache=False)
+    real_set = host._set
+
+    def record(status, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        statuses.append(status)
+        return real_set(status, *args, **kwargs)
+
+    monkeypatch.setattr(host, "_set", record)
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(10)
+        assert host.health()["status"] == "ready" and _made_by(host) == "compiled"
+        assert "warming" not in statuses and host.switching is None
+        # without the packages the same start serves early again
+        (root / "unet-0123.json").unlink()
+        assert not preset_packages_ready(preset, "cpu")
+    finally:
+        worker.stop()
+        host.stop()

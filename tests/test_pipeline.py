@@ -193,3 +193,23 @@ def test_warmup_failure_without_compile_is_not_swallowed(monkeypatch: pytest.Mon
     with pytest.raises(RuntimeError, match="device-side assert"):
         generator.warmup(force=True)
     assert generator.compile_failure is None
+
+
+def test_an_aot_warm_up_records_the_packages_its_preset_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from engine.guidance import aot
+
+    monkeypatch.setenv("GEN404_WARM_CACHE_DIR", str(tmp_path))
+    preset = dataclasses.replace(load_preset("smoke"), compile=True, compile_backend="aot")
+    generator = Generator(preset, device="cpu")
+    generator.guidance = SimpleNamespace(aot_packages=lambda: ["unet-ab12"])  # type: ignore[assignment]
+    (tmp_path / "aot").mkdir()
+    (tmp_path / "aot" / "unet-ab12.json").write_text("{}")
+    generator._mark_aot_packages()
+    assert aot.preset_packages_ready(preset, generator.device)
+    jit = dataclasses.replace(preset, compile_backend="jit")
+    Generator(jit, device="cpu")._mark_aot_packages()  # torch.compile presets record nothing
+    assert not aot.preset_packages_ready(jit, generator.device)

@@ -148,6 +148,7 @@ class AotModule:
         self._compiled: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
         self.reports: list[BuildReport] = []
+        self.packages: set[str] = set()  # the package sets called so far (their file-name stems)
 
     # -- weights ------------------------------------------------------------------------------
     def _weights(self) -> tuple[list[str], list[Tensor]]:
@@ -208,6 +209,7 @@ class AotModule:
             files.remove()
             compiled = self._build(files, spec)
         seconds = time.perf_counter() - started
+        self.packages.add(files.base.name)
         self.reports.append(BuildReport(self.name, state, seconds, detail))
         log.info("AOT %s %s in %.1fs (%s)", self.name, state, seconds, files.base.name)
         return compiled
@@ -241,6 +243,43 @@ class AotModule:
         }
         _write_atomically(files.info, json.dumps(info).encode())  # last: marks the set complete
         return self._load(files, spec)
+
+
+# -- which presets have all their packages ------------------------------------------------------
+def _preset_marker(preset: Any, device: Any, root: Path) -> Path:
+    """Where a warm-up records the packages a preset calls: keyed like the packages themselves,
+    plus the preset's shape fields and max_batch (each batch bucket has packages of its own)."""
+    from engine.warm_cache import environment_key, preset_key
+
+    key = {
+        "format": FORMAT,
+        **environment_key(device),
+        "code": _code_hash(),
+        "preset": preset_key(preset),
+        "max_batch": getattr(preset, "max_batch", 1),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return root / f"preset-{getattr(preset, 'name', 'preset')}-{digest}.json"
+
+
+def mark_preset_ready(preset: Any, device: Any, packages: list[str], root: Path | None = None) -> None:
+    """After a warm-up on AOT packages: the next start of `preset` here can load, not build."""
+    root = package_dir() if root is None else root
+    root.mkdir(parents=True, exist_ok=True)
+    _write_atomically(
+        _preset_marker(preset, device, root), json.dumps({"packages": sorted(packages)}).encode()
+    )
+
+
+def preset_packages_ready(preset: Any, device: Any, root: Path | None = None) -> bool:
+    """Whether a past warm-up of `preset` on this machine and software left every package it
+    calls (so its compiled state loads in seconds, and a start need not serve early)."""
+    root = package_dir() if root is None else root
+    try:
+        listed = json.loads(_preset_marker(preset, device, root).read_text())["packages"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(listed) and all(_Files(root / str(name)).info.exists() for name in listed)
 
 
 @dataclass
@@ -515,4 +554,11 @@ def _open_package(path: Path) -> Callable[..., list[Tensor]]:
     return call
 
 
-__all__ = ["AotModule", "BuildReport", "package_dir", "supported"]
+__all__ = [
+    "AotModule",
+    "BuildReport",
+    "mark_preset_ready",
+    "package_dir",
+    "preset_packages_ready",
+    "supported",
+]

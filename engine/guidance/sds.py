@@ -198,6 +198,12 @@ class SDSGuidance:
             self._unet_fn, self._moments_fn = self.unet, self._moments
         self.clear_graphs()
 
+    def aot_packages(self) -> list[str]:
+        """The AOT package sets this guidance has called (empty unless compile_backend is aot)."""
+        return sorted(
+            set().union(*(getattr(fn, "packages", set()) for fn in (self._unet_fn, self._moments_fn)))
+        )
+
     def fork(self) -> SDSGuidance:
         """The same weights (no copy) with per-run state of its own: ref_size, noise generator,
         text cache and CUDA graphs. Two forks can run on two threads at once, which a preset

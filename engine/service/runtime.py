@@ -246,7 +246,7 @@ class ModelHost:
             fault = _take_fault(self.faults, "load")
             if fault is not None:
                 raise fault
-            early = self.serve_early and preset.compile
+            early = self.serve_early and preset.compile and not self._compiled_state_on_disk(preset)
             first = dataclasses.replace(preset, compile=False) if early else preset
             built = build_ready(
                 first,
@@ -271,6 +271,16 @@ class ModelHost:
         active = self._activate(built, "warming")
         log.info("preset %s answering uncompiled on %s; compiling beside it", name, self.device)
         self._compile_beside(active, preset)
+
+    def _compiled_state_on_disk(self, preset: Preset) -> bool:
+        """An AOT preset whose packages a past warm-up here recorded: they load in seconds, so the
+        start builds the compiled state directly instead of serving early."""
+        if preset.compile_backend != "aot":
+            return False
+        from engine.guidance.aot import preset_packages_ready
+        from engine.pipeline import resolve_device
+
+        return preset_packages_ready(preset, resolve_device(self.device_request or preset.device))
 
     def _compile_beside(self, active: _Active, preset: Preset) -> None:
         """The serving-early start's second half: `preset` compiled, built beside its uncompiled
