@@ -541,7 +541,10 @@ def _open_package(path: Path) -> Callable[..., list[Tensor]]:
         raise FileNotFoundError(path)
     # single-threaded: no cross-thread event waits inside a run, which a CUDA-graph capture
     # forbids (torch's own advice for AOTI under CUDA graphs); runs are serialised here instead
-    runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=True)
+    try:
+        runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=True)
+    except TypeError:  # a torch without the option: its runs then carry their own event waits
+        runner = torch._inductor.aoti_load_package(str(path))
     loader = getattr(runner, "loader", None)
     boxed = getattr(loader, "boxed_run", None)  # skips the per-call pytree round trip
     lock = threading.Lock()
