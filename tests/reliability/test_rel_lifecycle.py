@@ -22,6 +22,7 @@ SERVE = ["serve", "--device", "cpu", "--queue", "4"]
 COMPILED = {
     "tinyc": "extends: tiny\ncompile: true\n",
     "tinyc2": "extends: tinyc\nref_size: 24\nguidance_scale: 30\n",
+    "tinya": "extends: tinyc\ncompile_backend: aot\n",  # AOTInductor packages instead
     "needs_weights": "extends: tiny\nguidance: mvdream\nweights: pretrained\nmvdream_id: nobody/absent\n",
 }
 
@@ -158,3 +159,32 @@ def test_corrupt_and_other_torch_caches_are_rebuilt_and_reported(
         header, _ = decode(path.read_bytes())
         assert header["key"]["torch"] != "1.13.1"
     figures.record("corrupt_cache_start_to_ready_s", ready_s)
+
+
+def test_an_aot_preset_builds_its_packages_once_then_starts_ready_without_serving_early(
+    presets: Path, tmp_path: Path, figures: Figures
+) -> None:
+    cache_dir = tmp_path / "warm-cache"
+    # 1. a fresh box: answers uncompiled while the packages are built beside it
+    started = time.monotonic()
+    with _start_compiled("tinya", cache_dir) as server:
+        first_s = time.monotonic() - started
+        # served early: the compiled state was built beside the uncompiled one (its record
+        # turns "done" just after the swap that made the endpoint ready)
+        health = server.wait_health(lambda h: (h.get("switch") or {}).get("state") in ("done", "failed"))
+        assert health["switch"]["state"] == "done" and "failed" not in health["message"], health
+        assert _valid_ply(_post(server, "a chair on AOT packages"))
+    packages = sorted(p.name for p in (cache_dir / "aot").iterdir())
+    assert sum(name.endswith(".fw.pt2") for name in packages) == 2  # UNet, VAE encoder
+    assert any(name.startswith("preset-tinya-") for name in packages)  # what the warm-up recorded
+    # 2. the next start loads them: no uncompiled state first, no build beside it
+    started = time.monotonic()
+    with _start_compiled("tinya", cache_dir) as server:
+        second_s = time.monotonic() - started
+        health = server.health()
+        assert health["switch"] is None and health["status"] == "ready", health
+        response = _post(server, "a chair on loaded packages")
+        assert _valid_ply(response) and response.headers["x-preset"] == "tinya"
+    assert second_s < first_s
+    figures.record("aot_first_start_to_ready_s", first_s)
+    figures.record("aot_second_start_to_ready_s", second_s)
