@@ -2,7 +2,8 @@
 
 `build_ready()` is the one recipe for both the first start and a `PUT /preset` switch:
     loading weights (or sharing the serving preset's models) | loading cache  (overlapped)
-    compiling / capturing graphs  (Generator.warmup: the first request then runs at full speed)
+    compiling / loading compiled packages / capturing graphs  (Generator.warmup: the first
+                                  request then runs at full speed)
     saving cache                  (engine/warm_cache.py; only when something new was compiled)
 It runs on the endpoint's build thread while the generation thread keeps serving the old
 preset; runtime.ModelHost swaps the result in only when it is complete. `PhaseClock` is what
@@ -27,6 +28,7 @@ LOADING_WEIGHTS = "loading weights"
 SHARING_MODELS = "sharing models"
 LOADING_CACHE = "loading cache"
 COMPILING = "compiling"
+LOADING_PACKAGES = "loading compiled packages"  # compile_backend aot, every package on disk
 CAPTURING_GRAPHS = "capturing graphs"
 WARMING_UP = "warming up"
 SAVING_CACHE = "saving cache"
@@ -219,7 +221,8 @@ def build_ready(
             on_cache(report)
     on_cuda = str(getattr(generator, "device", "")).startswith("cuda")
     if preset.compile and not getattr(generator, "compile_failure", None):
-        clock.enter(COMPILING)  # compiling includes the capture that follows it
+        # either includes the capture that follows it
+        clock.enter(LOADING_PACKAGES if _packages_on_disk(preset, generator) else COMPILING)
     else:
         clock.enter(CAPTURING_GRAPHS if on_cuda else WARMING_UP)
     warmup_s = warm_up(generator, progress)
@@ -230,6 +233,14 @@ def build_ready(
             on_cache(report)
     clock.finish()
     return Built(preset, generator, warmup_s, report, time.perf_counter() - started)
+
+
+def _packages_on_disk(preset: Preset, generator: Any) -> bool:
+    if preset.compile_backend != "aot":
+        return False
+    from engine.guidance.aot import preset_packages_ready
+
+    return preset_packages_ready(preset, getattr(generator, "device", "cpu"))
 
 
 __all__ = [

@@ -183,6 +183,7 @@ def test_an_aot_preset_builds_its_packages_once_then_starts_ready_without_servin
         second_s = time.monotonic() - started
         health = server.health()
         assert health["switch"] is None and health["status"] == "ready", health
+        assert "loading compiled packages" in health["phases"] and "compiling" not in health["phases"]
         response = _post(server, "a chair on loaded packages")
         assert _valid_ply(response) and response.headers["x-preset"] == "tinya"
     assert second_s < first_s
