@@ -369,7 +369,6 @@ class _Traced:
     backward: torch.fx.GraphModule | None
     backward_inputs: list[Tensor]
     n_outputs: int
-    out_spec: pytree.TreeSpec
     grad_inputs: list[int]
     tangent_strides: list[tuple[int, ...]]
     used: list[int]  # the call's flat inputs (weights, then tensors) the graphs take, in order
@@ -392,7 +391,6 @@ def _trace(module: torch.nn.Module, spec: _Spec, weights: tuple[list[str], list[
 
     names, tensors = weights
     n_weights = len(names)
-    out_spec: list[pytree.TreeSpec] = []
     grabbed: dict[str, tuple[torch.fx.GraphModule, list[Any]]] = {}
     used: list[int] = []  # which of the call's flat inputs the graphs take, in their order
 
@@ -400,9 +398,7 @@ def _trace(module: torch.nn.Module, spec: _Spec, weights: tuple[list[str], list[
         args, kwargs = spec.rebuild(inputs[n_weights:])
         bound = dict(zip(names, inputs[:n_weights], strict=True))
         out = torch.func.functional_call(module, bound, args, kwargs)
-        leaves, treespec = pytree.tree_flatten(out)
-        out_spec[:] = [treespec]
-        return tuple(leaf.clone() for leaf in leaves)  # see the module docstring: no aliases
+        return tuple(leaf.clone() for leaf in pytree.tree_leaves(out))  # see the module docstring: no aliases
 
     def inner(gm: torch.fx.GraphModule, example_inputs: list[Any], **kwargs: Any) -> Any:
         grabbed["backward" if kwargs.get("is_backward") else "forward"] = (gm, list(example_inputs))
@@ -447,7 +443,6 @@ def _trace(module: torch.nn.Module, spec: _Spec, weights: tuple[list[str], list[
         backward=backward,
         backward_inputs=backward_inputs,
         n_outputs=len(outputs),
-        out_spec=out_spec[0],
         grad_inputs=grad_inputs if backward is not None else [],
         tangent_strides=tangent_strides,
         used=used,
