@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -203,6 +204,18 @@ class SDSGuidance:
         return sorted(
             set().union(*(getattr(fn, "packages", set()) for fn in (self._unet_fn, self._moments_fn)))
         )
+
+    def aot_reports(self) -> list[dict[str, Any]] | None:
+        """What each AOT package set cost at its first call (loaded, built, rebuilt and why);
+        None unless compile_backend is aot."""
+        if not (self.compiled and self.compile_backend == "aot"):
+            return None
+        fns = (self._unet_fn, self._moments_fn)
+        return [
+            dataclasses.asdict(r) | {"seconds": round(r.seconds, 2)}
+            for fn in fns
+            for r in getattr(fn, "reports", [])
+        ]
 
     def fork(self) -> SDSGuidance:
         """The same weights (no copy) with per-run state of its own: ref_size, noise generator,

@@ -206,8 +206,17 @@ class ModelHost:
             }
         info.update(self.clock.snapshot())  # phase, phase_elapsed_s, phases (of the start)
         info["cache"] = self.cache
+        info["aot"] = self._aot_reports()
         info["switch"] = None if self.switching is None else self.switching.to_dict()
         return info
+
+    def _aot_reports(self) -> list[dict[str, Any]] | None:
+        """The serving preset's AOT packages: loaded, built or rebuilt (why), and the seconds each
+        took; None unless it runs on them (compile_backend aot)."""
+        active = self._active
+        guidance = getattr(getattr(active, "generator", None), "guidance", None)
+        reports = getattr(guidance, "aot_reports", None)
+        return reports() if callable(reports) else None
 
     @property
     def serving(self) -> bool:
