@@ -36,7 +36,9 @@ from typing import Any
 MAGIC = b"GEN404WC"
 FORMAT = 1
 SUFFIX = ".warmcache"
-# the preset fields that decide what gets compiled (shapes, dtypes, layouts, the models)
+# the preset fields that decide what gets compiled (shapes, dtypes, layouts, the models); not
+# compile_backend: inductor's artefacts serve both backends, and a new key field would turn every
+# miner's cache stale at the upgrade (one cold compile each)
 SHAPE_FIELDS = (
     "guidance",
     "weights",
@@ -50,7 +52,6 @@ SHAPE_FIELDS = (
     "cuda_graphs",
     "channels_last",
     "compile",
-    "compile_backend",
     "fused_optimizer",
 )
 
