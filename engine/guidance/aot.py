@@ -256,6 +256,7 @@ def _preset_marker(preset: Any, device: Any, root: Path) -> Path:
         **environment_key(device),
         "code": _code_hash(),
         "preset": preset_key(preset),
+        "compile_backend": getattr(preset, "compile_backend", None),
         "max_batch": getattr(preset, "max_batch", 1),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
