@@ -188,9 +188,8 @@ class Generator:
 
     def _mark_aot_packages(self) -> None:
         """After a warm-up on AOT packages, note which ones the preset calls: the next start here
-        then loads them and is ready at once, instead of serving early (engine/service/runtime.py)."""
-        if not (self._compiling() and self.preset.compile_backend == "aot"):
-            return
+        then loads them and is ready at once, instead of serving early (engine/service/runtime.py).
+        Nothing is recorded when it ran on none (another backend, or a failed build: eager now)."""
         packages: list[str] = getattr(self.guidance, "aot_packages", list)()
         if packages:
             from engine.guidance.aot import mark_preset_ready

@@ -27,6 +27,7 @@ and rebuilt; a build that fails raises, and the caller falls back as for a torch
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -63,6 +64,7 @@ def package_dir() -> Path:
     return cache_dir() / "aot"
 
 
+@functools.cache
 def _code_hash() -> str:
     """The guidance code a traced graph came from: a change to it makes packages stale."""
     digest = hashlib.sha256()
@@ -70,6 +72,11 @@ def _code_hash() -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _digest(key: dict[str, Any]) -> str:
+    """A file-name-sized hash of a key (packages and preset markers are named by theirs)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def _meta(t: Tensor) -> list[Any]:
@@ -126,6 +133,7 @@ class BuildReport:
     """What one shape cost at first call: loaded from disk, or built (and saved)."""
 
     name: str
+    package: str  # the package set's file-name stem under the package directory
     state: str  # loaded | built | rebuilt
     seconds: float
     detail: str = ""
@@ -147,8 +155,7 @@ class AotModule:
         self.device = device
         self._compiled: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
-        self.reports: list[BuildReport] = []
-        self.packages: set[str] = set()  # the package sets called so far (their file-name stems)
+        self.reports: list[BuildReport] = []  # one a shape, at its first call
 
     # -- weights ------------------------------------------------------------------------------
     def _weights(self) -> tuple[list[str], list[Tensor]]:
@@ -193,9 +200,7 @@ class AotModule:
     def _obtain(self, spec: _Spec) -> _Compiled:
         if not supported():
             raise RuntimeError(f"torch {torch.__version__} cannot build AOTInductor packages")
-        key = self._package_key(spec)
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        files = _Files(self.root / f"{self.name}-{digest}")
+        files = _Files(self.root / f"{self.name}-{_digest(self._package_key(spec))}")
         started = time.perf_counter()
         state, detail = "loaded", ""
         try:
@@ -209,8 +214,7 @@ class AotModule:
             files.remove()
             compiled = self._build(files, spec)
         seconds = time.perf_counter() - started
-        self.packages.add(files.base.name)
-        self.reports.append(BuildReport(self.name, state, seconds, detail))
+        self.reports.append(BuildReport(self.name, files.base.name, state, seconds, detail))
         log.info("AOT %s %s in %.1fs (%s)", self.name, state, seconds, files.base.name)
         return compiled
 
@@ -259,8 +263,7 @@ def _preset_marker(preset: Any, device: Any, root: Path) -> Path:
         "compile_backend": getattr(preset, "compile_backend", None),
         "max_batch": getattr(preset, "max_batch", 1),
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    return root / f"preset-{getattr(preset, 'name', 'preset')}-{digest}.json"
+    return root / f"preset-{getattr(preset, 'name', 'preset')}-{_digest(key)}.json"
 
 
 def mark_preset_ready(preset: Any, device: Any, packages: list[str], root: Path | None = None) -> None:
@@ -273,8 +276,11 @@ def mark_preset_ready(preset: Any, device: Any, packages: list[str], root: Path 
 
 
 def preset_packages_ready(preset: Any, device: Any, root: Path | None = None) -> bool:
-    """Whether a past warm-up of `preset` on this machine and software left every package it
-    calls (so its compiled state loads in seconds, and a start need not serve early)."""
+    """Whether `preset` runs on AOT packages and a past warm-up of it on this machine and
+    software left every package it calls (so its compiled state loads in seconds, and a start
+    need not serve early)."""
+    if getattr(preset, "compile_backend", None) != "aot":
+        return False
     root = package_dir() if root is None else root
     try:
         listed = json.loads(_preset_marker(preset, device, root).read_text())["packages"]
@@ -307,14 +313,22 @@ class _Files:
                 path.unlink()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` (same name at the end: AOTI wants its .pt2) to write, moved
+    onto `path` when the block ends well, removed otherwise: a reader never sees half a file."""
     tmp = path.with_name(f".{os.getpid()}.{threading.get_ident()}.{path.name}")
     try:
-        tmp.write_bytes(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _output_spec(
@@ -519,15 +533,8 @@ def _compile(gm: torch.fx.GraphModule, inputs: list[Tensor], path: Path) -> Path
     """Export and AOTInductor-compile one graph into `path`, atomically."""
     _views_as_reshapes(gm)
     exported = torch.export.export(_Graph(gm), tuple(inputs), strict=False)
-    tmp = path.with_name(
-        f".{os.getpid()}.{threading.get_ident()}.{path.name}"
-    )  # ends in .pt2, as AOTI requires
-    try:
+    with _replacing(path) as tmp:
         torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
-        os.replace(tmp, path)  # a reader never sees half a package
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
     return path
 
 

@@ -199,23 +199,21 @@ class SDSGuidance:
             self._unet_fn, self._moments_fn = self.unet, self._moments
         self.clear_graphs()
 
+    def _aot_reports(self) -> list[Any]:
+        """aot.BuildReport of every package set the UNet and VAE encoder called (none unless
+        compile_backend is aot)."""
+        return [r for fn in (self._unet_fn, self._moments_fn) for r in getattr(fn, "reports", [])]
+
     def aot_packages(self) -> list[str]:
         """The AOT package sets this guidance has called (empty unless compile_backend is aot)."""
-        return sorted(
-            set().union(*(getattr(fn, "packages", set()) for fn in (self._unet_fn, self._moments_fn)))
-        )
+        return sorted({r.package for r in self._aot_reports()})
 
     def aot_reports(self) -> list[dict[str, Any]] | None:
         """What each AOT package set cost at its first call (loaded, built, rebuilt and why);
         None unless compile_backend is aot."""
         if not (self.compiled and self.compile_backend == "aot"):
             return None
-        fns = (self._unet_fn, self._moments_fn)
-        return [
-            dataclasses.asdict(r) | {"seconds": round(r.seconds, 2)}
-            for fn in fns
-            for r in getattr(fn, "reports", [])
-        ]
+        return [dataclasses.asdict(r) | {"seconds": round(r.seconds, 2)} for r in self._aot_reports()]
 
     def fork(self) -> SDSGuidance:
         """The same weights (no copy) with per-run state of its own: ref_size, noise generator,

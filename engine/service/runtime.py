@@ -284,8 +284,6 @@ class ModelHost:
     def _compiled_state_on_disk(self, preset: Preset) -> bool:
         """An AOT preset whose packages a past warm-up here recorded: they load in seconds, so the
         start builds the compiled state directly instead of serving early."""
-        if preset.compile_backend != "aot":
-            return False
         from engine.guidance.aot import preset_packages_ready
         from engine.pipeline import resolve_device
 

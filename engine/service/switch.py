@@ -222,7 +222,10 @@ def build_ready(
     on_cuda = str(getattr(generator, "device", "")).startswith("cuda")
     if preset.compile and not getattr(generator, "compile_failure", None):
         # either includes the capture that follows it
-        clock.enter(LOADING_PACKAGES if _packages_on_disk(preset, generator) else COMPILING)
+        from engine.guidance.aot import preset_packages_ready
+
+        on_disk = preset_packages_ready(preset, getattr(generator, "device", "cpu"))
+        clock.enter(LOADING_PACKAGES if on_disk else COMPILING)
     else:
         clock.enter(CAPTURING_GRAPHS if on_cuda else WARMING_UP)
     warmup_s = warm_up(generator, progress)
@@ -233,14 +236,6 @@ def build_ready(
             on_cache(report)
     clock.finish()
     return Built(preset, generator, warmup_s, report, time.perf_counter() - started)
-
-
-def _packages_on_disk(preset: Preset, generator: Any) -> bool:
-    if preset.compile_backend != "aot":
-        return False
-    from engine.guidance.aot import preset_packages_ready
-
-    return preset_packages_ready(preset, getattr(generator, "device", "cpu"))
 
 
 __all__ = [
