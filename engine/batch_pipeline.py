@@ -9,12 +9,14 @@ seeded by its seed, exactly as `Generator.generate` seeds them:
 So a job alone draws what the single-job path draws, and its batch-mates never touch its streams.
 
 One `BatchEngine.step()` advances every active job by one iteration:
-  render each job's views (a loop: jobs differ in Gaussian count, so one batched rasterisation
-  would need padding), then the VAE encoder once over all jobs' views, each job's posterior
-  sample and noise from its own stream at its own annealed timestep, the CFG UNet once over
-  all rows (per-row text embeddings and timesteps), one backward for the summed loss (each
-  job's gradient is its own: the loss is a sum of per-job terms over disjoint rows), then per
-  job: densification statistics, its Adam step and, on its schedule, densify-and-prune.
+  one rasterisation of every job's views (jobs differ in Gaussian count: the shorter ones are
+  padded with Gaussians of opacity 0, which are culled), then the VAE encoder once over all
+  jobs' views, each job's posterior sample and noise from its own stream at its own annealed
+  timestep, the CFG UNet once over all rows (per-row text embeddings and timesteps), one
+  backward for the summed loss (each job's gradient is its own: the loss is a sum of per-job
+  terms over disjoint rows), densification statistics for all jobs at once, one Adam step for
+  all (a fused launch per hyperparameter set, each job's moments its own) and, on each job's
+  schedule, its densify-and-prune.
 The encoder and UNet are per-sample (GroupNorm, convolutions and attention never mix images;
 MVDream's cross-view attention mixes only the 4 views of one job), so a job's result does not
 depend on its batch-mates beyond floating-point summation order.
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from engine.gaussians import GaussianModel
+from engine.gaussians import GaussianModel, adam_step_together, view_gradient_stats
 from engine.generator import GenerationResult
 from engine.guidance import PromptEmbeds, StageTimer
 from engine.guidance.sds import SDSGuidance, annealed_timestep
@@ -51,6 +53,7 @@ from engine.pipeline import (
     warmup_preset,
 )
 from engine.presets import Preset
+from engine.render import rasterize, rasterize_batch
 
 
 @contextmanager
@@ -116,6 +119,10 @@ class BatchEngine:
         self.jobs: list[BatchJob] = []
         self.step_timings = dict.fromkeys(STAGES, 0.0)  # last step's stage times (the profile)
         self.time_substages = generator.time_substages  # also time VAE encode and UNet (synced)
+        # one rasterization and one fused Adam launch per hyperparameter set for all jobs; off:
+        # a loop over jobs (what benchmarks/probes/batch_step.py measures them against)
+        self.batch_render = True
+        self.merge_optimizers = True
         self._next_id = 1
 
     @property
@@ -173,36 +180,32 @@ class BatchEngine:
         timer = _StageTimer(self.device, self.generator.sync_timings)
         substages = _StageTimer(self.device, True, SUBSTAGES) if self.time_substages else None
         size = p.render_size
-        from engine.render import rasterize
-
-        infos = []
         with timer("render"):
-            images = []
             for job in jobs:
-                i = job.step
                 job.model.update_learning_rate(job.step + 1, job.iters)
-                m = job.model
-                rendered, info = rasterize(
-                    m.means, m.quats, m.scales, m.opacities, m.colors,
-                    job.plan.viewmats[i], job.plan.ks, size, size, job.plan.backgrounds[i],
-                )  # fmt: skip
-                images.append(rendered.permute(0, 3, 1, 2))
-                infos.append(info)
+            images, view_stats = self._render(jobs, size)
         with timer("guidance"):
             loss = self._sds_loss(jobs, images, substages or _untimed)
         with timer("backward"):
             loss.backward()
         finished: list[tuple[BatchJob, GenerationResult]] = []
-        for job, info in zip(jobs, infos, strict=True):
-            job.step += 1
-            in_window = p.density_start_iter <= job.step <= p.density_end_iter
-            with timer("densify"):
-                if in_window:
-                    job.model.add_densification_stats(info["means2d"], info["radii"], size, size)
-            with timer("optimizer"):
-                job.optimizer.step()
+        in_window = [p.density_start_iter <= job.step + 1 <= p.density_end_iter for job in jobs]
+        with timer("densify"):
+            if any(in_window):
+                for job, window, stats in zip(jobs, in_window, view_stats(), strict=True):
+                    if window and stats is not None:
+                        job.model.add_view_stats(*stats)
+        with timer("optimizer"):
+            if self.merge_optimizers:
+                adam_step_together([job.optimizer for job in jobs])
+            else:
+                for job in jobs:
+                    job.optimizer.step()
+            for job in jobs:
                 job.optimizer.zero_grad(set_to_none=True)
-            if in_window and job.step % p.densification_interval == 0:
+        for job, window in zip(jobs, in_window, strict=True):
+            job.step += 1
+            if window and job.step % p.densification_interval == 0:
                 with timer("densify"):
                     densify(job.model, p, job.gen)
         step_timings = {**timer.timings, **(substages.timings if substages is not None else {})}
@@ -216,18 +219,60 @@ class BatchEngine:
         self.step_timings = step_timings
         return finished
 
-    def _sds_loss(self, jobs: list[BatchJob], images: list[torch.Tensor], stage: StageTimer) -> torch.Tensor:
+    def _render(
+        self, jobs: list[BatchJob], size: int
+    ) -> tuple[torch.Tensor, Callable[[], list[tuple[torch.Tensor, torch.Tensor] | None]]]:
+        """Every job's views at this step, (J*views, 3, H, W), and a function that gives each
+        job's densification statistics once backward has run (None where it has no gradients)."""
+        if not self.batch_render:  # one rasterization per job (kept to measure against)
+            renders, infos = [], []
+            for job in jobs:
+                m = job.model
+                rendered, info = rasterize(
+                    m.means, m.quats, m.scales, m.opacities, m.colors,
+                    job.plan.viewmats[job.step], job.plan.ks, size, size, job.plan.backgrounds[job.step],
+                )  # fmt: skip
+                renders.append(rendered.permute(0, 3, 1, 2))
+                infos.append(info)
+
+            def loop_stats() -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+                return [
+                    None
+                    if info["means2d"].grad is None
+                    else view_gradient_stats(info["means2d"].grad, info["radii"], size, size)
+                    for info in infos
+                ]
+
+            return torch.cat(renders), loop_stats
+        views = jobs[0].plan.ks.shape[0]
+        viewmats = torch.stack([job.plan.viewmats[job.step] for job in jobs])
+        ks = torch.stack([job.plan.ks for job in jobs])
+        backgrounds = torch.stack([job.plan.backgrounds[job.step].expand(views, -1) for job in jobs])
+        batch = rasterize_batch(
+            *GaussianModel.stacked([job.model for job in jobs]), viewmats, ks, size, size, backgrounds
+        )
+        images = batch.images.flatten(0, 1).permute(0, 3, 1, 2)  # (J*C, D, H, W)
+
+        def batch_stats() -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+            grads = batch.means2d_grads()
+            if grads is None:
+                return [None] * len(jobs)
+            sums, counts = view_gradient_stats(grads, batch.radii, size, size)  # (J, N) each
+            return [(sums[k, : len(job.model)], counts[k, : len(job.model)]) for k, job in enumerate(jobs)]
+
+        return images, batch_stats
+
+    def _sds_loss(self, jobs: list[BatchJob], batch: torch.Tensor, stage: StageTimer) -> torch.Tensor:
         """The single path's SDS (guidance.sds_loss) for all jobs at once: encoder and UNet run
         once over every row; noise, timestep and text stay per job."""
         g = self.guidance
-        views = images[0].shape[0]
+        views = self.preset.batch_size
         if views % g.frames:
             raise ValueError(f"SDS: {views} views per job is not a multiple of {g.frames}")
         rows = len(jobs) * views
         pad = 0
         if self.pad_to_bucket:
             pad = (bucket_for(len(jobs), self.max_batch) - len(jobs)) * views
-        batch = torch.cat(images)
         if pad:
             batch = torch.cat([batch, batch.new_zeros((pad, *batch.shape[1:]))])
         with stage("vae_encode"):

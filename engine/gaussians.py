@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.optim.adam import adam
 
 from engine.splats import SH_C0, Splats
 
@@ -61,6 +64,104 @@ def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
         ],
         dim=-1,
     ).reshape(-1, 3, 3)  # fmt: skip
+
+
+# pre-activation -> what the rasterizer takes; RENDER_ORDER is its argument order after means
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "means": lambda t: t,
+    "quats": lambda t: torch.nn.functional.normalize(t, dim=-1),
+    "scales": torch.exp,
+    "opacities": torch.sigmoid,
+    # SH degree 0, evaluated as gsplat does: 0.5 + C0 * dc, clamped at 0
+    "sh_dc": lambda t: (0.5 + SH_C0 * t).clamp_min(0.0),
+}
+RENDER_ORDER = ("means", "quats", "scales", "opacities", "sh_dc")
+# batch padding: opacity exactly 0 (culled by both rasterizers); the rest finite and harmless
+PADDING = {"means": 0.0, "quats": 1.0, "scales": 0.0, "opacities": -math.inf, "sh_dc": 0.0}
+
+
+def view_gradient_stats(
+    grads: torch.Tensor, radii: torch.Tensor, width: int, height: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Densification statistics of one step: (..., C, N, 2) view-space gradients in pixels and
+    (..., C, N) radii -> per-Gaussian (..., N) sums of NDC gradient norms and visible views."""
+    grads = grads.detach()
+    cameras = grads.shape[-3]
+    # pixel -> NDC units, times the views that shared the (mean-reduced) loss: gsplat's rule
+    norms = torch.hypot(grads[..., 0] * (width / 2.0 * cameras), grads[..., 1] * (height / 2.0 * cameras))
+    # masked sums over the views instead of nonzero()/boolean indexing: no host sync per step
+    visible = radii > 0
+    return norms.masked_fill_(~visible, 0.0).sum(dim=-2), visible.sum(dim=-2, dtype=torch.float32)
+
+
+class _AdamHyper(NamedTuple):
+    """What one fused Adam launch shares across its tensors."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    maximize: bool
+    decoupled: bool
+
+
+def adam_step_together(optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """One Adam step of several fused Adam optimisers, the same arithmetic as each one's step(),
+    with one fused launch per distinct set of hyperparameters instead of one per param group.
+
+    A batch's jobs share their learning rates (the position lr too, for jobs at the same step),
+    so J jobs x 5 groups become about 5 launches, and each launch costs the host the same Python
+    whatever its tensor count. State is created lazily as Adam creates it (step on the device for
+    fused), so a job's later step() and densification's moment surgery see what they expect.
+    Optimisers that are not fused Adam without amsgrad step on their own.
+    """
+    batches: dict[_AdamHyper, tuple[list[torch.Tensor], ...]] = {}
+    for opt in optimizers:
+        groups = opt.param_groups
+        if not isinstance(opt, torch.optim.Adam) or not all(g["fused"] and not g["amsgrad"] for g in groups):
+            opt.step()
+            continue
+        for group in groups:
+            beta1, beta2 = group["betas"]
+            key = _AdamHyper(
+                float(group["lr"]),
+                float(beta1),
+                float(beta2),
+                float(group["eps"]),
+                float(group["weight_decay"]),
+                bool(group["maximize"]),
+                bool(group.get("decoupled_weight_decay", False)),
+            )
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = opt.state[param]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                lists = batches.setdefault(key, ([], [], [], [], []))
+                for found, item in zip(
+                    lists,
+                    (param, param.grad, state["exp_avg"], state["exp_avg_sq"], state["step"]),
+                    strict=True,
+                ):
+                    found.append(item)
+    with torch.no_grad():
+        for h, (params, grads, exp_avgs, exp_avg_sqs, steps) in batches.items():
+            if h.decoupled:  # AdamW's rule, on torch versions whose Adam has it
+                adam(
+                    params, grads, exp_avgs, exp_avg_sqs, [], steps,
+                    fused=True, decoupled_weight_decay=True, amsgrad=False, beta1=h.beta1, beta2=h.beta2,
+                    lr=h.lr, weight_decay=h.weight_decay, eps=h.eps, maximize=h.maximize,
+                )  # fmt: skip
+                continue
+            adam(
+                params, grads, exp_avgs, exp_avg_sqs, [], steps,
+                fused=True, amsgrad=False, beta1=h.beta1, beta2=h.beta2,
+                lr=h.lr, weight_decay=h.weight_decay, eps=h.eps, maximize=h.maximize,
+            )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -144,20 +245,35 @@ class GaussianModel:
 
     @property
     def scales(self) -> torch.Tensor:
-        return self.params["scales"].exp()
+        return ACTIVATIONS["scales"](self.params["scales"])
 
     @property
     def opacities(self) -> torch.Tensor:
-        return self.params["opacities"].sigmoid()
+        return ACTIVATIONS["opacities"](self.params["opacities"])
 
     @property
     def quats(self) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.params["quats"], dim=-1)
+        return ACTIVATIONS["quats"](self.params["quats"])
 
     @property
     def colors(self) -> torch.Tensor:
-        # SH degree 0, evaluated as gsplat does: 0.5 + C0 * dc, clamped at 0
-        return (0.5 + SH_C0 * self.params["sh_dc"]).clamp_min(0.0)
+        return ACTIVATIONS["sh_dc"](self.params["sh_dc"])
+
+    @staticmethod
+    def stacked(
+        models: Sequence[GaussianModel],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Several models' activated means, quats, scales, opacities and colors, each (J, N, ...)
+        with N the largest count: shorter models are padded with Gaussians of opacity exactly 0
+        (logit -inf), which the rasterizers cull, for one batched rasterization. Gradients flow
+        back to each model's own parameters; the padding gets none."""
+        means, quats, scales, opacities, colors = (
+            ACTIVATIONS[name](
+                pad_sequence([m.params[name] for m in models], batch_first=True, padding_value=PADDING[name])
+            )
+            for name in RENDER_ORDER
+        )
+        return means, quats, scales, opacities, colors
 
     # --- optimiser ------------------------------------------------------------------------------
 
@@ -199,14 +315,12 @@ class GaussianModel:
         """Accumulate the renderer's view-space gradients (info["means2d"] after backward)."""
         if means2d.grad is None:
             return
-        grads = means2d.grad.detach()  # (C, N, 2), pixel units
-        cameras = grads.shape[0]
-        # pixel -> NDC units, times the views that shared the (mean-reduced) loss: gsplat's rule
-        norms = torch.hypot(grads[..., 0] * (width / 2.0 * cameras), grads[..., 1] * (height / 2.0 * cameras))
-        # masked sums over the views instead of nonzero()/boolean indexing: no host sync per step
-        visible = radii > 0
-        self.grad_accum += norms.masked_fill_(~visible, 0.0).sum(dim=0)
-        self.grad_count += visible.sum(dim=0, dtype=self.grad_count.dtype)
+        self.add_view_stats(*view_gradient_stats(means2d.grad, radii, width, height))
+
+    def add_view_stats(self, norm_sums: torch.Tensor, counts: torch.Tensor) -> None:
+        """Add one step's (N,) sums from `view_gradient_stats`."""
+        self.grad_accum += norm_sums
+        self.grad_count += counts
 
     def densify_and_prune(
         self,

@@ -184,3 +184,59 @@ def test_densification_stats_equal_the_indexed_accumulation() -> None:
 def test_fused_adam_is_asked_for_on_cuda_only() -> None:
     model = GaussianModel.random_init(10, torch.Generator().manual_seed(0))
     assert not model.setup_optimizer(LearningRates(), fused=True).defaults["fused"]
+
+
+def _fused_on_cpu(opt: torch.optim.Optimizer) -> None:
+    for group in opt.param_groups:  # setup_optimizer fuses only on CUDA; torch's fused Adam runs on CPU too
+        group["fused"] = True
+
+
+def test_adam_step_together_is_each_optimisers_own_fused_step() -> None:
+    """Several jobs' fused Adam steps merged into a launch per hyperparameter set give every job
+    exactly what its own step() gives: across densification surgery, and with the position lr
+    differing between jobs (so those tensors go in separate launches)."""
+    lrs = LearningRates()
+    own = [_model(n, seed=k) for k, n in enumerate((300, 120, 200))]
+    merged = [_model(n, seed=k) for k, n in enumerate((300, 120, 200))]
+    for m in own + merged:
+        _fused_on_cpu(m.setup_optimizer(lrs))
+    for step in range(1, 5):
+        for k, (a, b) in enumerate(zip(own, merged, strict=True)):
+            a.update_learning_rate(step + k, 10)  # each job at its own point of the schedule
+            b.update_learning_rate(step + k, 10)
+            for m in (a, b):
+                weights = torch.Generator().manual_seed(100 * step + k)
+                loss = sum((t * torch.rand(t.shape, generator=weights)).sum() for t in m.params.values())
+                loss.backward()
+        for a in own:
+            assert a.optimizer is not None
+            a.optimizer.step()
+        gaussians.adam_step_together([b.optimizer for b in merged if b.optimizer is not None])
+        for m in own + merged:
+            assert m.optimizer is not None
+            m.optimizer.zero_grad(set_to_none=True)
+        if step == 2:  # same surgery on both copies: prune the first tenth of every model
+            for m in own + merged:
+                keep = torch.ones(len(m), dtype=torch.bool)
+                keep[: len(m) // 10] = False
+                m._rebuild(keep, None)
+    for a, b in zip(own, merged, strict=True):
+        assert a.optimizer is not None and b.optimizer is not None
+        for name in gaussians.PARAM_NAMES:
+            pa, pb = a.params[name], b.params[name]
+            assert torch.equal(pa, pb), name
+            sa, sb = a.optimizer.state[pa], b.optimizer.state[pb]
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                assert torch.equal(sa[key], sb[key]), (name, key)
+        assert float(b.optimizer.state[b.params["means"]]["step"]) == 4
+        assert not torch.equal(a.params["means"], _model(len(a), seed=0).params["means"][: len(a)])
+
+
+def test_adam_step_together_steps_unfused_optimisers_on_their_own() -> None:
+    m = _model(100)
+    before = m.params["means"].detach().clone()
+    opt = m.setup_optimizer(LearningRates())  # CPU: not fused
+    m.params["means"].sum().backward()
+    gaussians.adam_step_together([opt])
+    assert not torch.equal(m.params["means"].detach(), before)
+    assert float(opt.state[m.params["means"]]["step"]) == 1

@@ -6,6 +6,8 @@ Both backends follow gsplat's `rasterization(..., packed=False, render_mode="RGB
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -66,4 +68,87 @@ def rasterize(
     return rasterize_torch(*args)
 
 
-__all__ = ["rasterize", "select_backend"]
+@dataclass
+class BatchRender:
+    """What `rasterize_batch` gives back: J jobs' images and what densification reads."""
+
+    images: Tensor  # (J,C,H,W,D)
+    radii: Tensor  # (J,C,N) int, 0 = not visible (padding rows are never visible)
+    _means2d_grads: Callable[[], Tensor | None]
+
+    def means2d_grads(self) -> Tensor | None:
+        """(J,C,N,2) view-space gradients in pixels, once backward has run (None before)."""
+        return self._means2d_grads()
+
+
+def rasterize_batch(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    backgrounds: Tensor,
+    near: float = 0.01,
+    far: float = 100.0,
+    backend: Backend = "auto",
+) -> BatchRender:
+    """Render J sets of N Gaussians, each into its own C cameras, in one call where it pays.
+
+    means (J,N,3), quats (J,N,4), scales (J,N,3), opacities (J,N), colors (J,N,D); viewmats
+    (J,C,4,4); Ks (J,C,3,3); backgrounds (J,C,D). Sets of fewer Gaussians are padded to N with
+    opacity 0, which both rasterizers cull (no pixel, no gradient). gsplat takes the leading
+    dimension in one launch sequence with one host sync for its tile lists (a loop pays one per
+    set); the torch reference loops, each set exactly as `rasterize` renders it.
+    """
+    if select_backend(means.device, backend) == "gsplat":
+        images, info = gsplat_backend.rasterize_gsplat(
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            backgrounds.to(colors.dtype),
+            near,
+            far,
+        )
+        means2d = info["means2d"]
+        return BatchRender(images, info["radii"], lambda: means2d.grad)
+    outputs = [
+        rasterize_torch(
+            means[j],
+            quats[j],
+            scales[j],
+            opacities[j],
+            colors[j],
+            viewmats[j],
+            Ks[j],
+            width,
+            height,
+            backgrounds[j].to(colors.dtype),
+            near,
+            far,
+        )  # fmt: skip
+        for j in range(means.shape[0])
+    ]
+    points2d = [info["means2d"] for _, info in outputs]
+
+    def grads() -> Tensor | None:
+        found = [p.grad for p in points2d]
+        return torch.stack([g for g in found if g is not None]) if all(g is not None for g in found) else None
+
+    return BatchRender(
+        torch.stack([image for image, _ in outputs]),
+        torch.stack([info["radii"] for _, info in outputs]),
+        grads,
+    )
+
+
+__all__ = ["BatchRender", "rasterize", "rasterize_batch", "select_backend"]
