@@ -74,7 +74,10 @@ def main() -> None:
         "compile": args.compile,
         "device": _device_name(torch, cuda),
     }
-    print(f"batch step probe: {results['device']}, preset {args.preset}, compile {args.compile}", flush=True)
+    print(
+        f"batch step probe: {results['device']}, preset {args.preset}, compile {args.compile}{_t()}",
+        flush=True,
+    )
     for jobs in counts:
         engines = {}
         for mode, (render, merge) in MODES.items():
@@ -86,7 +89,10 @@ def main() -> None:
             for _ in range(3):  # this bucket's capture / compile, then warm
                 engine.step()
             sync()
-            print(f"  {jobs} job(s) {mode}: first 3 steps {time.perf_counter() - started:.1f} s", flush=True)
+            print(
+                f"  {jobs} job(s) {mode}: first 3 steps {time.perf_counter() - started:.1f} s{_t()}",
+                flush=True,
+            )
             engines[mode] = engine
         walls: dict[str, list[float]] = {mode: [] for mode in MODES}
         cpus: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -108,9 +114,9 @@ def main() -> None:
             }
             if args.gpu_busy and cuda:
                 entry["gpu_kernel_ms"] = _kernel_ms(torch, engine, 10)
-            entry["stages_ms"] = _stages(engine, generator, sync, args.steps)
+            entry["stages_ms"] = _stages(engine, generator, sync, max(args.steps // 3, 1))
             row[mode] = entry
-            print(f"  {jobs} job(s) {mode}: {json.dumps(entry)}", flush=True)
+            print(f"  {jobs} job(s) {mode}: {json.dumps(entry)}{_t()}", flush=True)
         loop, batched = row["loop"]["step_ms"], row["batched"]["step_ms"]
         row["batched_vs_loop"] = round(batched / loop, 3) if loop else None
         print(f"  {jobs} job(s): batched / loop step time = {row['batched_vs_loop']}", flush=True)
@@ -119,6 +125,13 @@ def main() -> None:
             engine.jobs.clear()
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+
+
+T0 = time.perf_counter()
+
+
+def _t() -> str:
+    return f" [t={time.perf_counter() - T0:.0f}s]"
 
 
 def _stages(engine: Any, generator: Any, sync: Any, steps: int) -> dict[str, float]:

@@ -38,10 +38,16 @@ def main() -> None:
         default="preset",
         help="on: torch.compile; aot: AOTInductor packages (built, or loaded when present)",
     )
+    parser.add_argument(
+        "--cuda-graphs", choices=("preset", "on", "off"), default="preset", help="the preset's cuda_graphs"
+    )
     parser.add_argument("--compile-times", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    import faulthandler
     import logging
+
+    faulthandler.enable()  # a crash in native code (a compiled package) still prints where
 
     # the engine's compile and AOT messages, with a traceback when a compile fails
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -79,6 +85,8 @@ def main() -> None:
         preset = dataclasses.replace(preset, compile=True, compile_backend="aot")
     elif args.compile != "preset":
         preset = dataclasses.replace(preset, compile=args.compile == "on", compile_backend="jit")
+    if args.cuda_graphs != "preset":
+        preset = dataclasses.replace(preset, cuda_graphs=args.cuda_graphs == "on")
     generator = Generator(preset, device=args.device, random_weights=args.random_weights, sync_timings=False)
     generator.load()
     if generator.device.type == "cuda":
@@ -87,6 +95,8 @@ def main() -> None:
     info: dict[str, Any] = {
         "preset": preset.name,
         "compile": preset.compile,
+        "compile_backend": preset.compile_backend,
+        "cuda_graphs": preset.cuda_graphs,
         "precompile_env": os.environ.get("TORCH_CACHING_PRECOMPILE", "0"),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

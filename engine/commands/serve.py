@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:  # returns only on errors before servi
         raise CliError(str(exc)) from None
 
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    faulthandler.enable()  # a crash in native code (CUDA, a compiled package) leaves its Python stack in the log
     sock = _bind(args.host, args.port)
 
     import uvicorn

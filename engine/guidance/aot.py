@@ -221,6 +221,7 @@ class AotModule:
     def _load(self, files: _Files, spec: _Spec) -> _Compiled:
         """The packages on disk, with the calling convention their build recorded."""
         info = json.loads(files.info.read_text())  # FileNotFoundError: not built (or not finished)
+        log.info("AOT %s: loading %s", self.name, files.base.name)
         backward = _open_package(files.backward) if info["backward"] else None
         return _Compiled(
             forward=_open_package(files.forward),
@@ -233,10 +234,14 @@ class AotModule:
         )
 
     def _build(self, files: _Files, spec: _Spec) -> _Compiled:
+        # each stage logged as it starts: a build that dies in native code leaves its last line
+        log.info("AOT %s: tracing (%s)", self.name, files.base.name)
         traced = _trace(self.module, spec, self._weights())
         self.root.mkdir(parents=True, exist_ok=True)
+        log.info("AOT %s: compiling the forward graph", self.name)
         _compile(traced.forward, traced.forward_inputs, files.forward)
         if traced.backward is not None:
+            log.info("AOT %s: compiling the backward graph", self.name)
             _compile(traced.backward, traced.backward_inputs, files.backward)
         info = {
             "n_outputs": traced.n_outputs,
