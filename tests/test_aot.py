@@ -163,3 +163,68 @@ def test_a_preset_is_ready_only_with_every_package_it_recorded(tmp_path: Path) -
     assert not aot.preset_packages_ready(more_jobs, CPU, tmp_path)
     aot._Files(tmp_path / "vae-encoder-2").info.unlink()  # removed as corrupt, or by hand
     assert not aot.preset_packages_ready(preset, CPU, tmp_path)
+
+
+CRASH_WHILE_LOADING = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from engine.guidance import aot
+from tests.test_aot import X, Small
+torch._inductor.aoti_load_package = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGSEGV)
+module = aot.AotModule(Small(seed=0), "small", Path(sys.argv[1]), torch.device("cpu"))
+module(X.clone().requires_grad_(True), scale=0.5)
+"""
+
+
+def test_a_package_whose_loading_killed_a_process_is_refused_after(built: Path, tmp_path: Path) -> None:
+    # seen on an H200 (torch 2.11): loading a CUDA package segfaulted; no except clause runs then,
+    # so without a marker every restart would load it and die the same way
+    import subprocess
+    import sys
+
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+    repo = Path(__file__).resolve().parents[1]
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_WHILE_LOADING, str(root)], cwd=repo, capture_output=True, timeout=300
+    )
+    assert crashed.returncode == -11, crashed.stderr.decode()[-2000:]
+    (stem,) = {p.name.removesuffix(".json") for p in root.glob("small-*.json")}
+    files = aot._Files(root / stem)
+    assert list(root.glob(f"{stem}.loading-*"))  # what the dead process left
+    detail = aot.previous_crash(files)
+    assert detail is not None and "loading it since" in detail
+    assert files.crashed.exists() and not list(root.glob(f"{stem}.loading-*"))
+
+    module = AotModule(Small(seed=0), "small", root, CPU)
+    with pytest.raises(aot.PackageCrashed, match="crashed a process that loaded it"):
+        module(X.clone().requires_grad_(True), scale=0.5)
+    (report,) = module.reports
+    assert report.state == "crashed" and "loading it since" in report.detail
+    from types import SimpleNamespace
+
+    preset = SimpleNamespace(name="p", ref_size=128, batch_size=4, max_batch=1, compile_backend="aot")
+    aot.mark_preset_ready(preset, CPU, [stem], root)
+    assert not aot.preset_packages_ready(preset, CPU, root)  # a start serves early, does not trust it
+
+
+def test_another_live_process_loading_the_same_packages_is_not_a_crash(built: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+    (stem,) = {p.name.removesuffix(".json") for p in root.glob("small-*.json")}
+    files = aot._Files(root / stem)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            files.loading(other.pid).write_text(f"pid {other.pid} loading it since now")
+            assert aot.previous_crash(files) is None  # a second endpoint on the box, mid-load
+            module = AotModule(Small(seed=0), "small", root, CPU)
+            _same(_run(module, X), _run(Small(seed=0), X))
+            assert [r.state for r in module.reports] == ["loaded"]
+        finally:
+            other.kill()
+    other.wait()
+    assert aot.previous_crash(files) is not None  # once it is gone without finishing, it crashed

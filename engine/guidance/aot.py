@@ -22,6 +22,8 @@ A package is keyed by the machine and software (warm_cache.environment_key), the
 model libraries, a hash of the engine's guidance code, the module's class and weights' shapes,
 and the call's shapes: anything else is another package. A package that fails to load is removed
 and rebuilt; a build that fails raises, and the caller falls back as for a torch.compile failure.
+A package whose loading killed the process (a native crash: no exception to catch) is found by
+the marker that process left, and is refused from then on with the same fallback.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ class BuildReport:
 
     name: str
     package: str  # the package set's file-name stem under the package directory
-    state: str  # loaded | built | rebuilt
+    state: str  # loaded | built | rebuilt | crashed (refused: its loading once killed a process)
     seconds: float
     detail: str = ""
 
@@ -201,6 +203,13 @@ class AotModule:
         if not supported():
             raise RuntimeError(f"torch {torch.__version__} cannot build AOTInductor packages")
         files = _Files(self.root / f"{self.name}-{_digest(self._package_key(spec))}")
+        crash = previous_crash(files)
+        if crash is not None:  # loading it again would take this process down the same way
+            self.reports.append(BuildReport(self.name, files.base.name, "crashed", 0.0, crash))
+            raise PackageCrashed(
+                f"AOT package {files.base.name} crashed a process that loaded it ({crash}); it is not"
+                " loaded again (a torch or gen404 upgrade makes a new package)"
+            )
         started = time.perf_counter()
         state, detail = "loaded", ""
         try:
@@ -222,9 +231,17 @@ class AotModule:
         """The packages on disk, with the calling convention their build recorded."""
         info = json.loads(files.info.read_text())  # FileNotFoundError: not built (or not finished)
         log.info("AOT %s: loading %s", self.name, files.base.name)
-        backward = _open_package(files.backward) if info["backward"] else None
+        # a native crash while loading (seen on an H200 with torch 2.11) kills the process before
+        # any except clause: this marker outlives it, and the next start refuses the package
+        marker = files.loading(os.getpid())
+        marker.write_text(f"pid {os.getpid()} loading it since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        try:
+            backward = _open_package(files.backward) if info["backward"] else None
+            forward = _open_package(files.forward)
+        finally:
+            marker.unlink(missing_ok=True)
         return _Compiled(
-            forward=_open_package(files.forward),
+            forward=forward,
             backward=backward,
             n_outputs=int(info["n_outputs"]),
             out_spec=_output_spec(self.module, spec, self._weights()),
@@ -291,7 +308,37 @@ def preset_packages_ready(preset: Any, device: Any, root: Path | None = None) ->
         listed = json.loads(_preset_marker(preset, device, root).read_text())["packages"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return bool(listed) and all(_Files(root / str(name)).info.exists() for name in listed)
+    files = [_Files(root / str(name)) for name in listed]
+    return bool(files) and all(f.info.exists() and previous_crash(f) is None for f in files)
+
+
+class PackageCrashed(RuntimeError):
+    """A package set whose loading once killed the process: never loaded again."""
+
+
+def previous_crash(files: _Files) -> str | None:
+    """What a process that died while loading this package set left (None: no such death).
+
+    A live process's marker is another endpoint loading the same packages right now."""
+    if files.crashed.exists():
+        return files.crashed.read_text().strip() or "no detail"
+    for marker in files.base.parent.glob(files.base.name + ".loading-*"):
+        pid = marker.name.rsplit("-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.replace(marker, files.crashed)  # kept: every later start sees it
+            return files.crashed.read_text().strip() if files.crashed.exists() else "no detail"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @dataclass
@@ -311,6 +358,13 @@ class _Files:
     @property
     def info(self) -> Path:
         return self.base.with_name(self.base.name + ".json")
+
+    @property
+    def crashed(self) -> Path:
+        return self.base.with_name(self.base.name + ".crashed")
+
+    def loading(self, pid: int) -> Path:
+        return self.base.with_name(f"{self.base.name}.loading-{pid}")
 
     def remove(self) -> None:
         for path in (self.info, self.forward, self.backward):
@@ -568,8 +622,10 @@ def _open_package(path: Path) -> Callable[..., list[Tensor]]:
 __all__ = [
     "AotModule",
     "BuildReport",
+    "PackageCrashed",
     "mark_preset_ready",
     "package_dir",
     "preset_packages_ready",
+    "previous_crash",
     "supported",
 ]

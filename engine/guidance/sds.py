@@ -205,8 +205,9 @@ class SDSGuidance:
         return [r for fn in (self._unet_fn, self._moments_fn) for r in getattr(fn, "reports", [])]
 
     def aot_packages(self) -> list[str]:
-        """The AOT package sets this guidance has called (empty unless compile_backend is aot)."""
-        return sorted({r.package for r in self._aot_reports()})
+        """The AOT package sets this guidance has run on (empty unless compile_backend is aot;
+        a set refused because its loading once crashed a process is not one)."""
+        return sorted({r.package for r in self._aot_reports() if r.state != "crashed"})
 
     def aot_reports(self) -> list[dict[str, Any]] | None:
         """What each AOT package set cost at its first call (loaded, built, rebuilt and why);
