@@ -316,9 +316,9 @@ def profile_batched_step(args: argparse.Namespace, jobs_list: list[int]) -> dict
         preset,
         compile=preset.compile and args.compile,
         max_batch=max(jobs_list),
-        iters=10_000,  # long runs: no job finishes inside the window
-        density_start_iter=10_000,
-        density_end_iter=10_000,
+        iters=args.profile_steps + 10,  # no job finishes inside the window (3 warm steps + margin)
+        density_start_iter=args.profile_steps + 11,
+        density_end_iter=args.profile_steps + 11,
     )
     if args.smoke:
         preset = dataclasses.replace(preset, num_pts=300, max_gaussians=600)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:
     import torch
@@ -23,32 +24,32 @@ if TYPE_CHECKING:
 _OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
-def orbit_position(elevation_deg: float, azimuth_deg: float, radius: float) -> np.ndarray:
-    """Camera centre on the validator's orbit, (3,) float64."""
-    phi, theta = np.deg2rad(elevation_deg), np.deg2rad(azimuth_deg)
-    return np.array(
-        [
-            radius * np.cos(phi) * np.sin(theta),
-            -radius * np.sin(phi),
-            radius * np.cos(phi) * np.cos(theta),
-        ]
-    )
+def orbit_position(elevation_deg: ArrayLike, azimuth_deg: ArrayLike, radius: ArrayLike) -> np.ndarray:
+    """Camera centres on the validator's orbit, (..., 3) float64 for matching arrays ((3,) for
+    scalars)."""
+    phi = np.deg2rad(np.asarray(elevation_deg, np.float64))
+    theta = np.deg2rad(np.asarray(azimuth_deg, np.float64))
+    r = np.asarray(radius, np.float64)
+    return np.stack([r * np.cos(phi) * np.sin(theta), -r * np.sin(phi), r * np.cos(phi) * np.cos(theta)], -1)
 
 
 def look_at_c2w(campos: np.ndarray, target: np.ndarray | None = None) -> np.ndarray:
-    """OpenGL camera-to-world (4,4) float64 at `campos` looking at `target`, world +y up."""
+    """OpenGL camera-to-world (..., 4, 4) float64 at `campos` (..., 3) looking at `target` (3,),
+    world +y up. Array math over all cameras at once: a view plan holds thousands."""
     target = np.zeros(3) if target is None else np.asarray(target, np.float64)
     campos = np.asarray(campos, np.float64)
     forward = _normalize(campos - target)  # camera +z points away from the target (OpenGL)
     right = _normalize(np.cross([0.0, 1.0, 0.0], forward))
     up = _normalize(np.cross(forward, right))
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, forward, campos
+    c2w = np.zeros((*campos.shape[:-1], 4, 4))
+    c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2], c2w[..., :3, 3] = right, up, forward, campos
+    c2w[..., 3, 3] = 1.0
     return c2w
 
 
-def orbit_c2w(elevation_deg: float, azimuth_deg: float, radius: float) -> np.ndarray:
-    """OpenGL camera-to-world (4,4) float64 on the validator's orbit, looking at the origin."""
+def orbit_c2w(elevation_deg: ArrayLike, azimuth_deg: ArrayLike, radius: ArrayLike) -> np.ndarray:
+    """OpenGL camera-to-world (4,4) float64 on the validator's orbit, looking at the origin;
+    (..., 4, 4) for matching arrays."""
     return look_at_c2w(orbit_position(elevation_deg, azimuth_deg, radius))
 
 
@@ -92,9 +93,7 @@ def views(
     elev, azim, rad = np.broadcast_arrays(
         np.asarray(elevations_deg, np.float64), np.asarray(azimuths_deg, np.float64), radii
     )
-    c2w = np.stack(
-        [orbit_c2w(e, a, r) for e, a, r in zip(elev.ravel(), azim.ravel(), rad.ravel(), strict=True)]
-    )
+    c2w = orbit_c2w(elev.ravel(), azim.ravel(), rad.ravel())
     k = np.broadcast_to(intrinsics(fovy, width, height), (len(c2w), 3, 3))
     return ViewSet(
         viewmats=c2w_to_viewmat(c2w).astype(np.float32),
@@ -130,18 +129,29 @@ def sample_orbit_group(
     and a unit-length translation, a conversion that belongs to the guidance. `fovy` does not
     change the poses: build intrinsics with `intrinsics(fovy, W, H)` at the render size.
     """
-    if batch_size <= 0 or batch_size % 4:
-        raise ValueError(f"batch_size must be a positive multiple of 4, got {batch_size}")
     if not 0.0 < fovy < 180.0:
         raise ValueError(f"fovy must be in (0, 180) degrees, got {fovy}")
+    views = orbit_group_views(rng, batch_size, radius_range, elevation_range)
+    return orbit_c2w(views[:, 0], views[:, 1], views[:, 2]).astype(np.float32)
+
+
+def orbit_group_views(
+    rng: np.random.Generator | torch.Generator | int | None,
+    batch_size: int,
+    radius_range: tuple[float, float] = (2.5, 3.5),
+    elevation_range: tuple[float, float] = (-30.0, 30.0),
+) -> np.ndarray:
+    """The draws behind `sample_orbit_group`: (batch_size, 3) elevation, azimuth, radius per view
+    (its random numbers, in its order), so many steps' poses can be built in one `orbit_c2w`."""
+    if batch_size <= 0 or batch_size % 4:
+        raise ValueError(f"batch_size must be a positive multiple of 4, got {batch_size}")
     groups = batch_size // 4
     u = _uniform(rng, (groups, 3))
     elev = elevation_range[0] + u[:, 0] * (elevation_range[1] - elevation_range[0])
     radius = radius_range[0] + u[:, 1] * (radius_range[1] - radius_range[0])
     azim0 = -180.0 + 360.0 * u[:, 2]
     azim = (azim0[:, None] + 90.0 * np.arange(4)[None, :] + 180.0) % 360.0 - 180.0
-    c2w = [orbit_c2w(elev[g], azim[g, i], radius[g]) for g in range(groups) for i in range(4)]
-    return np.stack(c2w).astype(np.float32)
+    return np.stack([np.repeat(elev, 4), azim.ravel(), np.repeat(radius, 4)], -1)
 
 
 def camera_tensors(
@@ -157,7 +167,8 @@ def camera_tensors(
 
 
 def _normalize(v: np.ndarray, eps: float = 1e-20) -> np.ndarray:
-    return v / np.sqrt(max(float(np.dot(v, v)), eps))
+    """Unit vectors along the last axis."""
+    return v / np.sqrt(np.maximum(np.sum(v * v, axis=-1, keepdims=True), eps))
 
 
 def _uniform(rng: np.random.Generator | torch.Generator | int | None, shape: tuple[int, ...]) -> np.ndarray:

@@ -326,11 +326,12 @@ class Generator:
         """Draw every step's cameras and background (same per-step order as drawing them in the
         loop) and move them to the device in one copy: the loop then never waits on the host."""
         p = self.preset
-        c2w = np.empty((iters, p.batch_size, 4, 4), np.float32)
+        orbit = np.empty((iters, p.batch_size, 3))  # elevation, azimuth, radius of every view
         backgrounds = np.empty(iters, np.float32)
-        for i in range(iters):
-            c2w[i] = self._sample_cameras(gen, guidance.frames)
+        for i in range(iters):  # the draws stay per step, in the loop's order; the poses do not
+            orbit[i] = self._draw_views(gen, guidance.frames)
             backgrounds[i] = float(torch.rand(1, generator=gen) < 0.5)
+        c2w = cameras.orbit_c2w(orbit[..., 0], orbit[..., 1], orbit[..., 2]).astype(np.float32)
         viewmats = cameras.c2w_to_viewmat(c2w).astype(np.float32)
         ks = np.broadcast_to(cameras.intrinsics(p.fovy, p.render_size, p.render_size), (p.batch_size, 3, 3))
         host = np.concatenate([viewmats.ravel(), c2w.ravel(), ks.astype(np.float32).ravel(), backgrounds])
@@ -347,16 +348,22 @@ class Generator:
         )
 
     def _sample_cameras(self, gen: torch.Generator, frames: int) -> np.ndarray:
-        """OpenGL c2w (batch_size,4,4): 4-view groups for multi-view guidance, else independent."""
+        """OpenGL c2w (batch_size,4,4) of one step's views (see _draw_views)."""
+        views = self._draw_views(gen, frames)
+        return cameras.orbit_c2w(views[:, 0], views[:, 1], views[:, 2]).astype(np.float32)
+
+    def _draw_views(self, gen: torch.Generator, frames: int) -> np.ndarray:
+        """One step's (batch_size, 3) elevation, azimuth, radius: 4-view groups for multi-view
+        guidance, else independent views."""
         p = self.preset
         radius_range, elevation_range = (p.radius_min, p.radius_max), (p.elevation_min, p.elevation_max)
         if frames == 4:
-            return cameras.sample_orbit_group(gen, p.batch_size, radius_range, elevation_range, p.fovy)
+            return cameras.orbit_group_views(gen, p.batch_size, radius_range, elevation_range)
         u = torch.rand((p.batch_size, 3), generator=gen, dtype=torch.float64).numpy()
         elevation = elevation_range[0] + u[:, 0] * (elevation_range[1] - elevation_range[0])
         radius = radius_range[0] + u[:, 1] * (radius_range[1] - radius_range[0])
         azimuth = -180.0 + 360.0 * u[:, 2]
-        return cameras.views(elevation, azimuth, radius, p.fovy, 1, 1).c2w
+        return np.stack([elevation, azimuth, radius], -1)
 
 
 def warmup_preset(p: Preset) -> Preset:

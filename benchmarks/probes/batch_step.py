@@ -49,11 +49,14 @@ def main() -> None:
 
     counts = [int(c) for c in args.jobs.split(",")]
     preset = load_preset(args.preset)
+    # every step an engine runs, plus a margin: no job finishes inside the window (and the view
+    # plan, built on the host for every step at add(), stays short)
+    steps = 3 + args.rounds * args.steps + (10 if args.gpu_busy else 0) + max(args.steps // 3, 1) + 10
     changes: dict[str, Any] = {
         "max_batch": max(counts),
-        "iters": 100_000,  # no job finishes inside the window
-        "density_start_iter": 100_000,
-        "density_end_iter": 100_000,
+        "iters": steps,
+        "density_start_iter": steps + 1,  # no densification: every step the same shapes
+        "density_end_iter": steps + 1,
     }
     if args.compile != "preset":
         changes["compile"] = args.compile != "off"
