@@ -9,8 +9,10 @@ inductor cache so all compile the same cold graphs:
 
 CPU dev box (2 cores, smoke preset; 2026-11-29): alone 0.78-0.83 s; beside a 58-62 s compile, median
 1.455 s at 50 ms, 1.473 s at 5 ms (Python's default), 1.518 s at 0.2 ms: the interval changes nothing
-there (the slowdown is the compile taking the cores), so gen404 leaves it at Python's default.
-Not run on a GPU, where generations wait on the device and the GIL's hand-overs may matter more.
+there (the slowdown is the compile taking the cores; a CPU generation seldom releases the GIL).
+On a GPU it does matter (session 7): a generation releases the GIL at every graph replay and
+sync, see benchmarks/probes/gil_convoy.py and engine/service/gil_turns.py, which now shortens
+the interval while a build runs beside serving.
 
 Prints the generation time alone (median of 3), then every generation finished while the compile
 ran, and their median. On a CPU box the compile's C++ compiler processes also compete for cores,

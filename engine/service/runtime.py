@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from engine.presets import Preset, PresetError, list_presets, load_preset, split_ref
 from engine.service.batcher import Batcher
+from engine.service.gil_turns import short_gil_turns
 from engine.service.queue import GenerationCancelled, Worker
 from engine.service.switch import (
     Built,
@@ -410,7 +411,8 @@ class ModelHost:
 
         try:
             try:
-                built = build()
+                with short_gil_turns():  # the serving thread's requests keep their pace beside it
+                    built = build()
             except Exception as exc:
                 if not is_capture_failure(exc):
                     raise
