@@ -133,6 +133,12 @@ def endpoints(
                     Path(args.logs, f"{preset}-{k}.log").write_text(server.output())
 
 
+def visible_gpu() -> str:
+    """nvidia-smi's index (or UUID) of the GPU the endpoints use: the first of
+    CUDA_VISIBLE_DEVICES, which nvidia-smi ignores (a session-7 run on GPU 1 read GPU 0)."""
+    return (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip() or "0"
+
+
 class GpuMemory:
     """Peak of the GPU's used memory (nvidia-smi) while the block runs, above the idle baseline."""
 
@@ -145,7 +151,7 @@ class GpuMemory:
 
     def _used(self) -> int:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", visible_gpu()],
             capture_output=True,
             text=True,
             check=False,

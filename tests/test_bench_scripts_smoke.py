@@ -85,3 +85,14 @@ def test_bench_restart_cut_short_keeps_what_it_measured(tmp_path: Path) -> None:
     results = json.loads((out / "bench_restart.json").read_text())
     assert results["sigkill"]["first_ready_s"] > 0
     assert "answering_after_kill_s" not in results["sigkill"]
+
+
+def test_concurrency_bench_reads_the_memory_of_the_gpu_it_runs_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.bench_concurrency import visible_gpu
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpu() == "0"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert visible_gpu() == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-3f2a,GPU-77b1")
+    assert visible_gpu() == "GPU-3f2a"
