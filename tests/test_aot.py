@@ -228,3 +228,55 @@ def test_another_live_process_loading_the_same_packages_is_not_a_crash(built: Pa
             other.kill()
     other.wait()
     assert aot.previous_crash(files) is not None  # once it is gone without finishing, it crashed
+
+
+LOAD_THEN = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from engine.guidance import aot
+from tests.test_aot import X, Small
+module = aot.AotModule(Small(seed=0), "small", Path(sys.argv[1]), torch.device("cpu"))
+module(X.clone().requires_grad_(True), scale=0.5)
+assert [r.state for r in module.reports] == ["loaded"], module.reports
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_loading_leaves_no_unpacked_copies_behind(built: Path, tmp_path: Path) -> None:
+    # torch unpacks a package into $TMPDIR/aotinductor_* at every load and never removes it:
+    # a miner's box would collect one copy per endpoint start
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "aot"
+    shutil.copytree(built, root, ignore=shutil.ignore_patterns("tmp"))  # not this process's unpacked copy
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    repo = Path(__file__).resolve().parents[1]
+
+    def child(then: str) -> int:
+        env = {**os.environ, "TMPDIR": str(system_tmp)}
+        run = subprocess.run(
+            [sys.executable, "-c", LOAD_THEN, str(root), then],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
+        assert run.returncode in (0, -9), run.stderr.decode()[-2000:]
+        return run.returncode
+
+    assert child("exit") == 0
+    assert not list(system_tmp.glob("aotinductor_*"))
+    assert not list((root / "tmp").iterdir())  # its own unpacked copy went when it exited
+    assert child("kill") == -9
+    (left,) = list((root / "tmp").iterdir())  # a killed process cannot clean up
+    assert list(left.glob("aotinductor_*"))
+    module = AotModule(Small(seed=0), "small", root, CPU)  # the next load clears it
+    _same(_run(module, X), _run(Small(seed=0), X))
+    assert not left.exists()
+    assert [p.name for p in (root / "tmp").iterdir()] == [str(os.getpid())]
+    assert not list(system_tmp.glob("aotinductor_*"))

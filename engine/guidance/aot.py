@@ -28,12 +28,14 @@ the marker that process left, and is refused from then on with the same fallback
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import types
@@ -597,16 +599,47 @@ def _compile(gm: torch.fx.GraphModule, inputs: list[Tensor], path: Path) -> Path
     return path
 
 
+_extract_lock = threading.Lock()
+_extract_dirs: set[Path] = set()
+
+
+@contextlib.contextmanager
+def _extracting_beside(root: Path) -> Iterator[None]:
+    """Loading a package unpacks it into `$TMPDIR/aotinductor_*`, which torch never removes
+    (its kernels are read from there after the load): every start would leave a copy in /tmp.
+    Unpack under `<root>/tmp/<pid>/` instead; it goes when the process exits, and a dead
+    process's (a crash, SIGKILL) goes at the next load by any process."""
+    own = root / "tmp" / str(os.getpid())
+    with _extract_lock:
+        if own not in _extract_dirs:
+            for other in (root / "tmp").glob("*"):
+                if other.name.isdigit() and int(other.name) != os.getpid() and not _alive(int(other.name)):
+                    shutil.rmtree(other, ignore_errors=True)
+            own.mkdir(parents=True, exist_ok=True)
+            _extract_dirs.add(own)
+            atexit.register(shutil.rmtree, own, True)
+        saved = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = str(own)  # read by torch's loader when it makes its directory
+        try:
+            yield
+        finally:
+            if saved is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = saved
+
+
 def _open_package(path: Path) -> Callable[..., list[Tensor]]:
     """A package as a function of its flat tensor inputs, returning its flat outputs."""
     if not path.exists():
         raise FileNotFoundError(path)
     # single-threaded: no cross-thread event waits inside a run, which a CUDA-graph capture
     # forbids (torch's own advice for AOTI under CUDA graphs); runs are serialised here instead
-    try:
-        runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=True)
-    except TypeError:  # a torch without the option: its runs then carry their own event waits
-        runner = torch._inductor.aoti_load_package(str(path))
+    with _extracting_beside(path.parent):
+        try:
+            runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=True)
+        except TypeError:  # a torch without the option: its runs then carry their own event waits
+            runner = torch._inductor.aoti_load_package(str(path))
     loader = getattr(runner, "loader", None)
     boxed = getattr(loader, "boxed_run", None)  # skips the per-call pytree round trip
     lock = threading.Lock()
