@@ -103,7 +103,6 @@ class _AdamHyper(NamedTuple):
     eps: float
     weight_decay: float
     maximize: bool
-    decoupled: bool
 
 
 def adam_step_together(optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -114,12 +113,15 @@ def adam_step_together(optimizers: Sequence[torch.optim.Optimizer]) -> None:
     so J jobs x 5 groups become about 5 launches, and each launch costs the host the same Python
     whatever its tensor count. State is created lazily as Adam creates it (step on the device for
     fused), so a job's later step() and densification's moment surgery see what they expect.
-    Optimisers that are not fused Adam without amsgrad step on their own.
+    Optimisers that are not plain fused Adam (amsgrad, decoupled weight decay) step on their own.
     """
     batches: dict[_AdamHyper, tuple[list[torch.Tensor], ...]] = {}
     for opt in optimizers:
         groups = opt.param_groups
-        if not isinstance(opt, torch.optim.Adam) or not all(g["fused"] and not g["amsgrad"] for g in groups):
+        plain = all(
+            g["fused"] and not g["amsgrad"] and not g.get("decoupled_weight_decay", False) for g in groups
+        )
+        if not isinstance(opt, torch.optim.Adam) or not plain:
             opt.step()
             continue
         for group in groups:
@@ -131,7 +133,6 @@ def adam_step_together(optimizers: Sequence[torch.optim.Optimizer]) -> None:
                 float(group["eps"]),
                 float(group["weight_decay"]),
                 bool(group["maximize"]),
-                bool(group.get("decoupled_weight_decay", False)),
             )
             for param in group["params"]:
                 if param.grad is None:
@@ -150,13 +151,6 @@ def adam_step_together(optimizers: Sequence[torch.optim.Optimizer]) -> None:
                     found.append(item)
     with torch.no_grad():
         for h, (params, grads, exp_avgs, exp_avg_sqs, steps) in batches.items():
-            if h.decoupled:  # AdamW's rule, on torch versions whose Adam has it
-                adam(
-                    params, grads, exp_avgs, exp_avg_sqs, [], steps,
-                    fused=True, decoupled_weight_decay=True, amsgrad=False, beta1=h.beta1, beta2=h.beta2,
-                    lr=h.lr, weight_decay=h.weight_decay, eps=h.eps, maximize=h.maximize,
-                )  # fmt: skip
-                continue
             adam(
                 params, grads, exp_avgs, exp_avg_sqs, [], steps,
                 fused=True, amsgrad=False, beta1=h.beta1, beta2=h.beta2,

@@ -347,11 +347,6 @@ class Generator:
             camera=None if camera is None else camera.reshape(iters, p.batch_size, -1),
         )
 
-    def _sample_cameras(self, gen: torch.Generator, frames: int) -> np.ndarray:
-        """OpenGL c2w (batch_size,4,4) of one step's views (see _draw_views)."""
-        views = self._draw_views(gen, frames)
-        return cameras.orbit_c2w(views[:, 0], views[:, 1], views[:, 2]).astype(np.float32)
-
     def _draw_views(self, gen: torch.Generator, frames: int) -> np.ndarray:
         """One step's (batch_size, 3) elevation, azimuth, radius: 4-view groups for multi-view
         guidance, else independent views."""

@@ -148,7 +148,13 @@ def test_view_plan_holds_every_step_on_the_device_in_order() -> None:
     # the same draws, step by step, as the loop used to make them
     g = torch.Generator().manual_seed(3)
     for i in range(preset.iters):
-        c2w = generator._sample_cameras(g, 4)
+        c2w = cameras.sample_orbit_group(
+            g,
+            preset.batch_size,
+            (preset.radius_min, preset.radius_max),
+            (preset.elevation_min, preset.elevation_max),
+            preset.fovy,
+        )
         background = float(torch.rand(1, generator=g) < 0.5)
         viewmats, ks = cameras.camera_tensors(c2w, preset.fovy, preset.render_size, preset.render_size)
         assert torch.allclose(plan.viewmats[i], viewmats, atol=1e-5) and torch.allclose(plan.ks, ks)

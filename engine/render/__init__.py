@@ -102,7 +102,7 @@ def rasterize_batch(
     (J,C,4,4); Ks (J,C,3,3); backgrounds (J,C,D). Sets of fewer Gaussians are padded to N with
     opacity 0, which both rasterizers cull (no pixel, no gradient). gsplat takes the leading
     dimension in one launch sequence with one host sync for its tile lists (a loop pays one per
-    set); the torch reference loops, each set exactly as `rasterize` renders it.
+    set); the torch reference loops over `rasterize`.
     """
     if select_backend(means.device, backend) == "gsplat":
         images, info = gsplat_backend.rasterize_gsplat(
@@ -121,8 +121,8 @@ def rasterize_batch(
         )
         means2d = info["means2d"]
         return BatchRender(images, info["radii"], lambda: means2d.grad)
-    outputs = [
-        rasterize_torch(
+    outputs = [  # the reference, one set at a time through the single-set entry point
+        rasterize(
             means[j],
             quats[j],
             scales[j],
@@ -132,9 +132,10 @@ def rasterize_batch(
             Ks[j],
             width,
             height,
-            backgrounds[j].to(colors.dtype),
+            backgrounds[j],
             near,
             far,
+            backend="torch",
         )  # fmt: skip
         for j in range(means.shape[0])
     ]
