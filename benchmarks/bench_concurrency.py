@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-steps", type=int, default=20)
     p.add_argument("--ready-timeout", type=float, default=420.0, help="seconds for endpoints to load")
     p.add_argument("--warm", type=int, default=1, help="1: one untimed request per endpoint first (default)")
+    p.add_argument(
+        "--load-together",
+        action="store_true",
+        help="load every setup's endpoints at once (compiles overlap), then measure each in turn",
+    )
     p.add_argument("--json", help="write the figures here as JSON")
     p.add_argument("--logs", help="folder for the endpoints' logs (default: a temporary one)")
     p.add_argument("--smoke", action="store_true", help="CPU, smoke preset shrunk, counts 1,2, 2 procs")
@@ -106,31 +111,38 @@ def write_presets(directory: Path, args: argparse.Namespace) -> dict[str, str]:
 
 @contextlib.contextmanager
 def endpoints(
-    count: int, preset: str, args: argparse.Namespace, env: dict[str, str]
-) -> Iterator[list[ServerProcess]]:
-    """`count` serve processes started together (their model loads overlap), stopped at the end;
-    their logs are kept under --logs whatever happens."""
-    serve = ["serve", "--preset", preset, "--queue", "16", "--device", args.device, "--shutdown-grace", "1"]
+    groups: dict[str, tuple[int, str]], args: argparse.Namespace, env: dict[str, str]
+) -> Iterator[dict[str, list[ServerProcess]]]:
+    """Each group's serve processes ({name: (count, preset)}), all started together (their loads
+    and compiles overlap) and stopped at the end; their logs are kept under --logs whatever
+    happens."""
+    serve = ["serve", "--queue", "16", "--device", args.device, "--shutdown-grace", "1"]
     if args.device == "cuda":
         serve.append("--random-weights")
-    servers: list[ServerProcess] = []
+    servers: dict[str, list[ServerProcess]] = {name: [] for name in groups}
     with contextlib.ExitStack() as stack:
         try:
             started = time.monotonic()
-            for _ in range(count):
-                servers.append(stack.enter_context(running_server(serve, env=env, ready=None, timeout=60)))
-            for server in servers:
+            for name, (count, preset) in groups.items():
+                argv = [*serve, "--preset", preset]
+                for _ in range(count):
+                    servers[name].append(
+                        stack.enter_context(running_server(argv, env=env, ready=None, timeout=60))
+                    )
+            for server in (s for group in servers.values() for s in group):
                 left = args.ready_timeout - (time.monotonic() - started)
                 server.wait_health(lambda h: h["status"] in ("ready", "error"), timeout=max(left, 1.0))
                 health = server.health()
                 if health["status"] != "ready":
                     raise RuntimeError(f"endpoint failed to load: {health['message']}")
-            print(f"  {count} endpoint(s) of {preset} ready in {time.monotonic() - started:.0f}s", flush=True)
+            loaded = ", ".join(f"{count} x {preset}" for count, preset in groups.values())
+            print(f"  endpoints ready ({loaded}) in {time.monotonic() - started:.0f}s", flush=True)
             yield servers
         finally:
             if args.logs:
-                for k, server in enumerate(servers):
-                    Path(args.logs, f"{preset}-{k}.log").write_text(server.output())
+                for name, group in servers.items():
+                    for k, server in enumerate(group):
+                        Path(args.logs, f"{groups[name][1]}-{k}.log").write_text(server.output())
 
 
 def visible_gpu() -> str:
@@ -260,30 +272,50 @@ def torch_peak_gib(servers: list[ServerProcess]) -> float | None:
     return round(sum(peaks) / 2**30, 2) if all(p is not None for p in peaks) else None
 
 
+def measure(setup: str, servers: list[ServerProcess], counts: list[int], args: argparse.Namespace) -> dict:
+    """The bursts on one setup's loaded endpoints, and their torch peak memory."""
+    if args.warm:  # one untimed request per endpoint: first-request costs stay out of the figures
+        burst(servers, len(servers))
+    figures = {}
+    for count in counts:
+        figures[str(count)] = row = burst(servers, count)
+        print(
+            f"  {setup}, {count} at once: {row['ok']}/{count} ok, gate {row['gate_passed']}, "
+            f"{row['gens_per_hour']} gens/h, p50 {row['p50_s']}s p95 {row['p95_s']}s max {row['max_s']}s",
+            flush=True,
+        )
+    return {"bursts": figures, "torch_peak_gib": torch_peak_gib(servers)}
+
+
+def endpoint_count(setup: str, args: argparse.Namespace) -> int:
+    return args.procs if setup == "procs" else 1
+
+
 def run_setup(
     setup: str, preset: str, counts: list[int], args: argparse.Namespace, env: dict[str, str]
 ) -> dict:
+    """One setup alone on the GPU: its endpoints loaded, measured, stopped."""
     print(f"== {setup} ({preset})", flush=True)
     started = time.monotonic()
-    count_endpoints = args.procs if setup == "procs" else 1
-    with GpuMemory(args.device) as memory, endpoints(count_endpoints, preset, args, env) as servers:
-        if args.warm:  # one untimed request per endpoint: first-request costs stay out of the figures
-            burst(servers, len(servers))
-        figures = {}
-        for count in counts:
-            figures[str(count)] = row = burst(servers, count)
-            print(
-                f"  {count} at once: {row['ok']}/{count} ok, gate {row['gate_passed']}, "
-                f"{row['gens_per_hour']} gens/h, p50 {row['p50_s']}s p95 {row['p95_s']}s max {row['max_s']}s",
-                flush=True,
-            )
-        torch_peak = torch_peak_gib(servers)
+    groups = {setup: (endpoint_count(setup, args), preset)}
+    with GpuMemory(args.device) as memory, endpoints(groups, args, env) as servers:
+        figures = measure(setup, servers[setup], counts, args)
     return {
         "preset": preset,
-        "bursts": figures,
+        **figures,
         "gpu_peak_gib": memory.peak_gib,
-        "torch_peak_gib": torch_peak,
         "setup_s": round(time.monotonic() - started, 1),
+    }
+
+
+def failed_setup(setup: str, preset: str, exc: Exception) -> dict:
+    print(f"  {setup} failed: {type(exc).__name__}: {exc}", flush=True)
+    return {
+        "preset": preset,
+        "error": f"{type(exc).__name__}: {exc}",
+        "bursts": {},
+        "gpu_peak_gib": None,
+        "torch_peak_gib": None,
     }
 
 
@@ -295,14 +327,29 @@ def guarded_setup(
     try:
         return run_setup(setup, preset, counts, args, env)
     except Exception as exc:
-        print(f"  {setup} failed: {type(exc).__name__}: {exc}", flush=True)
-        return {
-            "preset": preset,
-            "error": f"{type(exc).__name__}: {exc}",
-            "bursts": {},
-            "gpu_peak_gib": None,
-            "torch_peak_gib": None,
-        }
+        return failed_setup(setup, preset, exc)
+
+
+def loaded_together(
+    wanted: list[str], names: dict[str, str], counts: list[int], args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, dict]:
+    """--load-together: every setup's endpoints load (and compile) at once, then each setup is
+    measured in turn while the others sit idle (an idle endpoint takes no GPU time, but keeps its
+    memory: nvidia-smi's peak is then the whole run's, not a setup's, and is left out)."""
+    print(f"== {', '.join(wanted)} loaded together", flush=True)
+    groups = {setup: (endpoint_count(setup, args), names[setup]) for setup in wanted}
+    try:
+        with endpoints(groups, args, env) as servers:
+            return {
+                setup: {
+                    "preset": names[setup],
+                    **measure(setup, servers[setup], counts, args),
+                    "gpu_peak_gib": None,
+                }
+                for setup in wanted
+            }
+    except Exception as exc:
+        return {setup: failed_setup(setup, names[setup], exc) for setup in wanted}
 
 
 # --- the batched step's profile (in this process, after the endpoints are gone) --------------------
@@ -475,7 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gen404-conc-") as tmp:
         names = write_presets(Path(tmp), args)
         env = {"GEN404_PRESETS_DIR": tmp, "PYTHONUNBUFFERED": "1"}
-        setups = {setup: guarded_setup(setup, names[setup], counts, args, env) for setup in wanted}
+        if args.load_together:
+            setups = loaded_together(wanted, names, counts, args, env)
+        else:
+            setups = {setup: guarded_setup(setup, names[setup], counts, args, env) for setup in wanted}
     profile_counts = [int(c) for c in args.profile.split(",") if c]
     profile: dict[str, Any] = {}
     if profile_counts:
@@ -499,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "compile": args.compile,
         "device": _device_name(args),
         "max_batch": args.max_batch,
+        "loaded_together": args.load_together,
         "procs": args.procs,
         "setups": setups,
         "profile_ms": profile,

@@ -159,6 +159,12 @@ def build_phases(info: dict[str, Any]) -> dict[str, Any] | None:
     return switch.get("phases") if isinstance(switch, dict) else None
 
 
+def build_compile(info: dict[str, Any]) -> dict[str, Any] | None:
+    """What torch.compile did in that build (caches hit or missed, seconds by stage), if any."""
+    switch = info.get("switch")
+    return switch.get("compile") if isinstance(switch, dict) else None
+
+
 def request(port: int, timeout: float = 600.0) -> dict[str, Any]:
     started = time.monotonic()
     try:
@@ -215,6 +221,7 @@ def timed_start(preset: str, device: str, log: Path, budget_s: float) -> dict[st
                 "ready_s": time.monotonic() - launched if "bench_error" not in info else None,
                 "phases": info.get("phases"),
                 "compile_phases": build_phases(info),
+                "compile": build_compile(info),
                 "cache": info.get("cache"),
                 "message": info.get("message"),
                 "error": info.get("bench_error"),
@@ -290,6 +297,7 @@ async def supervised_crash(
             return {**result, "error": f"after SIGKILL, to ready: {info['bench_error']}"}
         note("ready_after_kill_s", time.monotonic() - killed)
         result["compile_phases_after_kill"] = build_phases(info)
+        result["compile_after_kill"] = build_compile(info)
         result["phases_after_kill"] = info.get("phases")
         result["cache_after_kill"] = info.get("cache")
         result["restarts"] = supervisor.endpoints[port].restarts

@@ -433,6 +433,7 @@ class ModelHost:
             print(f"gen404 serve: error: {message}", file=sys.stderr, flush=True)
             log.debug("switch failure", exc_info=True)
             return
+        ticket.compile = built.compile
         self._activate(built)
         ticket.end("done")
         log.info(

@@ -13,13 +13,17 @@ preset; runtime.ModelHost swaps the result in only when it is complete. `PhaseCl
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import compile_stats
 from engine.presets import Preset
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -88,6 +92,7 @@ class PresetSwitch:
     status: int = 200  # the HTTP status a waiting PUT answers with
     cache: dict[str, Any] | None = None  # the new preset's warm-cache report, once known
     note: str | None = None  # how the build went when it was not the usual way
+    compile: dict[str, Any] | None = None  # what torch.compile did in the build (compile_stats.py)
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     future: concurrent.futures.Future[PresetSwitch] = field(default_factory=concurrent.futures.Future)
@@ -112,6 +117,7 @@ class PresetSwitch:
             "elapsed_s": round(end - self.started, 2),
             "cache": self.cache,
             "note": self.note,
+            "compile": self.compile,
             "error": self.error,
         }
 
@@ -125,6 +131,7 @@ class Built:
     warmup_s: float
     cache: Any  # warm_cache.CacheReport, or None when the preset compiles nothing
     seconds: float
+    compile: dict[str, Any] | None = None  # compile_stats.since(): caches hit, seconds by stage
 
 
 def failure_status(exc: BaseException) -> int:
@@ -228,14 +235,18 @@ def build_ready(
         clock.enter(LOADING_PACKAGES if on_disk else COMPILING)
     else:
         clock.enter(CAPTURING_GRAPHS if on_cuda else WARMING_UP)
+    compiled_before = compile_stats.snapshot()
     warmup_s = warm_up(generator, progress)
+    compiled = compile_stats.since(compiled_before)
+    if compiled is not None:
+        log.info("%s warm-up: %s", preset.name, compile_stats.describe(compiled))
     if report is not None and report.state != "hit":
         clock.enter(SAVING_CACHE)
         report.saved = cache_box["cache"].save()
         if on_cache is not None:
             on_cache(report)
     clock.finish()
-    return Built(preset, generator, warmup_s, report, time.perf_counter() - started)
+    return Built(preset, generator, warmup_s, report, time.perf_counter() - started, compiled)
 
 
 __all__ = [

@@ -1,0 +1,48 @@
+"""engine/compile_stats.py: a build's compile figures say whether inductor's caches were hit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import compile_stats
+
+
+def _compile_once() -> None:
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) * 3 - x.sin()
+
+    compiled = torch.compile(f, dynamic=False)
+    x = torch.arange(41, dtype=torch.float32)
+    assert torch.allclose(compiled(x), f(x))
+
+
+def test_a_cold_compile_misses_and_the_same_compile_again_hits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    before = compile_stats.snapshot()
+    _compile_once()
+    cold = compile_stats.since(before)
+    assert cold is not None
+    assert cold["frames"] >= 1 and cold["graphs"] >= 1
+    assert cold["fx_graph_misses"] >= 1 and cold["fx_graph_hits"] == 0
+    assert cold["total_s"] > 0
+
+    torch._dynamo.reset()  # dynamo forgets the code; inductor's disk cache keeps the graph
+    before = compile_stats.snapshot()
+    _compile_once()
+    warm = compile_stats.since(before)
+    assert warm is not None
+    assert warm["fx_graph_hits"] >= 1 and warm["fx_graph_misses"] == 0
+    assert "1 hit / 0 missed" in compile_stats.describe(warm)
+
+
+def test_nothing_compiled_between_snapshots_is_none() -> None:
+    before = compile_stats.snapshot()
+    torch.ones(3).add_(1)  # eager work is not a compile
+    assert compile_stats.since(before) is None
+    assert compile_stats.describe(None) == "nothing compiled"
