@@ -208,3 +208,38 @@ def test_an_aot_preset_with_its_packages_on_disk_starts_compiled_without_serving
     finally:
         worker.stop()
         host.stop()
+
+
+def test_warm_up_cached_memory_goes_back_to_the_gpu_once_ready() -> None:
+    """The warm-up's transient buffers stay cached by torch's allocator (nvidia-smi counts them as
+    the endpoint's) unless the host hands them back when the built state goes live."""
+    import pytest
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from engine.service.queue import Worker
+    from engine.service.runtime import ModelHost
+
+    transient = 512 * 2**20
+
+    class FakeGenerator(_FakeGenerator):
+        def on_warmup(self) -> float:
+            buffer = torch.empty(transient, dtype=torch.uint8, device="cuda")
+            buffer.fill_(1)
+            del buffer  # freed, but kept in the allocator's cache
+            assert torch.cuda.memory_reserved() >= transient
+            return 0.1
+
+    torch.cuda.empty_cache()
+    baseline = torch.cuda.memory_reserved()
+    host = ModelHost(
+        Worker("test-release"), "text_mv_fast", factory=FakeGenerator, use_cache=False, serve_early=False
+    )
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(30)
+        assert host.health()["status"] == "ready"
+        assert torch.cuda.memory_reserved() < baseline + transient
+    finally:
+        host.stop()

@@ -327,9 +327,14 @@ class ModelHost:
         if status == "warming":
             message = f"answering uncompiled, compiling beside it ({message})"
         self._set(status, message, 1.0)
-        if previous is not None and previous.generator is not generator:
-            del previous
-            _release_memory()  # the old models go once the request still using them (if any) ends
+        replaced = previous is not None and previous.generator is not generator
+        del previous
+        if replaced or status == "ready":
+            # The old models (if any) go once the request still using them ends, and the
+            # warm-up's cached blocks go back to the GPU: each batch bucket's eager pass leaves its
+            # largest buffers cached, which nvidia-smi counts as this endpoint's (CUDA graphs keep
+            # their own pools, untouched). A "warming" start skips it: its compiled swap follows.
+            _release_memory()
         return active
 
     # --- preset switches ----------------------------------------------------------------------
