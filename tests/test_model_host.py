@@ -146,6 +146,27 @@ def test_serving_early_answers_uncompiled_then_swaps_in_the_compiled_state() -> 
         host.stop()
 
 
+def test_the_compiled_build_reports_what_torch_compile_did() -> None:
+    import torch
+
+    def compile_something() -> None:
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda x: x.sin() + 1, backend="eager")  # traced, nothing generated
+        compiled(torch.ones(3))
+
+    host, worker = _serving_early_host(compile_something)
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(30)  # the start and the compiled build ran
+        health = host.health()
+        assert health["status"] == "ready" and health["switch"]["state"] == "done"
+        stats = health["switch"]["compile"]
+        assert stats["frames"] >= 1 and stats["graphs"] >= 1 and stats["tracing_s"] > 0
+    finally:
+        worker.stop()
+        host.stop()
+
+
 def test_serving_early_keeps_the_uncompiled_state_when_the_compiled_build_fails() -> None:
     def compile_fails() -> None:
         raise RuntimeError("CUDA out of memory while compiling")
