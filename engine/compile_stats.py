@@ -11,6 +11,7 @@ same process would be counted too (an endpoint builds one preset at a time).
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 # (dynamo counter group, counter) -> the name reported
@@ -34,30 +35,55 @@ STAGE_TIMES = {
 }
 
 
-def snapshot() -> dict[str, float]:
-    """The counters and stage seconds so far in this process ({} before torch._dynamo is imported:
-    nothing was compiled)."""
-    utils = sys.modules.get("torch._dynamo.utils")
+@dataclass(frozen=True)
+class Snapshot:
+    """Where dynamo's figures stood: its cache counters, and for each timed stage the list of
+    timings it appends to and that list's length then."""
+
+    counts: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, tuple[list[float], int]] = field(default_factory=dict)
+
+
+def _dynamo_utils() -> Any:
+    return sys.modules.get("torch._dynamo.utils")  # not imported yet: nothing was compiled
+
+
+def snapshot() -> Snapshot:
+    """The counters and stage timings so far in this process."""
+    utils = _dynamo_utils()
     if utils is None:
-        return {}
+        return Snapshot()
     counters = getattr(utils, "counters", {})
     times = getattr(utils, "compilation_time_metrics", {})
-    figures: dict[str, float] = {}
-    for (group, counter), name in CACHE_COUNTERS.items():
-        figures[name] = float(counters.get(group, {}).get(counter, 0))
-    for stage, name in STAGE_TIMES.items():
-        figures[name] = float(sum(times.get(stage, ())))
-    return figures
+    counts = {
+        name: float(counters.get(group, {}).get(counter, 0))
+        for (group, counter), name in CACHE_COUNTERS.items()
+    }
+    timings = {stage: (times[stage], len(times[stage])) for stage in STAGE_TIMES if stage in times}
+    return Snapshot(counts, timings)
 
 
-def since(before: dict[str, float]) -> dict[str, Any] | None:
-    """What changed since `before` (a snapshot): counts as ints, seconds rounded; None when
-    nothing was compiled in between."""
+def since(before: Snapshot) -> dict[str, Any] | None:
+    """What was compiled since `before`: counts as ints, seconds rounded; None when nothing was.
+
+    `torch._dynamo.reset()` (which the guidance calls when it switches compile on) empties
+    dynamo's timings: a stage whose list is not the one seen at the snapshot was started again,
+    and all of it is new. A counter that went down was cleared likewise: its value is taken as is.
+    """
     after = snapshot()
-    delta = {name: value - before.get(name, 0.0) for name, value in after.items()}
-    if not any(delta.values()):
+    utils = _dynamo_utils()
+    times = getattr(utils, "compilation_time_metrics", {}) if utils is not None else {}
+    figures: dict[str, float] = {}
+    for name, value in after.counts.items():
+        previous = before.counts.get(name, 0.0)
+        figures[name] = value - previous if value >= previous else value
+    for stage, name in STAGE_TIMES.items():
+        current = times.get(stage, [])
+        seen, length = before.timings.get(stage, (None, 0))
+        figures[name] = float(sum(current[length:] if current is seen else current))
+    if not any(figures.values()):
         return None
-    return {name: round(value, 2) if name.endswith("_s") else int(value) for name, value in delta.items()}
+    return {name: round(value, 2) if name.endswith("_s") else int(value) for name, value in figures.items()}
 
 
 def describe(stats: dict[str, Any] | None) -> str:
@@ -74,4 +100,4 @@ def describe(stats: dict[str, Any] | None) -> str:
     )
 
 
-__all__ = ["CACHE_COUNTERS", "STAGE_TIMES", "describe", "since", "snapshot"]
+__all__ = ["CACHE_COUNTERS", "STAGE_TIMES", "Snapshot", "describe", "since", "snapshot"]

@@ -46,3 +46,17 @@ def test_nothing_compiled_between_snapshots_is_none() -> None:
     torch.ones(3).add_(1)  # eager work is not a compile
     assert compile_stats.since(before) is None
     assert compile_stats.describe(None) == "nothing compiled"
+
+
+def test_a_dynamo_reset_in_between_does_not_make_figures_negative() -> None:
+    compiled = torch.compile(lambda x: x.cos() * 2, backend="eager")
+    compiled(torch.ones(4))  # something counted and timed before the snapshot
+    before = compile_stats.snapshot()
+    assert before.counts["frames"] >= 1 and sum(before.timings["bytecode_tracing"][0]) > 0
+    torch._dynamo.reset()  # as SDSGuidance.set_compile does: counters and timings start again
+    again = torch.compile(lambda x: x.cos() * 3, backend="eager")
+    again(torch.ones(4))
+    stats = compile_stats.since(before)
+    assert stats is not None
+    assert stats["frames"] >= 1 and stats["graphs"] >= 1
+    assert all(value >= 0 for value in stats.values())  # before: the earlier timings were subtracted
