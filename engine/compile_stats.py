@@ -78,9 +78,11 @@ def since(before: Snapshot) -> dict[str, Any] | None:
         previous = before.counts.get(name, 0.0)
         figures[name] = value - previous if value >= previous else value
     for stage, name in STAGE_TIMES.items():
-        current = times.get(stage, [])
-        seen, length = before.timings.get(stage, (None, 0))
-        figures[name] = float(sum(current[length:] if current is seen else current))
+        current: list[float] = times.get(stage, [])
+        seen = before.timings.get(stage)
+        if seen is not None and current is seen[0]:
+            current = current[seen[1] :]  # the same list: only what was appended since
+        figures[name] = float(sum(current))
     if not any(figures.values()):
         return None
     return {name: round(value, 2) if name.endswith("_s") else int(value) for name, value in figures.items()}
