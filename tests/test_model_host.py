@@ -3,6 +3,10 @@ on the host's build thread), and what /health says about it. tests/test_switch.p
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
 
 class _Result:
     """What ModelHost.generate encodes: the splats (here the name of the state that made them)."""
@@ -108,6 +112,19 @@ def _serving_early_host(compiled_warmup):  # noqa: ANN001, ANN202
     return host, worker
 
 
+@contextlib.contextmanager
+def _started(compiled_warmup: Callable[[], object]) -> Iterator[Any]:
+    """A serving-early host once its start and its compiled build have both run."""
+    host, worker = _serving_early_host(compiled_warmup)
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(30)  # the start and the compiled build ran
+        yield host
+    finally:
+        worker.stop()
+        host.stop()
+
+
 def _made_by(host) -> str:  # noqa: ANN001
     import threading
 
@@ -154,36 +171,24 @@ def test_the_compiled_build_reports_what_torch_compile_did() -> None:
         compiled = torch.compile(lambda x: x.sin() + 1, backend="eager")  # traced, nothing generated
         compiled(torch.ones(3))
 
-    host, worker = _serving_early_host(compile_something)
-    try:
-        host.start()
-        host.builder.submit(lambda: None).result(30)  # the start and the compiled build ran
+    with _started(compile_something) as host:
         health = host.health()
         assert health["status"] == "ready" and health["switch"]["state"] == "done"
         stats = health["switch"]["compile"]
         assert stats["frames"] >= 1 and stats["graphs"] >= 1
         assert all(value >= 0 for value in stats.values())  # the warm-up's dynamo reset is allowed for
-    finally:
-        worker.stop()
-        host.stop()
 
 
 def test_serving_early_keeps_the_uncompiled_state_when_the_compiled_build_fails() -> None:
     def compile_fails() -> None:
         raise RuntimeError("CUDA out of memory while compiling")
 
-    host, worker = _serving_early_host(compile_fails)
-    try:
-        host.start()
-        host.builder.submit(lambda: None).result(10)  # the start and the compiled build ran
+    with _started(compile_fails) as host:
         health = host.health()
         assert health["status"] == "ready" and health["switch"]["state"] == "failed"
         assert "torch.compile build failed, serving uncompiled" in health["message"]
         assert "CUDA out of memory" in health["message"]
         assert _made_by(host) == "uncompiled"
-    finally:
-        worker.stop()
-        host.stop()
 
 
 def test_an_aot_preset_with_its_packages_on_disk_starts_compiled_without_serving_early(
