@@ -153,16 +153,11 @@ def wait_ready(
     return {**last, "bench_error": f"timed out waiting for {'/'.join(until)}"}
 
 
-def build_phases(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The phases of the compiled state's build beside the serving one (serving early), if any."""
+def build_record(info: dict[str, Any], field: str) -> dict[str, Any] | None:
+    """One field of /health's record of the compiled state's build beside the serving one
+    (serving early), if any: "phases", or "compile" (what torch.compile did: caches, seconds)."""
     switch = info.get("switch")
-    return switch.get("phases") if isinstance(switch, dict) else None
-
-
-def build_compile(info: dict[str, Any]) -> dict[str, Any] | None:
-    """What torch.compile did in that build (caches hit or missed, seconds by stage), if any."""
-    switch = info.get("switch")
-    return switch.get("compile") if isinstance(switch, dict) else None
+    return switch.get(field) if isinstance(switch, dict) else None
 
 
 def request(port: int, timeout: float = 600.0) -> dict[str, Any]:
@@ -220,8 +215,8 @@ def timed_start(preset: str, device: str, log: Path, budget_s: float) -> dict[st
             {
                 "ready_s": time.monotonic() - launched if "bench_error" not in info else None,
                 "phases": info.get("phases"),
-                "compile_phases": build_phases(info),
-                "compile": build_compile(info),
+                "compile_phases": build_record(info, "phases"),
+                "compile": build_record(info, "compile"),
                 "cache": info.get("cache"),
                 "message": info.get("message"),
                 "error": info.get("bench_error"),
@@ -296,8 +291,8 @@ async def supervised_crash(
         if "bench_error" in info:
             return {**result, "error": f"after SIGKILL, to ready: {info['bench_error']}"}
         note("ready_after_kill_s", time.monotonic() - killed)
-        result["compile_phases_after_kill"] = build_phases(info)
-        result["compile_after_kill"] = build_compile(info)
+        result["compile_phases_after_kill"] = build_record(info, "phases")
+        result["compile_after_kill"] = build_record(info, "compile")
         result["phases_after_kill"] = info.get("phases")
         result["cache_after_kill"] = info.get("cache")
         result["restarts"] = supervisor.endpoints[port].restarts

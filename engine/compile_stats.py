@@ -71,14 +71,12 @@ def since(before: Snapshot) -> dict[str, Any] | None:
     and all of it is new. A counter that went down was cleared likewise: its value is taken as is.
     """
     after = snapshot()
-    utils = _dynamo_utils()
-    times = getattr(utils, "compilation_time_metrics", {}) if utils is not None else {}
     figures: dict[str, float] = {}
     for name, value in after.counts.items():
         previous = before.counts.get(name, 0.0)
         figures[name] = value - previous if value >= previous else value
     for stage, name in STAGE_TIMES.items():
-        current: list[float] = times.get(stage, [])
+        current = after.timings.get(stage, ([], 0))[0]
         seen = before.timings.get(stage)
         if seen is not None and current is seen[0]:
             current = current[seen[1] :]  # the same list: only what was appended since
