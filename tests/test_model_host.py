@@ -113,12 +113,12 @@ def _serving_early_host(compiled_warmup):  # noqa: ANN001, ANN202
 
 
 @contextlib.contextmanager
-def _started(compiled_warmup: Callable[[], object]) -> Iterator[Any]:
+def _started(compiled_warmup: Callable[[], object], timeout: float) -> Iterator[Any]:
     """A serving-early host once its start and its compiled build have both run."""
     host, worker = _serving_early_host(compiled_warmup)
     try:
         host.start()
-        host.builder.submit(lambda: None).result(30)  # the start and the compiled build ran
+        host.builder.submit(lambda: None).result(timeout)  # the start and the compiled build ran
         yield host
     finally:
         worker.stop()
@@ -171,7 +171,7 @@ def test_the_compiled_build_reports_what_torch_compile_did() -> None:
         compiled = torch.compile(lambda x: x.sin() + 1, backend="eager")  # traced, nothing generated
         compiled(torch.ones(3))
 
-    with _started(compile_something) as host:
+    with _started(compile_something, timeout=30) as host:
         health = host.health()
         assert health["status"] == "ready" and health["switch"]["state"] == "done"
         stats = health["switch"]["compile"]
@@ -183,7 +183,7 @@ def test_serving_early_keeps_the_uncompiled_state_when_the_compiled_build_fails(
     def compile_fails() -> None:
         raise RuntimeError("CUDA out of memory while compiling")
 
-    with _started(compile_fails) as host:
+    with _started(compile_fails, timeout=10) as host:
         health = host.health()
         assert health["status"] == "ready" and health["switch"]["state"] == "failed"
         assert "torch.compile build failed, serving uncompiled" in health["message"]
@@ -260,13 +260,13 @@ def test_warm_up_cached_memory_goes_back_to_the_gpu_once_ready() -> None:
 
     torch.cuda.empty_cache()
     baseline = torch.cuda.memory_reserved()
-    host = ModelHost(
-        Worker("test-release"), "text_mv_fast", factory=FakeGenerator, use_cache=False, serve_early=False
-    )
+    worker = Worker("test-release")
+    host = ModelHost(worker, "text_mv_fast", factory=FakeGenerator, use_cache=False, serve_early=False)
     try:
         host.start()
         host.builder.submit(lambda: None).result(30)
         assert host.health()["status"] == "ready"
         assert torch.cuda.memory_reserved() < baseline + transient
     finally:
+        worker.stop()
         host.stop()
