@@ -262,6 +262,35 @@ def test_graphed_guidance_matches_eager_on_cuda(
     _assert_same_step(_sds_runs(_tiny_guidance("cuda"), modes))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphs_of_two_shapes_share_a_pool_and_each_still_matches_eager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batch buckets capture into one pool per kind; replaying the first shape after the second
+    was captured (into memory the first one's capture freed) must still give the eager step."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    guidance = _tiny_guidance("cuda")
+    embeds = guidance.encode_prompt("a chair", "blurry")
+
+    def step(views: int, graphs: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        guidance.cuda_graphs = graphs
+        guidance.reseed(11)
+        images = torch.rand(views, 3, 48, 48, generator=torch.Generator().manual_seed(views)).cuda()
+        c2w = torch.eye(4, device="cuda").repeat(views, 1, 1)
+        c2w[:, 2, 3] = 3.0
+        x = images.requires_grad_(True)
+        loss = guidance.sds_loss(x, c2w, embeds, 30, 100, 7.5)
+        loss.backward()
+        return loss.detach().clone(), x.grad
+
+    eager = {views: step(views, graphs=False) for views in (4, 8)}
+    for views in (4, 8, 4, 8):  # capture 4, capture 8 into the same pools, then replay both
+        _assert_same_step([eager[views], step(views, graphs=True)])
+    assert set(guidance._graph_pools) == {"unet", "vae"}
+    assert len(guidance._unet_graphs) == len(guidance._vae_graphs) == 2
+
+
 def test_encoder_moments_equal_diffusers_posterior() -> None:
     guidance = _tiny_guidance("cpu")
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1

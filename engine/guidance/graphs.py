@@ -9,6 +9,13 @@ A replay writes into static output buffers: consume (or copy) an output before t
 Parameters must stay where they were at capture (no `.to()`, no memory-format change): the
 owner drops its graphs when it changes them.
 
+Graphs of one kind share one memory pool (the owner passes it): a step replays one UNet graph
+and one VAE encoder graph, of one shape, so the shapes' intermediates never live at the same
+time, and the pool holds the largest shape's rather than the sum over every batch bucket (each
+graph's static outputs stay allocated, so a later capture cannot take them). The UNet and the VAE
+keep separate pools: the UNet replays between the encoder's forward and backward, which reads
+what the forward saved.
+
 Captures use `capture_error_mode="thread_local"`: a preset switch captures the new preset's
 graphs on the endpoint's build thread while the generation thread keeps running the old preset
 (its host syncs and allocations would invalidate a "global"-mode capture, or fail themselves).
@@ -56,6 +63,7 @@ class GraphedCFG:
         camera: Tensor | None,
         guidance_scale: float,
         warmup: int = 2,
+        pool: Any = None,
     ) -> None:
         self._unet = unet  # the module or its compiled form
         self.guidance_scale = float(guidance_scale)
@@ -67,7 +75,7 @@ class GraphedCFG:
         with torch.no_grad():
             _side_stream_warmup(self._forward, warmup)
             self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph, capture_error_mode=CAPTURE_MODE):
+            with torch.cuda.graph(self._graph, pool=pool, capture_error_mode=CAPTURE_MODE):
                 self._output = self._forward()
 
     def _forward(self) -> Tensor:
@@ -89,7 +97,7 @@ class GraphedCFG:
 
 
 def graph_vae_encoder(
-    moments: Callable[[Tensor], tuple[Tensor, Tensor]], example: Tensor, warmup: int = 3
+    moments: Callable[[Tensor], tuple[Tensor, Tensor]], example: Tensor, warmup: int = 3, pool: Any = None
 ) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """The VAE encoder's `moments` (images -> posterior mean, std) forward *and* backward captured
     as CUDA graphs, as torch.cuda.make_graphed_callables does for one callable.
@@ -111,7 +119,8 @@ def graph_vae_encoder(
         torch.autograd.grad(outs, (static_in,), grad_outputs=tuple(torch.ones_like(o) for o in outs))
 
     _side_stream_warmup(fwd_bwd, warmup)
-    pool = torch.cuda.graph_pool_handle()  # the backward reads what the forward saved
+    if pool is None:
+        pool = torch.cuda.graph_pool_handle()  # one pool: the backward reads what the forward saved
     fwd_graph, bwd_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
     with torch.cuda.graph(fwd_graph, pool=pool, capture_error_mode=CAPTURE_MODE):
         static_mean, static_std = moments(static_in)

@@ -149,6 +149,8 @@ class SDSGuidance:
         self._moments_fn: Moments = self._moments
         self._unet_graphs: dict[tuple[object, ...], GraphedCFG] = {}
         self._vae_graphs: dict[tuple[object, ...], Moments] = {}
+        # one CUDA-graph memory pool per kind, shared by every shape (graphs.py says why)
+        self._graph_pools: dict[str, Any] = {}
 
     def set_channels_last(self, enabled: bool) -> None:
         """UNet and VAE weights in channels-last memory format (or back); drops captured graphs."""
@@ -230,11 +232,19 @@ class SDSGuidance:
         twin._text_cache = OrderedDict()
         twin._unet_graphs = {}
         twin._vae_graphs = {}
+        twin._graph_pools = {}  # a twin replays on another thread: its graphs get pools of their own
         return twin
 
     def clear_graphs(self) -> None:
         self._unet_graphs.clear()
         self._vae_graphs.clear()
+        self._graph_pools = {}
+
+    def _graph_pool(self, kind: str) -> Any:
+        """The memory pool every CUDA graph of `kind` ("unet", "vae") captures into."""
+        if kind not in self._graph_pools:
+            self._graph_pools[kind] = torch.cuda.graph_pool_handle()
+        return self._graph_pools[kind]
 
     def _graphs_on(self) -> bool:
         return self.cuda_graphs and self.device.type == "cuda"
@@ -315,7 +325,8 @@ class SDSGuidance:
             if graphed is None:
                 from engine.guidance.graphs import graph_vae_encoder
 
-                graphed = self._vae_graphs[key] = graph_vae_encoder(self._moments_fn, x)
+                graphed = graph_vae_encoder(self._moments_fn, x, pool=self._graph_pool("vae"))
+                self._vae_graphs[key] = graphed
             encoder = graphed
         return encoder(x)
 
@@ -355,7 +366,16 @@ class SDSGuidance:
             if graph is None:
                 from engine.guidance.graphs import GraphedCFG
 
-                graph = GraphedCFG(self._unet_fn, noisy, t, cond, uncond, camera, guidance_scale)
+                graph = GraphedCFG(
+                    self._unet_fn,
+                    noisy,
+                    t,
+                    cond,
+                    uncond,
+                    camera,
+                    guidance_scale,
+                    pool=self._graph_pool("unet"),
+                )
                 self._unet_graphs[key] = graph
             return graph(noisy, t, cond, uncond, camera)
         return guided_eps(self._unet_fn, noisy, t, embeds.cond, embeds.uncond, camera, guidance_scale)
