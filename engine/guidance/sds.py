@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from engine import compile_keys
 from engine.guidance import PromptEmbeds, StageTimer
 from engine.guidance.cfg import guided_eps
 from engine.guidance.configs import Components
@@ -187,6 +188,8 @@ class SDSGuidance:
 
     def _rebuild_callables(self) -> None:
         """What every path calls, for the current `compiled` and layout; drops captured graphs."""
+        if self.compiled:
+            compile_keys.install()  # cache keys that a forked endpoint shares with a plain one
         if self.compiled and self.compile_backend == "aot":
             from engine.guidance.aot import AotModule, package_dir
 
