@@ -10,9 +10,10 @@ keys than one that compiles: the j-th key of each kind is compared with the j-th
 
     python -m benchmarks.probes.cache_keydiff LOG [LOG ...]
 
-Note: torch prints a tensor component as its metadata only, while its hash can cover more (a real
-tensor's values), so two identical printed values with different hashes differ in what is not
-printed (H200, session 8: the forked restart's example inputs, docs/benchmarks.md).
+Note: a component's printed value is not all its hash covers. Two identical printed values with
+different hashes differ in how they pickle: on the H200 (session 9) the forked restart's example
+inputs printed the same as the plain start's but pickled `torch.channels_last` under another
+module name, picked by import order (engine/compile_keys.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
