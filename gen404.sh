@@ -37,7 +37,12 @@ case "$cmd" in
         ;;
     test)
         ensure_env
-        exec "$VENV/bin/python" -m pytest -q "$@"
+        # Test files in parallel worker processes (pytest-xdist): most of the suite waits on real
+        # endpoints and subprocesses, so 2 workers halve it on a 2-core box. At most 4 by default
+        # (each worker imports torch and starts endpoints); `GEN404_TEST_WORKERS=0` runs serially.
+        cores=$(nproc 2>/dev/null || echo 2)
+        workers=${GEN404_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
+        exec "$VENV/bin/python" -m pytest -q -n "$workers" "$@"
         ;;
     lint)
         # Style (ruff), the layers (import-linter contracts in pyproject.toml) and the types (mypy),
