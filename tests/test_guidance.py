@@ -215,12 +215,15 @@ def _tiny_guidance(device: str):
     return build_guidance(SimpleNamespace(guidance="tiny_mvdream", ref_size=32, seed=3, dtype="fp32"), device)
 
 
-def _sds_runs(guidance, modes: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(loss, image gradient) of one SDS step per mode (cuda_graphs / compile / backend), same noise."""
+def _sds_runs(
+    guidance, modes: list[dict[str, Any]], views: int = 4
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(loss, image gradient) of one SDS step over `views` images per mode (cuda_graphs / compile /
+    backend), same noise."""
     device = guidance.device
     embeds = guidance.encode_prompt("a chair", "blurry")
-    images = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0)).to(device)
-    c2w = torch.eye(4, device=device).repeat(4, 1, 1)
+    images = torch.rand(views, 3, 48, 48, generator=torch.Generator().manual_seed(0)).to(device)
+    c2w = torch.eye(4, device=device).repeat(views, 1, 1)
     c2w[:, 2, 3] = 3.0
     results = []
     for mode in modes:
@@ -271,22 +274,9 @@ def test_graphs_of_two_shapes_share_a_pool_and_each_still_matches_eager(
     was captured (into memory the first one's capture freed) must still give the eager step."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     guidance = _tiny_guidance("cuda")
-    embeds = guidance.encode_prompt("a chair", "blurry")
-
-    def step(views: int, graphs: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        guidance.cuda_graphs = graphs
-        guidance.reseed(11)
-        images = torch.rand(views, 3, 48, 48, generator=torch.Generator().manual_seed(views)).cuda()
-        c2w = torch.eye(4, device="cuda").repeat(views, 1, 1)
-        c2w[:, 2, 3] = 3.0
-        x = images.requires_grad_(True)
-        loss = guidance.sds_loss(x, c2w, embeds, 30, 100, 7.5)
-        loss.backward()
-        return loss.detach().clone(), x.grad
-
-    eager = {views: step(views, graphs=False) for views in (4, 8)}
+    eager = {views: _sds_runs(guidance, [{}], views)[0] for views in (4, 8)}
     for views in (4, 8, 4, 8):  # capture 4, capture 8 into the same pools, then replay both
-        _assert_same_step([eager[views], step(views, graphs=True)])
+        _assert_same_step([eager[views], *_sds_runs(guidance, [{"graphs": True}], views)])
     assert set(guidance._graph_pools) == {"unet", "vae"}
     assert len(guidance._unet_graphs) == len(guidance._vae_graphs) == 2
 
