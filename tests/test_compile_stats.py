@@ -41,6 +41,25 @@ def test_a_cold_compile_misses_and_the_same_compile_again_hits(
     assert "1 hit / 0 missed" in compile_stats.describe(warm)
 
 
+def test_the_backward_compiled_at_the_first_backward_is_timed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # AOTAutograd compiles a backward graph lazily, outside dynamo's compile_inner timer: a
+    # build's report must still count it (a VAE encoder's backward is most of a cold start's rest)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: (torch.tanh(x) * x.sin()).sum(), dynamic=False)
+    x = torch.linspace(-2, 2, 37, requires_grad=True)
+    loss = compiled(x)
+    after_forward = compile_stats.snapshot()
+    loss.backward()
+    stats = compile_stats.since(after_forward)
+    assert stats is not None and stats["backward_compile_s"] > 0
+    assert stats["tracing_s"] == 0  # nothing traced: only the backward was compiled
+    assert torch.allclose(x.grad, torch.tanh(x) * x.cos() + (1 - torch.tanh(x) ** 2) * x.sin())
+    assert "backward compile" in compile_stats.describe(stats)
+
+
 def test_nothing_compiled_between_snapshots_is_none() -> None:
     before = compile_stats.snapshot()
     torch.ones(3).add_(1)  # eager work is not a compile
