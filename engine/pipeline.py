@@ -106,6 +106,9 @@ class Generator:
         self._loaded_key: tuple[object, ...] | None = None
         # set when torch.compile failed in warmup(): later runs go without it (see warmup)
         self.compile_failure: str | None = None
+        # which models compile when the preset compiles: both, except in a compile helper process
+        # (engine/service/compile_helpers.py), which builds one model's artefacts
+        self.compile_parts: tuple[str, ...] = ("unet", "vae")
 
     def _key_for(self, preset: Preset) -> tuple[object, ...]:
         device = resolve_device(self._device_arg or preset.device)
@@ -237,7 +240,7 @@ class Generator:
         guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
         guidance.cuda_graphs = p.cuda_graphs
         guidance.set_channels_last(p.channels_last and self.device.type == "cuda")
-        guidance.set_compile(self._compiling(), self.preset.compile_backend)
+        guidance.set_compile(self._compiling(), self.preset.compile_backend, self.compile_parts)
         return guidance
 
     def generate(

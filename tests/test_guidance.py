@@ -299,6 +299,17 @@ def test_compiled_guidance_matches_eager_on_cpu() -> None:
     assert guidance._unet_fn is guidance.unet and guidance._moments_fn is guidance._moments
 
 
+def test_compiling_one_part_leaves_the_other_eager() -> None:
+    # what a compile helper process does: one model's graphs, the other model eager
+    guidance = _tiny_guidance("cpu")
+    guidance.set_compile(True, "jit", ("unet",))
+    assert hasattr(guidance._unet_fn, "_orig_mod") and guidance._moments_fn is guidance._moments
+    guidance.set_compile(True, "jit", ("vae",))
+    assert guidance._unet_fn is guidance.unet and hasattr(guidance._moments_fn, "_orig_mod")
+    with pytest.raises(ValueError, match="unknown compile parts \\['text'\\]"):
+        guidance.set_compile(True, "jit", ("unet", "text"))
+
+
 def test_aot_guidance_matches_eager_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the AOTInductor backend: packages built at the first step (UNet: inference only; VAE
     # encoder: forward and backward), then a fresh guidance loads them instead of building

@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     warm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     warm.add_argument("--random-weights", action="store_true", help="full-size random weights (benchmarks)")
+    warm.add_argument(
+        "--part",
+        choices=("unet", "vae"),
+        help="compile only this model, into inductor's disk cache (no warm-cache file): what an"
+        " endpoint's compile helpers run beside a cold start (engine/service/compile_helpers.py)",
+    )
     warm.set_defaults(func=run_warm)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -153,6 +159,13 @@ def run_warm(args: argparse.Namespace) -> int:
     from engine.service.runtime import default_factory
     from engine.service.switch import PhaseClock, build_ready, describe_failure, missing_weights
 
+    part = getattr(args, "part", None)
+    if part is not None:
+        if len(names) != 1:
+            raise CliError("--part compiles one preset: name it with --preset")
+        from engine.service.compile_helpers import exit_with_parent
+
+        exit_with_parent()  # a helper's endpoint may die (SIGKILL) before it ends
     device = None if args.device == "auto" else args.device
     failed = 0
     for name in names:
@@ -165,6 +178,8 @@ def run_warm(args: argparse.Namespace) -> int:
 
         def make(progress: Any, preset: Any = preset) -> Any:
             generator = default_factory(preset, device, args.random_weights)
+            if part is not None:
+                generator.compile_parts = (part,)
             generator.load(progress)
             return generator
 
@@ -174,9 +189,15 @@ def run_warm(args: argparse.Namespace) -> int:
 
         clock = PhaseClock()
         try:
-            built = build_ready(preset, device, make, clock, progress)
+            # a part alone is not a preset's warm cache: only inductor's own caches get it
+            built = build_ready(preset, device, make, clock, progress, use_cache=part is None)
         except Exception as exc:
             print(f"{name}: failed: {describe_failure(exc)}")
+            failed += 1
+            continue
+        failure = getattr(built.generator, "compile_failure", None)
+        if part is not None and failure:
+            print(f"{name}: failed: torch.compile of the {part}: {failure}")
             failed += 1
             continue
         phases = ", ".join(f"{phase} {s:.1f}s" for phase, s in clock.snapshot()["phases"].items())
@@ -184,5 +205,9 @@ def run_warm(args: argparse.Namespace) -> int:
         outcome = "no compiled artefacts (the preset does not compile)"
         if cache is not None:
             outcome = f"cache {cache.state}, {cache.saved or 'kept'} -> {cache.path}"
+        elif part is not None:
+            from engine import compile_stats
+
+            outcome = f"{part} into inductor's caches: {compile_stats.describe(built.compile)}"
         print(f"{name}: warm in {built.seconds:.1f}s ({phases}); {outcome}", flush=True)
     return 1 if failed else 0

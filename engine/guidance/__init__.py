@@ -43,7 +43,9 @@ class Guidance(Protocol):
 
     def set_channels_last(self, enabled: bool) -> None: ...
 
-    def set_compile(self, enabled: bool, backend: str = "jit") -> None: ...
+    def set_compile(
+        self, enabled: bool, backend: str = "jit", parts: tuple[str, ...] = ("unet", "vae")
+    ) -> None: ...
 
     def reseed(self, seed: int) -> None:
         """Restart the noise stream: same seed, same run."""

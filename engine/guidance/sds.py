@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 Moments = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # images -> (mean, std)
 
 T_MIN, T_MAX = 20, 980
+COMPILE_PARTS: tuple[str, ...] = ("unet", "vae")  # what `set_compile` compiles: UNet, VAE encoder
 TEXT_CACHE_SIZE = 32  # encoded texts kept on the device (prompts repeat in tests and benches only)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -145,6 +146,7 @@ class SDSGuidance:
         self.channels_last = False
         self.compiled = False
         self.compile_backend = "jit"  # "jit": torch.compile; "aot": AOTInductor packages (aot.py)
+        self.compile_parts = COMPILE_PARTS  # jit: which of the UNet and VAE encoder compile
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
         self._moments_fn: Moments = self._moments
@@ -165,7 +167,9 @@ class SDSGuidance:
         # on the H200), so a layout change needs a fresh compile, as well as new graphs
         self._rebuild_callables()
 
-    def set_compile(self, enabled: bool, backend: str = "jit") -> None:
+    def set_compile(
+        self, enabled: bool, backend: str = "jit", parts: tuple[str, ...] = COMPILE_PARTS
+    ) -> None:
         """Compile the UNet and the VAE encoder's moments with inductor, or go back to eager.
 
         `backend` "jit" is torch.compile; "aot" compiles the same graphs ahead of time into
@@ -177,13 +181,18 @@ class SDSGuidance:
         inductor fuses those. Compilation itself happens lazily on the first call of each shape
         (in `Generator.warmup()` on an endpoint). `dynamic=False`: a preset fixes every shape,
         and a new shape gets its own static compile rather than a slower dynamic-shape kernel.
-        Drops captured graphs.
+        `parts` (jit) compiles only some of "unet" and "vae", the rest eager: a compile helper
+        process builds one part's artefacts (engine/service/compile_helpers.py). Drops captured
+        graphs.
         """
         if backend not in COMPILE_BACKENDS:
             raise ValueError(f"unknown compile backend {backend!r} (expected one of {COMPILE_BACKENDS})")
-        if enabled == self.compiled and backend == self.compile_backend:
+        if unknown := set(parts) - set(COMPILE_PARTS):
+            raise ValueError(f"unknown compile parts {sorted(unknown)} (expected some of {COMPILE_PARTS})")
+        parts = tuple(p for p in COMPILE_PARTS if p in parts)
+        if (enabled, backend, parts) == (self.compiled, self.compile_backend, self.compile_parts):
             return
-        self.compiled, self.compile_backend = enabled, backend
+        self.compiled, self.compile_backend, self.compile_parts = enabled, backend, parts
         self._rebuild_callables()
 
     def _rebuild_callables(self) -> None:
@@ -198,8 +207,11 @@ class SDSGuidance:
             self._moments_fn = AotModule(self._moments, "vae-encoder", root, self.device)
         elif self.compiled:
             torch._dynamo.reset()  # no code compiled for other weights or layouts is reused
-            self._unet_fn = torch.compile(self.unet, dynamic=False)
-            self._moments_fn = torch.compile(self._moments, dynamic=False)
+            self._unet_fn, self._moments_fn = self.unet, self._moments
+            if "unet" in self.compile_parts:
+                self._unet_fn = torch.compile(self.unet, dynamic=False)
+            if "vae" in self.compile_parts:
+                self._moments_fn = torch.compile(self._moments, dynamic=False)
         else:
             self._unet_fn, self._moments_fn = self.unet, self._moments
         self.clear_graphs()

@@ -1,0 +1,165 @@
+"""Compile helpers: a cold torch.compile split over processes, started with the endpoint.
+
+Why (H200, text_mv_fast, first start 100-109 s, docs/benchmarks.md): the cold compile is ~80 s of
+mostly single-threaded Python (dynamo's tracing, AOTAutograd, inductor's code generation, then
+the VAE encoder's backward and the new kernels' autotuning), and in the endpoint it can only start
+once the weights are loaded and the uncompiled stand-in is captured (~22 s). Helper processes
+started at once, one per model (`gen404 models warm --part unet|vae`), compile the UNet and the
+VAE encoder side by side into inductor's disk caches (FX graphs, AOTAutograd entries, kernels,
+autotuning choices). The endpoint waits for them before its own compile, which then loads what
+they built, as a second start does (~10-15 s). Meanwhile its stand-in serves at uncompiled speed,
+with no compile in its own process competing for the GIL.
+
+Only for a cold compile: a jit preset on CUDA whose warm cache does not match (a warm start loads
+in seconds; AOT packages have their own build). A helper that fails or runs past its time costs
+nothing but the wait: the endpoint compiles what is missing itself, as it did before helpers.
+A helper exits when the endpoint that started it dies (it watches its parent).
+
+Torch-free: the endpoint only spawns and waits; the helpers import torch themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import IO
+
+log = logging.getLogger("gen404.serve")
+
+PARTS = ("unet", "vae")  # engine.guidance.sds.COMPILE_PARTS: one helper each
+WAIT_S = 900.0  # a helper still compiling after this is stopped; the endpoint compiles the rest
+
+Argv = Callable[[str], Sequence[str]]  # part -> the helper's command line
+
+
+def helper_argv(preset: str, device: str, random_weights: bool) -> Argv:
+    """`gen404 models warm --part PART` for `preset`, with this Python (no shell, no user text
+    beyond a validated preset name as one argument)."""
+
+    def argv(part: str) -> list[str]:
+        command = [sys.executable, "-m", "engine.cli", "models", "warm", "--preset", preset]
+        command += ["--part", part, "--device", device]
+        return command + (["--random-weights"] if random_weights else [])
+
+    return argv
+
+
+def wanted(compile_: bool, backend: str, device_type: str, warm_cache_matches: bool) -> bool:
+    """Whether a start should compile in helpers: a cold jit compile on CUDA."""
+    return compile_ and backend == "jit" and device_type == "cuda" and not warm_cache_matches
+
+
+class CompileHelpers:
+    """The helper processes of one start: spawned at once, waited for, stopped with the endpoint."""
+
+    def __init__(self, argv: Argv, parts: Sequence[str] = PARTS) -> None:
+        self.started = time.monotonic()
+        self.outcomes: dict[str, str] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        for part in parts:
+            out = tempfile.TemporaryFile(prefix=f"gen404-compile-{part}-")  # noqa: SIM115 (kept until wait)
+            try:
+                proc = subprocess.Popen(
+                    list(argv(part)), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                )
+            except OSError as exc:
+                out.close()
+                self.outcomes[part] = f"not started: {exc.strerror or exc}"
+                continue
+            self._logs[part], self._procs[part] = out, proc
+
+    @property
+    def parts(self) -> list[str]:
+        return list(self._procs) + [p for p in self.outcomes if p not in self._procs]
+
+    def running(self) -> list[str]:
+        return [part for part, proc in self._procs.items() if proc.poll() is None]
+
+    def wait(self, timeout: float = WAIT_S, poll_s: float = 0.1) -> dict[str, str]:
+        """Block until every helper exits (or `timeout` passes: the rest are stopped); each
+        part's outcome in a few words ("built in 52.3 s", "failed (exit 1): <its last line>"),
+        timed from the spawn to its own exit."""
+        deadline = time.monotonic() + timeout
+        pending = dict(self._procs)
+        while pending:
+            for part, proc in list(pending.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del pending[part]
+                seconds = time.monotonic() - self.started
+                if code == 0:
+                    self.outcomes[part] = f"built in {seconds:.1f} s"
+                else:
+                    self.outcomes[part] = (
+                        f"failed (exit {code}) after {seconds:.1f} s: {self._last_line(part)}"
+                    )
+            if pending and time.monotonic() >= deadline:
+                for part, proc in pending.items():
+                    self._kill(proc)
+                    self.outcomes[part] = f"stopped after {timeout:.0f} s"
+                break
+            if pending:
+                time.sleep(poll_s)
+        self._close_logs()
+        return dict(self.outcomes)
+
+    def stop(self) -> None:
+        """Stop every helper still running (the endpoint is stopping)."""
+        for proc in self._procs.values():
+            self._kill(proc)
+        self._close_logs()
+
+    def describe(self) -> str:
+        return ", ".join(f"{part} {outcome}" for part, outcome in self.outcomes.items())
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+    def _last_line(self, part: str) -> str:
+        out = self._logs.get(part)
+        if out is None:
+            return ""
+        with contextlib.suppress(OSError, ValueError):
+            out.seek(max(0, out.seek(0, os.SEEK_END) - 4096))
+            lines = [
+                line.strip() for line in out.read().decode(errors="replace").splitlines() if line.strip()
+            ]
+            return lines[-1][:300] if lines else "no output"
+        return ""
+
+    def _close_logs(self) -> None:
+        with self._lock:
+            for out in self._logs.values():
+                with contextlib.suppress(OSError):
+                    out.close()
+            self._logs = {}
+
+
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """In a helper: leave as soon as the process that started it is gone (a SIGKILLed endpoint
+    cannot stop its helpers; an orphan would hold GPU memory for nothing)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="gen404-parent-watch", daemon=True).start()
+
+
+__all__ = ["PARTS", "WAIT_S", "CompileHelpers", "exit_with_parent", "helper_argv", "wanted"]
