@@ -196,6 +196,20 @@ class WarmCache:
         self.root = cache_dir() if root is None else root
         self.path = cache_path(str(getattr(preset, "name", "preset")), environment["device"], self.root)
 
+    def matches(self) -> bool:
+        """Whether a cache file made for this key is on disk (its header only: the payload's
+        checksum is load()'s to verify). Touches nothing."""
+        try:
+            with self.path.open("rb") as f:
+                head = f.read(len(MAGIC) + 4)
+                if len(head) < len(MAGIC) + 4 or not head.startswith(MAGIC):
+                    return False
+                (size,) = struct.unpack_from("<I", head, len(MAGIC))
+                header = json.loads(f.read(size))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return False
+        return isinstance(header, dict) and header.get("key") == self.key
+
     def load(self) -> CacheReport:
         """Load the artefacts into torch's caches if the file is there and matches; never raises."""
         started = time.perf_counter()

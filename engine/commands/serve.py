@@ -83,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="answer nothing until the compiled state is ready (default: a compiling preset answers"
         " uncompiled, /health 'warming', while torch.compile builds beside it)",
     )
+    p.add_argument(
+        "--no-compile-helpers",
+        action="store_true",
+        help="compile a cold start in this process only (default: the UNet and the VAE encoder"
+        " compile in two helper processes at once, ~4 GB of GPU memory each while they run)",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(func=run)
 
@@ -163,6 +169,7 @@ def run(args: argparse.Namespace) -> int:  # returns only on errors before servi
         scorer=build_scorer(args),
         warm_cache=not args.no_warm_cache,
         serve_early=not args.wait_for_compile,
+        compile_helpers=not args.no_compile_helpers,
     )
     app = create_app(config)
     uv_config = uvicorn.Config(

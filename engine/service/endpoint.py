@@ -72,6 +72,7 @@ class EndpointConfig:
     scorer: Scorer | None = None
     warm_cache: bool = True  # load/save compiled artefacts under the state dir (engine/warm_cache.py)
     serve_early: bool = True  # answer uncompiled ("warming") while the compiled state builds
+    compile_helpers: bool = True  # a cold compile runs in helper processes (compile_helpers.py)
 
 
 def error(status: int, message: str, detail: Any = None, retry_after: int | None = None) -> JSONResponse:
@@ -95,6 +96,7 @@ class Endpoint:
             factory,
             use_cache=config.warm_cache,
             serve_early=config.serve_early,
+            use_helpers=config.compile_helpers,
         )
         self.stats = ServiceStats(queue_limit=config.queue)
         self.shutting_down = False

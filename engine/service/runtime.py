@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine.presets import Preset, PresetError, list_presets, load_preset, split_ref
+from engine.service import compile_helpers
 from engine.service.batcher import Batcher
 from engine.service.gil_turns import short_gil_turns
 from engine.service.queue import GenerationCancelled, Worker
 from engine.service.switch import (
+    COMPILING_IN_HELPERS,
     Built,
     PhaseClock,
     PresetSwitch,
@@ -155,6 +157,7 @@ class ModelHost:
         factory: GeneratorFactory = default_factory,
         use_cache: bool = True,
         serve_early: bool = True,
+        use_helpers: bool = True,
     ) -> None:
         self.worker = worker
         self.builder = Worker("gen404-build")  # loading and warm-up: never on the generation thread
@@ -166,6 +169,10 @@ class ModelHost:
         self.factory = factory
         self.use_cache = use_cache
         self.serve_early = serve_early
+        # a cold compile while serving early runs in helper processes (compile_helpers.py)
+        self.use_helpers = use_helpers
+        self.helper_argv = compile_helpers.helper_argv  # (preset, device, random) -> argv; tests swap it
+        self._helpers: compile_helpers.CompileHelpers | None = None
         self.status: Status = "loading"
         self.progress = 0.0
         self.message = "waiting to load models"
@@ -238,6 +245,8 @@ class ModelHost:
         self.builder.submit(lambda: self._load(self.preset_name))
 
     def stop(self) -> None:
+        if self._helpers is not None:
+            self._helpers.stop()
         self.builder.stop()
 
     def _on_progress(self, fraction: float, message: str = "") -> None:
@@ -257,6 +266,7 @@ class ModelHost:
             if fault is not None:
                 raise fault
             early = self.serve_early and preset.compile and not self._compiled_state_on_disk(preset)
+            helpers = self._start_helpers(preset) if early else None
             first = dataclasses.replace(preset, compile=False) if early else preset
             built = build_ready(
                 first,
@@ -269,6 +279,8 @@ class ModelHost:
             )
         except Exception as exc:
             self.clock.finish()
+            if self._helpers is not None:
+                self._helpers.stop()  # nothing will use what they build
             message = f"loading preset {name!r} failed: {type(exc).__name__}: {exc}"
             self._set("error", message)
             print(f"gen404 serve: error: {message}", file=sys.stderr, flush=True)
@@ -280,7 +292,7 @@ class ModelHost:
             return
         active = self._activate(built, "warming")
         log.info("preset %s answering uncompiled on %s; compiling beside it", name, self.device)
-        self._compile_beside(active, preset)
+        self._compile_beside(active, preset, helpers)
 
     def _compiled_state_on_disk(self, preset: Preset) -> bool:
         """An AOT preset whose packages a past warm-up here recorded: they load in seconds, so the
@@ -290,13 +302,40 @@ class ModelHost:
 
         return preset_packages_ready(preset, resolve_device(self.device_request or preset.device))
 
-    def _compile_beside(self, active: _Active, preset: Preset) -> None:
+    def _start_helpers(self, preset: Preset) -> compile_helpers.CompileHelpers | None:
+        """Compile helper processes for a cold compile of `preset` (compile_helpers.py says when
+        and why); None when this start does not want them."""
+        if not self.use_helpers or not preset.compile:
+            return None
+        try:
+            from engine.pipeline import resolve_device
+            from engine.warm_cache import WarmCache
+
+            device = resolve_device(self.device_request or preset.device)
+            warm = self.use_cache and WarmCache(preset, device).matches()
+            if not compile_helpers.wanted(preset.compile, preset.compile_backend, device.type, warm):
+                return None
+            # a helper loads the preset by name: only for one that is exactly its file
+            if load_preset(preset.name) != preset:
+                return None
+            argv = self.helper_argv(preset.name, device.type, self.random_weights)
+            self._helpers = helpers = compile_helpers.CompileHelpers(argv)
+        except Exception as exc:  # helpers only save time: this start compiles in process instead
+            log.warning("preset %s: no compile helpers (%s)", preset.name, describe_failure(exc))
+            return None
+        log.info("preset %s: cold compile, in helper processes (%s)", preset.name, ", ".join(helpers.parts))
+        return helpers
+
+    def _compile_beside(
+        self, active: _Active, preset: Preset, helpers: compile_helpers.CompileHelpers | None = None
+    ) -> None:
         """The serving-early start's second half: `preset` compiled, built beside its uncompiled
-        state (`active`) on these models, swapped in when warmed up. A failed build keeps the
+        state (`active`) on these models, swapped in when warmed up. With compile `helpers`, the
+        build waits for them first, then loads what they compiled. A failed build keeps the
         uncompiled state serving, then called ready (as a compile failure at warm-up is)."""
         ticket = PresetSwitch(preset.name, preset.name, reloaded=False)
         self.switching = ticket
-        self._build_switch(ticket, active, preset, shared=True)
+        self._build_switch(ticket, active, preset, shared=True, helpers=helpers)
         if ticket.state == "failed" and self.status == "warming":
             self._set("ready", f"torch.compile build failed, serving uncompiled: {ticket.error}", 1.0)
 
@@ -380,7 +419,9 @@ class ModelHost:
         shared = _can_share(active.generator, preset, self.factory, self.device_request, self.random_weights)
         ticket = PresetSwitch(name, active.preset.name, reloaded=not shared)
         self.switching = ticket
-        self.builder.submit(lambda: self._build_switch(ticket, active, preset, shared))
+        self.builder.submit(
+            lambda: self._build_switch(ticket, active, preset, shared, self._start_helpers(preset))
+        )
         return ticket
 
     def _start_over(self, ticket: PresetSwitch, preset: Preset) -> None:
@@ -390,7 +431,22 @@ class ModelHost:
         else:
             ticket.end("failed", self.message, 500)
 
-    def _build_switch(self, ticket: PresetSwitch, active: _Active, preset: Preset, shared: bool) -> None:
+    def _build_switch(
+        self,
+        ticket: PresetSwitch,
+        active: _Active,
+        preset: Preset,
+        shared: bool,
+        helpers: compile_helpers.CompileHelpers | None = None,
+    ) -> None:
+        """Build `preset` beside `active` (which serves meanwhile) and swap it in when ready; with
+        compile `helpers` (a cold compile), first wait for them, then load what they compiled."""
+        if helpers is not None:
+            ticket.clock.enter(COMPILING_IN_HELPERS)
+            helpers.wait()
+            ticket.note = f"compile helpers: {helpers.describe()}"
+            log.info("preset %s: %s", preset.name, ticket.note)
+
         def make(progress: ProgressCallback) -> Any:
             fault = _take_fault(self.faults, "switch", preset.name)
             if fault is not None:
@@ -424,9 +480,10 @@ class ModelHost:
                 # CUDA-graph capture beside a running generation failed: build again on the
                 # generation thread, between requests (they wait for it, but the switch happens)
                 _release_memory()
-                ticket.note = (
+                failure = (
                     f"built on the generation thread: capture beside it failed ({describe_failure(exc)})"
                 )
+                ticket.note = f"{ticket.note}; {failure}" if ticket.note else failure
                 log.warning("switch to %s: %s", preset.name, ticket.note)
                 built = self.worker.submit(build).result()
         except Exception as exc:

@@ -32,6 +32,7 @@ LOADING_WEIGHTS = "loading weights"
 SHARING_MODELS = "sharing models"
 LOADING_CACHE = "loading cache"
 COMPILING = "compiling"
+COMPILING_IN_HELPERS = "compiling in helper processes"  # a cold start's compile (compile_helpers.py)
 LOADING_PACKAGES = "loading compiled packages"  # compile_backend aot, every package on disk
 CAPTURING_GRAPHS = "capturing graphs"
 WARMING_UP = "warming up"

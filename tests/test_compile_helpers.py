@@ -1,0 +1,228 @@
+"""Compile helpers (engine/service/compile_helpers.py): a cold compile split over real processes.
+
+The crux is that a helper's artefacts are the endpoint's: a `gen404 models warm --part` process
+compiles one model into inductor's disk caches, and the endpoint's own compile of that model then
+hits them (CPU here, inductor's C++ backend, tiny models). The rest is how a start waits for its
+helpers, reports them, and what happens to a helper whose endpoint dies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.service import compile_helpers
+from tests.support.reliability_kit import write_presets
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def compiled_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A compiled tiny preset and private caches, in this process's environment and a child's."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    write_presets(presets)  # `tiny`: one step on a few points
+    (presets / "tinyc.yaml").write_text("extends: tiny\ncompile: true\ndevice: cpu\n")
+    env = {
+        "GEN404_PRESETS_DIR": str(presets),
+        "GEN404_WARM_CACHE_DIR": str(tmp_path / "warm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def test_the_endpoint_compile_hits_what_a_helper_compiled(compiled_tiny: dict[str, str]) -> None:
+    import torch
+
+    from engine import compile_stats
+    from engine.pipeline import Generator
+    from engine.presets import load_preset
+    from engine.service.switch import warm_up
+
+    argv = compile_helpers.helper_argv("tinyc", "cpu", random_weights=False)("vae")
+    done = subprocess.run(
+        argv, cwd=REPO, env=os.environ | compiled_tiny, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "tinyc: warm in" in done.stdout and "vae into inductor's caches: compile" in done.stdout
+    assert not (Path(compiled_tiny["GEN404_WARM_CACHE_DIR"]) / "tinyc.cpu.warmcache").exists()
+
+    torch._dynamo.reset()
+    before = compile_stats.snapshot()
+    generator = Generator(load_preset("tinyc"), "cpu")
+    warm_up(generator, lambda fraction, message="": None)
+    stats = compile_stats.since(before)
+    assert generator.compile_failure is None and stats is not None
+    # the VAE encoder (one AOTAutograd entry, a forward and a backward graph): loaded from the
+    # helper's; the UNet (one entry, one inference graph), which no helper compiled here: cold
+    assert (stats["aot_autograd_hits"], stats["aot_autograd_misses"]) == (1, 1), stats
+    assert (stats["fx_graph_hits"], stats["fx_graph_misses"]) == (2, 1), stats
+
+
+def _record_statuses(host: Any) -> list[str]:
+    seen: list[str] = []
+    real_set = host._set
+
+    def record(status: str, *args: Any, **kwargs: Any) -> None:
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        real_set(status, *args, **kwargs)
+
+    host._set = record
+    return seen
+
+
+def test_a_cold_start_waits_for_its_helpers_then_builds_and_reports_them(
+    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from engine.service.queue import Worker
+    from engine.service.runtime import ModelHost
+    from tests.test_model_host import _FakeGenerator, _made_by
+
+    marker = tmp_path / "unet-done"
+    scripts = {  # real processes in the helpers' place: one builds (slowly), one fails
+        "unet": f"import pathlib, time; time.sleep(1.0); pathlib.Path({str(marker)!r}).touch()",
+        "vae": "import sys; print('loading the VAE failed: CUDA out of memory'); sys.exit(1)",
+    }
+    seen_by_build: list[bool] = []
+
+    class Built(_FakeGenerator):
+        def on_warmup(self) -> float:
+            if self.preset.compile:
+                seen_by_build.append(marker.exists())  # the compiled build ran after the helpers
+            return 0.1
+
+    monkeypatch.setattr(compile_helpers, "wanted", lambda *args: True)  # on CUDA only: forced here
+    worker = Worker("test-helpers")
+    host = ModelHost(worker, "tinyc", factory=Built, random_weights=True)
+    host.helper_argv = lambda preset, device, random: lambda part: [sys.executable, "-c", scripts[part]]
+    statuses = _record_statuses(host)
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(30)
+        host.switching.future.result(30)
+        assert statuses == ["loading", "warming", "ready"] and _made_by(host) == "compiled"
+        assert seen_by_build == [True]
+        switch = host.health()["switch"]
+        assert "compiling in helper processes" in switch["phases"]
+        assert switch["phases"]["compiling in helper processes"] >= 0.9  # the slow helper's second
+        note = switch["note"]
+        assert "unet built in" in note
+        assert "vae failed (exit 1)" in note and "CUDA out of memory" in note
+    finally:
+        worker.stop()
+        host.stop()
+
+
+def test_a_cold_switch_compiles_in_helpers_while_the_old_preset_serves(
+    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from engine.service.queue import Worker
+    from engine.service.runtime import ModelHost
+    from tests.test_model_host import _FakeGenerator, _made_by
+
+    release = tmp_path / "release"
+    wait_for_release = (
+        f"import pathlib, time\nwhile not pathlib.Path({str(release)!r}).exists(): time.sleep(0.02)"
+    )
+    monkeypatch.setattr(compile_helpers, "wanted", lambda *args: True)
+    worker = Worker("test-switch-helpers")
+    host = ModelHost(worker, "tiny", factory=_FakeGenerator, random_weights=True)
+    host.helper_argv = lambda preset, device, random: lambda part: [sys.executable, "-c", wait_for_release]
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(30)
+        assert host.health()["status"] == "ready" and _made_by(host) == "uncompiled"
+        ticket = host.switch("tinyc")
+        deadline = time.monotonic() + 30
+        while host._helpers is None or not host._helpers.running():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # helpers compiling: the old preset still serves, the switch says what it waits on
+        assert _made_by(host) == "uncompiled" and host.health()["preset"] == "tiny"
+        assert host.health()["switch"]["phase"] == "compiling in helper processes"
+        release.touch()
+        ticket.future.result(30)
+        assert host.health()["preset"] == "tinyc" and _made_by(host) == "compiled"
+        assert "unet built in" in ticket.note and "vae built in" in ticket.note
+    finally:
+        release.touch()
+        worker.stop()
+        host.stop()
+
+
+def test_a_warm_cache_or_another_backend_or_device_wants_no_helpers() -> None:
+    assert compile_helpers.wanted(True, "jit", "cuda", warm_cache_matches=False)
+    assert not compile_helpers.wanted(True, "jit", "cuda", warm_cache_matches=True)
+    assert not compile_helpers.wanted(True, "aot", "cuda", warm_cache_matches=False)
+    assert not compile_helpers.wanted(True, "jit", "cpu", warm_cache_matches=False)
+    assert not compile_helpers.wanted(False, "jit", "cuda", warm_cache_matches=False)
+
+
+def test_each_helper_is_timed_to_its_own_exit() -> None:
+    helpers = compile_helpers.CompileHelpers(
+        lambda part: [sys.executable, "-c", f"import time; time.sleep({3.0 if part == 'unet' else 0.0})"]
+    )
+    outcomes = helpers.wait()
+    seconds = {part: float(outcome.split()[2]) for part, outcome in outcomes.items()}  # "built in N s"
+    assert seconds["vae"] < 2.5 <= 3.0 <= seconds["unet"]
+
+
+def test_stopping_the_endpoint_stops_a_helper_still_compiling() -> None:
+    helpers = compile_helpers.CompileHelpers(lambda part: [sys.executable, "-c", "import time; time.sleep(60)"])
+    assert sorted(helpers.running()) == ["unet", "vae"]
+    helpers.stop()
+    assert helpers.running() == []
+    outcomes = compile_helpers.CompileHelpers(
+        lambda part: [sys.executable, "-c", "import time; time.sleep(60)"], parts=("unet",)
+    ).wait(timeout=0.5)
+    assert outcomes == {"unet": "stopped after 0 s"}
+
+
+def test_a_helper_leaves_when_its_endpoint_is_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "helper.pid"
+    helper = textwrap.dedent(
+        f"""
+        import os, pathlib, time
+        from engine.service.compile_helpers import exit_with_parent
+        exit_with_parent(poll_s=0.05)
+        pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))
+        time.sleep(60)
+        """
+    )
+    endpoint = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {helper!r}]); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", endpoint], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)  # what a crash under the console is
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
