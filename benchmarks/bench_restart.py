@@ -101,7 +101,7 @@ def random_weight_presets(names: list[str], directory: Path, compile_backend: st
         (directory / f"{name}.yaml").write_text("\n".join(lines) + "\n" + extra)
 
 
-def serve_argv(port: int, preset: str, device: str) -> list[str]:
+def serve_argv(port: int, preset: str, device: str, extra: tuple[str, ...] = ()) -> list[str]:
     head = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
     return [
         *head,
@@ -114,6 +114,7 @@ def serve_argv(port: int, preset: str, device: str) -> list[str]:
         device,
         "--host",
         "127.0.0.1",
+        *extra,
     ]
 
 
@@ -190,7 +191,9 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def timed_start(preset: str, device: str, log: Path, budget_s: float) -> dict[str, Any]:
+def timed_start(
+    preset: str, device: str, log: Path, budget_s: float, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Launch `gen404 serve`; seconds from launch until it answers (a request sent as soon as
     /health says warming or ready, and its wall time), then until /health says ready, and two
     requests then; stop it."""
@@ -198,7 +201,10 @@ def timed_start(preset: str, device: str, log: Path, budget_s: float) -> dict[st
     launched = time.monotonic()
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            serve_argv(port, preset, device), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            serve_argv(port, preset, device, extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         first = wait_ready(port, launched + budget_s, proc, until=ANSWERING)
@@ -390,7 +396,9 @@ def fmt(value: Any, unit: str = "s") -> str:
 
 def table(results: dict[str, Any]) -> str:
     rows = [f"machine: {results['machine']}; preset {results['preset']}, alt {results['alt']}"]
-    for key in ("first_start", "second_start"):
+    for key in ("first_start", "second_start", "first_alone"):
+        if key == "first_alone" and key not in results:
+            continue
         r = results.get(key) or {}
         first = (r.get("first_request") or {}).get("generation_s")
         phases = ", ".join(
@@ -444,6 +452,14 @@ def run_all(
         fresh_compiler_caches(work, "second")  # only gen404's warm cache is left from the first start
         results["second_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
         print(table({**results}), flush=True)
+    if "first-alone" in parts:  # the control: a first start that compiles in its own process only
+        fresh_compiler_caches(work, "alone")
+        os.environ["GEN404_STATE_DIR"] = str(work / "state-alone")  # no warm cache either
+        results["first_alone"] = timed_start(
+            args.preset, args.device, log, budget(args.phase_budget), ("--no-compile-helpers",)
+        )
+        os.environ["GEN404_STATE_DIR"] = str(work / "state")
+        print(table({**results}), flush=True)
     if "sigkill" not in parts:
         return
     crash_budget = budget(args.phase_budget)
@@ -480,7 +496,8 @@ def main() -> int:
     ap.add_argument(
         "--parts",
         default="starts,sigkill,switches",
-        help="which parts run: starts (first and second), sigkill, switches (on the endpoint sigkill"
+        help="which parts run: starts (first and second), first-alone (a first start that compiles"
+        " without helper processes, the control), sigkill, switches (on the endpoint sigkill"
         " restarted; needs sigkill). `--parts sigkill` fits the crash measurement into one short call",
     )
     ap.add_argument(
