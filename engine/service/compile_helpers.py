@@ -10,8 +10,9 @@ autotuning choices). The endpoint waits for them before its own compile, which t
 they built, as a second start does (~10-15 s). Meanwhile its stand-in serves at uncompiled speed,
 with no compile in its own process competing for the GIL.
 
-Only for a cold compile: a jit preset on CUDA whose warm cache does not match (a warm start loads
-in seconds; AOT packages have their own build). A helper that fails or runs past its time costs
+Only for a cold compile, in a start that serves early or in a preset switch: a jit preset on CUDA
+whose warm cache does not match (a warm start loads in seconds; AOT packages have their own build;
+`--wait-for-compile` compiles in the endpoint's process). A helper that fails or runs past its time costs
 nothing but the wait: the endpoint compiles what is missing itself, as it did before helpers.
 A helper exits when the endpoint that started it dies (it watches its parent).
 

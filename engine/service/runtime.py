@@ -144,7 +144,9 @@ class ModelHost:
     preset uncompiled (weights and CUDA graphs: seconds, not the minute torch.compile takes),
     answers requests on it with /health "warming", and builds the compiled state beside it as a
     switch to the same preset, swapped in when warmed up ("ready"). After a crash the endpoint so
-    answers again as soon as its weights are on the GPU, at the uncompiled speed.
+    answers again as soon as its weights are on the GPU, at the uncompiled speed. A cold compile
+    (no matching warm cache, CUDA) runs in compile helper processes first (compile_helpers.py),
+    so the compile does not slow the requests answered meanwhile.
     """
 
     def __init__(
@@ -169,7 +171,7 @@ class ModelHost:
         self.factory = factory
         self.use_cache = use_cache
         self.serve_early = serve_early
-        # a cold compile while serving early runs in helper processes (compile_helpers.py)
+        # a cold compile (a start serving early, a switch) runs in helper processes first
         self.use_helpers = use_helpers
         self.helper_argv = compile_helpers.helper_argv  # (preset, device, random) -> argv; tests swap it
         self._helpers: compile_helpers.CompileHelpers | None = None
