@@ -180,7 +180,9 @@ def test_each_helper_is_timed_to_its_own_exit() -> None:
 
 
 def test_stopping_the_endpoint_stops_a_helper_still_compiling() -> None:
-    helpers = compile_helpers.CompileHelpers(lambda part: [sys.executable, "-c", "import time; time.sleep(60)"])
+    helpers = compile_helpers.CompileHelpers(
+        lambda part: [sys.executable, "-c", "import time; time.sleep(60)"]
+    )
     assert sorted(helpers.running()) == ["unet", "vae"]
     helpers.stop()
     assert helpers.running() == []
@@ -201,7 +203,9 @@ def test_a_helper_leaves_when_its_endpoint_is_killed(tmp_path: Path) -> None:
         time.sleep(60)
         """
     )
-    endpoint = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {helper!r}]); time.sleep(60)"
+    endpoint = (
+        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {helper!r}]); time.sleep(60)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", endpoint], cwd=REPO)
     try:
         deadline = time.monotonic() + 30
