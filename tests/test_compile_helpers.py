@@ -70,6 +70,10 @@ def test_the_endpoint_compile_hits_what_a_helper_compiled(compiled_tiny: dict[st
     assert (stats["fx_graph_hits"], stats["fx_graph_misses"]) == (2, 1), stats
 
 
+def _roomy_gpu(device: Any) -> tuple[int, str]:
+    return 64 << 30, "GPU-test"  # 64 GiB free
+
+
 def _record_statuses(host: Any) -> list[str]:
     seen: list[str] = []
     real_set = host._set
@@ -107,6 +111,7 @@ def test_a_cold_start_waits_for_its_helpers_then_builds_and_reports_them(
     worker = Worker("test-helpers")
     host = ModelHost(worker, "tinyc", factory=Built, random_weights=True)
     host.helper_argv = lambda preset, device, random: lambda part: [sys.executable, "-c", scripts[part]]
+    host.gpu_room = _roomy_gpu
     statuses = _record_statuses(host)
     try:
         host.start()
@@ -140,6 +145,7 @@ def test_a_cold_switch_compiles_in_helpers_while_the_old_preset_serves(
     worker = Worker("test-switch-helpers")
     host = ModelHost(worker, "tiny", factory=_FakeGenerator, random_weights=True)
     host.helper_argv = lambda preset, device, random: lambda part: [sys.executable, "-c", wait_for_release]
+    host.gpu_room = _roomy_gpu
     try:
         host.start()
         host.builder.submit(lambda: None).result(30)
@@ -160,6 +166,61 @@ def test_a_cold_switch_compiles_in_helpers_while_the_old_preset_serves(
         release.touch()
         worker.stop()
         host.stop()
+
+
+@pytest.mark.parametrize("crowded", ["memory", "lock"])
+def test_a_crowded_gpu_compiles_in_process_without_helpers(
+    crowded: str, compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # too little free memory, or another endpoint's helpers already on this GPU: no helpers, and
+    # the start compiles as it did before them
+    from engine.service.queue import Worker
+    from engine.service.runtime import ModelHost
+    from engine.warm_cache import cache_dir
+    from tests.test_model_host import _FakeGenerator, _made_by
+
+    monkeypatch.setattr(compile_helpers, "wanted", lambda *args: True)
+    spawned: list[str] = []
+    held = compile_helpers.gpu_lock(cache_dir(), "GPU-test") if crowded == "lock" else None
+    worker = Worker("test-crowded")
+    host = ModelHost(worker, "tinyc", factory=_FakeGenerator, random_weights=True)
+    host.helper_argv = lambda preset, device, random: lambda part: spawned.append(part) or [sys.executable]
+    host.gpu_room = (lambda device: (12 << 30, "GPU-test")) if crowded == "memory" else _roomy_gpu
+    try:
+        host.start()
+        host.builder.submit(lambda: None).result(30)
+        host.switching.future.result(30)
+        assert host.health()["status"] == "ready" and _made_by(host) == "compiled"
+        assert spawned == [] and host._helpers is None
+        assert "compiling in helper processes" not in host.health()["switch"]["phases"]
+    finally:
+        worker.stop()
+        host.stop()
+        if held is not None:
+            held.close()
+
+
+def test_one_set_of_helpers_per_gpu_across_processes(tmp_path: Path) -> None:
+    first = compile_helpers.gpu_lock(tmp_path, "GPU-1234/a")
+    assert first is not None
+    probe = (
+        "import sys; from pathlib import Path; from engine.service.compile_helpers import gpu_lock;"
+        f" print(gpu_lock(Path({str(tmp_path)!r}), sys.argv[1]) is not None)"
+    )
+
+    def other_process_gets(gpu: str) -> str:
+        run = subprocess.run([sys.executable, "-c", probe, gpu], cwd=REPO, capture_output=True, text=True)
+        return run.stdout.strip()
+
+    assert other_process_gets("GPU-1234/a") == "False"  # held here
+    assert other_process_gets("GPU-5678") == "True"  # another GPU: its own lock
+    first.close()
+    assert other_process_gets("GPU-1234/a") == "True"  # released with the file
+
+
+def test_free_memory_rule() -> None:
+    assert compile_helpers.memory_refusal(64 << 30) is None
+    assert compile_helpers.memory_refusal(12 << 30) == "12.0 GiB free on the GPU, helpers need 20"
 
 
 def test_a_warm_cache_or_another_backend_or_device_wants_no_helpers() -> None:

@@ -16,12 +16,18 @@ whose warm cache does not match (a warm start loads in seconds; AOT packages hav
 nothing but the wait: the endpoint compiles what is missing itself, as it did before helpers.
 A helper exits when the endpoint that started it dies (it watches its parent).
 
+Each helper loads the models, so while they run the GPU holds ~10 GB more (H200, text_mv_fast:
+16.2 GiB in all at the peak, the endpoint alone ~7 GB). Two guards keep that from taking a GPU's
+last memory: helpers need `NEEDS_FREE_GIB` free on the GPU when the start begins, and only one
+endpoint's helpers run on a GPU at a time (a lock file per GPU; the others compile in process).
+
 Torch-free: the endpoint only spawns and waits; the helpers import torch themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import subprocess
@@ -30,12 +36,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO
 
 log = logging.getLogger("gen404.serve")
 
 PARTS = ("unet", "vae")  # engine.guidance.sds.COMPILE_PARTS: one helper each
 WAIT_S = 900.0  # a helper still compiling after this is stopped; the endpoint compiles the rest
+# free GPU memory a start needs for helpers: the measured peak of an endpoint and its two helpers
+# (16.2 GiB, H200, text_mv_fast) plus room for what else starts meanwhile
+NEEDS_FREE_GIB = 20.0
 
 Argv = Callable[[str], Sequence[str]]  # part -> the helper's command line
 
@@ -57,11 +67,37 @@ def wanted(compile_: bool, backend: str, device_type: str, warm_cache_matches: b
     return compile_ and backend == "jit" and device_type == "cuda" and not warm_cache_matches
 
 
+def memory_refusal(free_bytes: int, needs_gib: float = NEEDS_FREE_GIB) -> str | None:
+    """Why the GPU's free memory is too little for helpers, or None when it is enough."""
+    free_gib = free_bytes / 2**30
+    if free_gib >= needs_gib:
+        return None
+    return f"{free_gib:.1f} GiB free on the GPU, helpers need {needs_gib:.0f}"
+
+
+def gpu_lock(directory: Path, gpu: str) -> IO[bytes] | None:
+    """This GPU's helper lock, held (an exclusive flock; the OS drops it if the process dies),
+    or None when another endpoint's helpers hold it or it cannot be taken."""
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in gpu) or "gpu"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = (directory / f"compile-helpers-{name}.lock").open("ab")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 class CompileHelpers:
     """The helper processes of one start: spawned at once, waited for, stopped with the endpoint."""
 
-    def __init__(self, argv: Argv, parts: Sequence[str] = PARTS) -> None:
+    def __init__(self, argv: Argv, parts: Sequence[str] = PARTS, lock: IO[bytes] | None = None) -> None:
         self.started = time.monotonic()
+        self._gpu_lock = lock  # released once every helper has ended
         self.outcomes: dict[str, str] = {}
         self._logs: dict[str, IO[bytes]] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -148,6 +184,10 @@ class CompileHelpers:
                 with contextlib.suppress(OSError):
                     out.close()
             self._logs = {}
+            if self._gpu_lock is not None:
+                with contextlib.suppress(OSError):
+                    self._gpu_lock.close()  # closing the file drops the flock
+                self._gpu_lock = None
 
 
 def exit_with_parent(poll_s: float = 1.0) -> None:
@@ -163,4 +203,14 @@ def exit_with_parent(poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="gen404-parent-watch", daemon=True).start()
 
 
-__all__ = ["PARTS", "WAIT_S", "CompileHelpers", "exit_with_parent", "helper_argv", "wanted"]
+__all__ = [
+    "NEEDS_FREE_GIB",
+    "PARTS",
+    "WAIT_S",
+    "CompileHelpers",
+    "exit_with_parent",
+    "gpu_lock",
+    "helper_argv",
+    "memory_refusal",
+    "wanted",
+]

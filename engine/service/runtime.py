@@ -174,6 +174,7 @@ class ModelHost:
         # a cold compile (a start serving early, a switch) runs in helper processes first
         self.use_helpers = use_helpers
         self.helper_argv = compile_helpers.helper_argv  # (preset, device, random) -> argv; tests swap it
+        self.gpu_room = _gpu_room  # device -> (free bytes, the GPU's id); tests swap it
         self._helpers: compile_helpers.CompileHelpers | None = None
         self.status: Status = "loading"
         self.progress = 0.0
@@ -311,7 +312,7 @@ class ModelHost:
             return None
         try:
             from engine.pipeline import resolve_device
-            from engine.warm_cache import WarmCache
+            from engine.warm_cache import WarmCache, cache_dir
 
             device = resolve_device(self.device_request or preset.device)
             warm = self.use_cache and WarmCache(preset, device).matches()
@@ -320,8 +321,15 @@ class ModelHost:
             # a helper loads the preset by name: only for one that is exactly its file
             if load_preset(preset.name) != preset:
                 return None
+            free, gpu = self.gpu_room(device)
+            refusal = compile_helpers.memory_refusal(free)
+            lock = None if refusal else compile_helpers.gpu_lock(cache_dir(), gpu)
+            if lock is None:
+                why = refusal or "another endpoint's compile helpers are running on this GPU"
+                log.info("preset %s: cold compile in this process (%s)", preset.name, why)
+                return None
             argv = self.helper_argv(preset.name, device.type, self.random_weights)
-            self._helpers = helpers = compile_helpers.CompileHelpers(argv)
+            self._helpers = helpers = compile_helpers.CompileHelpers(argv, lock=lock)
         except Exception as exc:  # helpers only save time: this start compiles in process instead
             log.warning("preset %s: no compile helpers (%s)", preset.name, describe_failure(exc))
             return None
@@ -634,6 +642,16 @@ def _empty_cuda_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _gpu_room(device: Any) -> tuple[int, str]:
+    """Free bytes on `device` (a CUDA torch.device) and an id that names the GPU for every process
+    (its UUID: CUDA_VISIBLE_DEVICES may number it differently in each)."""
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(device)
+    properties = torch.cuda.get_device_properties(device)
+    return int(free), str(getattr(properties, "uuid", "") or f"{properties.name}-{device.index or 0}")
 
 
 def gpu_memory(device: str) -> dict[str, int] | None:
