@@ -120,8 +120,8 @@ def test_a_cold_start_waits_for_its_helpers_then_builds_and_reports_them(
         assert statuses == ["loading", "warming", "ready"] and _made_by(host) == "compiled"
         assert seen_by_build == [True]
         switch = host.health()["switch"]
-        assert "compiling in helper processes" in switch["phases"]
-        assert switch["phases"]["compiling in helper processes"] >= 0.9  # the slow helper's second
+        assert "compiling in helpers" in switch["phases"]
+        assert switch["phases"]["compiling in helpers"] >= 0.9  # the slow helper's second
         note = switch["note"]
         assert "unet built in" in note
         assert "vae failed (exit 1)" in note and "CUDA out of memory" in note
@@ -157,7 +157,7 @@ def test_a_cold_switch_compiles_in_helpers_while_the_old_preset_serves(
             time.sleep(0.02)
         # helpers compiling: the old preset still serves, the switch says what it waits on
         assert _made_by(host) == "uncompiled" and host.health()["preset"] == "tiny"
-        assert host.health()["switch"]["phase"] == "compiling in helper processes"
+        assert host.health()["switch"]["phase"] == "compiling in helpers"
         release.touch()
         ticket.future.result(30)
         assert host.health()["preset"] == "tinyc" and _made_by(host) == "compiled"
@@ -192,7 +192,7 @@ def test_a_crowded_gpu_compiles_in_process_without_helpers(
         host.switching.future.result(30)
         assert host.health()["status"] == "ready" and _made_by(host) == "compiled"
         assert spawned == [] and host._helpers is None
-        assert "compiling in helper processes" not in host.health()["switch"]["phases"]
+        assert "compiling in helpers" not in host.health()["switch"]["phases"]
     finally:
         worker.stop()
         host.stop()
