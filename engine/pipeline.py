@@ -36,7 +36,7 @@ from engine.gate import check_gate
 from engine.gaussians import GaussianModel, LearningRates
 from engine.generator import GenerationResult, ProgressCallback, StepCallback
 from engine.guidance import Guidance
-from engine.presets import Preset, load_preset
+from engine.presets import COMPILE_PARTS, Preset, load_preset
 from engine.splats import Splats
 
 log = logging.getLogger("gen404.pipeline")
@@ -108,7 +108,7 @@ class Generator:
         self.compile_failure: str | None = None
         # which models compile when the preset compiles: both, except in a compile helper process
         # (engine/service/compile_helpers.py), which builds one model's artefacts
-        self.compile_parts: tuple[str, ...] = ("unet", "vae")
+        self.compile_parts: tuple[str, ...] = COMPILE_PARTS
 
     def _key_for(self, preset: Preset) -> tuple[object, ...]:
         device = resolve_device(self._device_arg or preset.device)

@@ -30,6 +30,9 @@ GUIDANCE_KINDS = ("mvdream", "sd", "tiny_mvdream")
 MULTIVIEW_GUIDANCE = ("mvdream", "tiny_mvdream")
 WEIGHT_SOURCES = ("pretrained", "random")
 COMPILE_BACKENDS = ("jit", "aot")  # engine/guidance/sds.py checks the same names
+# what `compile` compiles: the UNet and the VAE encoder; a compile helper process takes one
+# (engine/service/compile_helpers.py, SDSGuidance.set_compile(parts=...))
+COMPILE_PARTS: tuple[str, ...] = ("unet", "vae")
 DTYPES = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from engine.cli import CliError
+from engine.presets import COMPILE_PARTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     warm.add_argument("--random-weights", action="store_true", help="full-size random weights (benchmarks)")
     warm.add_argument(
         "--part",
-        choices=("unet", "vae"),
+        choices=COMPILE_PARTS,
         help="compile only this model, into inductor's disk cache (no warm-cache file): what an"
         " endpoint's compile helpers run beside a cold start (engine/service/compile_helpers.py)",
     )

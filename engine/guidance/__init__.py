@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.guidance_spec import GuidanceSpec, preset_value
+from engine.presets import COMPILE_PARTS
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +45,7 @@ class Guidance(Protocol):
     def set_channels_last(self, enabled: bool) -> None: ...
 
     def set_compile(
-        self, enabled: bool, backend: str = "jit", parts: tuple[str, ...] = ("unet", "vae")
+        self, enabled: bool, backend: str = "jit", parts: tuple[str, ...] = COMPILE_PARTS
     ) -> None: ...
 
     def reseed(self, seed: int) -> None:

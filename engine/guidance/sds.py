@@ -24,7 +24,7 @@ from engine.guidance.cfg import guided_eps
 from engine.guidance.configs import Components
 from engine.guidance.layout_norm import use_layout_group_norm
 from engine.guidance_spec import GuidanceSpec
-from engine.presets import COMPILE_BACKENDS
+from engine.presets import COMPILE_BACKENDS, COMPILE_PARTS
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 Moments = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # images -> (mean, std)
 
 T_MIN, T_MAX = 20, 980
-COMPILE_PARTS: tuple[str, ...] = ("unet", "vae")  # what `set_compile` compiles: UNet, VAE encoder
 TEXT_CACHE_SIZE = 32  # encoded texts kept on the device (prompts repeat in tests and benches only)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import subprocess
 import sys
@@ -39,9 +38,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-log = logging.getLogger("gen404.serve")
+from engine.presets import COMPILE_PARTS
 
-PARTS = ("unet", "vae")  # engine.guidance.sds.COMPILE_PARTS: one helper each
 WAIT_S = 900.0  # a helper still compiling after this is stopped; the endpoint compiles the rest
 # free GPU memory a start needs for helpers: the measured peak of an endpoint and its two helpers
 # (16.2 GiB, H200, text_mv_fast) plus room for what else starts meanwhile
@@ -95,7 +93,9 @@ def gpu_lock(directory: Path, gpu: str) -> IO[bytes] | None:
 class CompileHelpers:
     """The helper processes of one start: spawned at once, waited for, stopped with the endpoint."""
 
-    def __init__(self, argv: Argv, parts: Sequence[str] = PARTS, lock: IO[bytes] | None = None) -> None:
+    def __init__(
+        self, argv: Argv, parts: Sequence[str] = COMPILE_PARTS, lock: IO[bytes] | None = None
+    ) -> None:
         self.started = time.monotonic()
         self._gpu_lock = lock  # released once every helper has ended
         self.outcomes: dict[str, str] = {}
@@ -205,7 +205,6 @@ def exit_with_parent(poll_s: float = 1.0) -> None:
 
 __all__ = [
     "NEEDS_FREE_GIB",
-    "PARTS",
     "WAIT_S",
     "CompileHelpers",
     "exit_with_parent",
