@@ -36,6 +36,7 @@ from typing import Any
 MAGIC = b"GEN404WC"
 FORMAT = 1
 SUFFIX = ".warmcache"
+HEADER_MAX = 1 << 16  # bytes WarmCache.matches reads: a header (key, checksum) is ~1 KB
 # the preset fields that decide what gets compiled (shapes, dtypes, layouts, the models); not
 # compile_backend: inductor's artefacts serve both backends, and a new key field would turn every
 # miner's cache stale at the upgrade (one cold compile each)
@@ -149,8 +150,9 @@ def encode(key: dict[str, Any], payload: bytes) -> bytes:
     return MAGIC + struct.pack("<I", len(head)) + head + payload
 
 
-def decode(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """(header, payload) of a cache file; CacheCorrupt when it is not one or fails its checksum."""
+def _header(data: bytes) -> tuple[dict[str, Any], int]:
+    """The header at the start of `data` and where the payload begins; CacheCorrupt when `data`
+    does not start with one."""
     if len(data) < len(MAGIC) + 4 or not data.startswith(MAGIC):
         raise CacheCorrupt("not a gen404 warm cache (bad magic)")
     (size,) = struct.unpack_from("<I", data, len(MAGIC))
@@ -161,7 +163,13 @@ def decode(data: bytes) -> tuple[dict[str, Any], bytes]:
         raise CacheCorrupt(f"unreadable header ({exc})") from None
     if not isinstance(header, dict) or not isinstance(header.get("key"), dict):
         raise CacheCorrupt("header without a key")
-    payload = data[start + size :]
+    return header, start + size
+
+
+def decode(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """(header, payload) of a cache file; CacheCorrupt when it is not one or fails its checksum."""
+    header, start = _header(data)
+    payload = data[start:]
     if len(payload) != header.get("bytes") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise CacheCorrupt(f"checksum mismatch ({len(payload)} bytes, header says {header.get('bytes')})")
     return header, payload
@@ -201,14 +209,10 @@ class WarmCache:
         checksum is load()'s to verify). Touches nothing."""
         try:
             with self.path.open("rb") as f:
-                head = f.read(len(MAGIC) + 4)
-                if len(head) < len(MAGIC) + 4 or not head.startswith(MAGIC):
-                    return False
-                (size,) = struct.unpack_from("<I", head, len(MAGIC))
-                header = json.loads(f.read(size))
-        except (OSError, ValueError, UnicodeDecodeError):
+                header, _ = _header(f.read(HEADER_MAX))
+        except (OSError, CacheCorrupt):
             return False
-        return isinstance(header, dict) and header.get("key") == self.key
+        return bool(header["key"] == self.key)
 
     def load(self) -> CacheReport:
         """Load the artefacts into torch's caches if the file is there and matches; never raises."""

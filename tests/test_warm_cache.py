@@ -111,3 +111,17 @@ def test_unwritable_cache_dir_is_reported_not_raised(tmp_path: Path, preset) -> 
     torch._dynamo.reset()
     _compile_something()
     assert cache.save().startswith("not saved")
+
+
+def test_matches_reads_only_the_header_and_touches_nothing(tmp_path: Path, preset) -> None:  # noqa: ANN001
+    # what a start asks before it spawns compile helpers: is this machine's cache on disk?
+    cache = WarmCache(preset, "cpu", root=tmp_path)
+    assert not cache.matches()  # no file
+    cache.path.write_bytes(encode(dict(cache.key, torch="0.0"), b"artefacts"))
+    assert not cache.matches() and cache.path.exists()  # another setup's file, left for load()
+    cache.path.write_bytes(b"GEN404W")
+    assert not cache.matches()  # not a cache file
+    data = encode(cache.key, b"\0" * 100_000)
+    assert len(data) - 100_000 < warm_cache.HEADER_MAX  # the header fits what matches() reads
+    cache.path.write_bytes(data[:-1])  # a payload failing its checksum is load()'s to find
+    assert cache.matches() and cache.path.read_bytes() == data[:-1]

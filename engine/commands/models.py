@@ -160,7 +160,7 @@ def run_warm(args: argparse.Namespace) -> int:
     from engine.service.runtime import default_factory
     from engine.service.switch import PhaseClock, build_ready, describe_failure, missing_weights
 
-    part = getattr(args, "part", None)
+    part = args.part
     if part is not None:
         if len(names) != 1:
             raise CliError("--part compiles one preset: name it with --preset")

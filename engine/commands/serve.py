@@ -87,7 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-compile-helpers",
         action="store_true",
         help="compile a cold start in this process only (default: the UNet and the VAE encoder"
-        " compile in two helper processes at once, ~4 GB of GPU memory each while they run)",
+        " compile in two helper processes at once, ~5 GB of GPU memory each while they run, as"
+        " measured on an H200 with text_mv_fast)",
     )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(func=run)

@@ -206,11 +206,11 @@ class SDSGuidance:
             self._moments_fn = AotModule(self._moments, "vae-encoder", root, self.device)
         elif self.compiled:
             torch._dynamo.reset()  # no code compiled for other weights or layouts is reused
-            self._unet_fn, self._moments_fn = self.unet, self._moments
-            if "unet" in self.compile_parts:
-                self._unet_fn = torch.compile(self.unet, dynamic=False)
-            if "vae" in self.compile_parts:
-                self._moments_fn = torch.compile(self._moments, dynamic=False)
+            parts = self.compile_parts
+            self._unet_fn = torch.compile(self.unet, dynamic=False) if "unet" in parts else self.unet
+            self._moments_fn = (
+                torch.compile(self._moments, dynamic=False) if "vae" in parts else self._moments
+            )
         else:
             self._unet_fn, self._moments_fn = self.unet, self._moments
         self.clear_graphs()
