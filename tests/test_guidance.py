@@ -308,10 +308,28 @@ def test_compiling_one_part_leaves_the_other_eager() -> None:
     assert guidance._unet_fn is guidance.unet and hasattr(guidance._moments_fn, "_orig_mod")
     with pytest.raises(ValueError, match="unknown compile parts \\['text'\\]"):
         guidance.set_compile(True, "jit", ("unet", "text"))
+    guidance.set_compile(True, "aot", ("vae",))  # helpers for an AOT preset: one part's package too
+    from engine.guidance.aot import AotModule
+
+    assert guidance._unet_fn is guidance.unet and isinstance(guidance._moments_fn, AotModule)
+
+
+def test_an_aot_preset_on_a_torch_without_aot_compile_uses_torch_compile(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # presets default to "aot"; a mining box on an older torch still gets inductor's speed
+    from engine.guidance import aot
+
+    monkeypatch.setattr(aot, "supported", lambda: False)
+    guidance = _tiny_guidance("cpu")
+    with caplog.at_level("WARNING", logger="engine.guidance.sds"):
+        guidance.set_compile(True, "aot")
+    assert hasattr(guidance._unet_fn, "_orig_mod") and hasattr(guidance._moments_fn, "_orig_mod")
+    assert "cannot compile ahead of time" in caplog.text
 
 
 def test_aot_guidance_matches_eager_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the AOTInductor backend: packages built at the first step (UNet: inference only; VAE
+    # the ahead-of-time backend: packages built at the first step (UNet: inference only; VAE
     # encoder: forward and backward), then a fresh guidance loads them instead of building
     from engine.guidance.aot import AotModule
 
@@ -322,14 +340,10 @@ def test_aot_guidance_matches_eager_on_cpu(tmp_path: Path, monkeypatch: pytest.M
     unet, moments = guidance._unet_fn, guidance._moments_fn
     assert isinstance(unet, AotModule) and isinstance(moments, AotModule)
     assert [r.state for r in unet.reports + moments.reports] == ["built", "built"]
-    files = [p for p in (tmp_path / "aot").iterdir() if p.is_file()]  # tmp/: this process's unpacked copies
-    assert sorted(p.name.split(".", 1)[1] for p in files) == [
-        "bw.pt2",
-        "fw.pt2",
-        "fw.pt2",
-        "json",
-        "json",  # the UNet needs no backward package
-    ]
+    files = sorted(p.name for p in (tmp_path / "aot").iterdir())
+    assert [name.split("-")[0] for name in files] == ["unet", "vae"] and all(
+        n.endswith(".aotc") for n in files
+    )
     fresh = _tiny_guidance("cpu")
     _assert_same_step(_sds_runs(fresh, [{}, aot]))
     reports = fresh._unet_fn.reports + fresh._moments_fn.reports

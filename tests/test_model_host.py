@@ -210,7 +210,7 @@ def test_an_aot_preset_with_its_packages_on_disk_starts_compiled_without_serving
     preset = load_preset("fast_aot")
     root = package_dir()
     root.mkdir(parents=True)
-    (root / "unet-0123.json").write_text("{}")  # the notes file that marks a finished package set
+    (root / "unet-0123.aotc").write_text("{}")  # a finished package (written atomically)
     mark_preset_ready(preset, "cpu", ["unet-0123"])
     assert preset_packages_ready(preset, "cpu")
 
@@ -230,7 +230,7 @@ def test_an_aot_preset_with_its_packages_on_disk_starts_compiled_without_serving
         assert host.health()["status"] == "ready" and _made_by(host) == "compiled"
         assert "warming" not in statuses and host.switching is None
         # without the packages the same start serves early again
-        (root / "unet-0123.json").unlink()
+        (root / "unet-0123.aotc").unlink()
         assert not preset_packages_ready(preset, "cpu")
     finally:
         worker.stop()

@@ -213,7 +213,7 @@ def test_an_aot_warm_up_records_the_packages_its_preset_calls(
     generator = Generator(preset, device="cpu")
     generator.guidance = SimpleNamespace(aot_packages=lambda: ["unet-ab12"])  # type: ignore[assignment]
     (tmp_path / "aot").mkdir()
-    (tmp_path / "aot" / "unet-ab12.json").write_text("{}")
+    (tmp_path / "aot" / "unet-ab12.aotc").write_text("{}")
     generator._mark_aot_packages()
     assert aot.preset_packages_ready(preset, generator.device)
     jit = dataclasses.replace(preset, compile_backend="jit")

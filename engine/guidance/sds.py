@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ from engine.guidance.configs import Components
 from engine.guidance.layout_norm import use_layout_group_norm
 from engine.guidance_spec import GuidanceSpec
 from engine.presets import COMPILE_BACKENDS, COMPILE_PARTS
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -82,6 +85,12 @@ def use_math_vae_attention(vae: AutoencoderKL) -> None:
         from diffusers.models.attention_processor import AttnProcessor
 
         vae.set_attn_processor(AttnProcessor())
+
+
+def _aot_supported() -> bool:
+    from engine.guidance.aot import supported
+
+    return supported()
 
 
 def _untimed(stage: str) -> contextlib.nullcontext[None]:
@@ -144,8 +153,8 @@ class SDSGuidance:
         self.cuda_graphs = False
         self.channels_last = False
         self.compiled = False
-        self.compile_backend = "jit"  # "jit": torch.compile; "aot": AOTInductor packages (aot.py)
-        self.compile_parts = COMPILE_PARTS  # jit: which of the UNet and VAE encoder compile
+        self.compile_backend = "jit"  # "jit": torch.compile; "aot": packages compiled once (aot.py)
+        self.compile_parts = COMPILE_PARTS  # which of the UNet and VAE encoder compile
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
         self._moments_fn: Moments = self._moments
@@ -171,16 +180,16 @@ class SDSGuidance:
     ) -> None:
         """Compile the UNet and the VAE encoder's moments with inductor, or go back to eager.
 
-        `backend` "jit" is torch.compile; "aot" compiles the same graphs ahead of time into
-        AOTInductor packages kept under the warm-cache directory, which a later start loads
-        without tracing (engine/guidance/aot.py).
+        `backend` "jit" is torch.compile; "aot" compiles the same graphs ahead of time
+        (torch.compile's aot_compile) into packages kept under the warm-cache directory, which a
+        later start loads without tracing (engine/guidance/aot.py).
 
         Why: with launches already graphed, the step is bound by kernel time, much of it
         memory-bound GroupNorm, SiLU, residual adds and layout copies around cuDNN's convolutions;
         inductor fuses those. Compilation itself happens lazily on the first call of each shape
         (in `Generator.warmup()` on an endpoint). `dynamic=False`: a preset fixes every shape,
         and a new shape gets its own static compile rather than a slower dynamic-shape kernel.
-        `parts` (jit) compiles only some of "unet" and "vae", the rest eager: a compile helper
+        `parts` compiles only some of "unet" and "vae", the rest eager: a compile helper
         process builds one part's artefacts (engine/service/compile_helpers.py). Drops captured
         graphs.
         """
@@ -198,15 +207,23 @@ class SDSGuidance:
         """What every path calls, for the current `compiled` and layout; drops captured graphs."""
         if self.compiled:
             compile_keys.install()  # cache keys that a forked endpoint shares with a plain one
-        if self.compiled and self.compile_backend == "aot":
+        parts = self.compile_parts
+        if self.compiled and self.compile_backend == "aot" and not _aot_supported():
+            log.warning(
+                "torch %s cannot compile ahead of time (2.11+ can): torch.compile instead", torch.__version__
+            )
+        if self.compiled and self.compile_backend == "aot" and _aot_supported():
             from engine.guidance.aot import AotModule, package_dir
 
             root = package_dir()
-            self._unet_fn = AotModule(self.unet, "unet", root, self.device)
-            self._moments_fn = AotModule(self._moments, "vae-encoder", root, self.device)
+            self._unet_fn = AotModule(self.unet, "unet", root, self.device) if "unet" in parts else self.unet
+            self._moments_fn = (
+                AotModule(self._moments, "vae-encoder", root, self.device)
+                if "vae" in parts
+                else self._moments
+            )
         elif self.compiled:
             torch._dynamo.reset()  # no code compiled for other weights or layouts is reused
-            parts = self.compile_parts
             self._unet_fn = torch.compile(self.unet, dynamic=False) if "unet" in parts else self.unet
             self._moments_fn = (
                 torch.compile(self._moments, dynamic=False) if "vae" in parts else self._moments

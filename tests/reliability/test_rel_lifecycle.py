@@ -22,7 +22,7 @@ SERVE = ["serve", "--device", "cpu", "--queue", "4"]
 COMPILED = {
     "tinyc": "extends: tiny\ncompile: true\n",
     "tinyc2": "extends: tinyc\nref_size: 24\nguidance_scale: 30\n",
-    "tinya": "extends: tinyc\ncompile_backend: aot\n",  # AOTInductor packages instead
+    "tinya": "extends: tinyc\ncompile_backend: aot\n",  # ahead-of-time packages instead
     "needs_weights": "extends: tiny\nguidance: mvdream\nweights: pretrained\nmvdream_id: nobody/absent\n",
 }
 
@@ -176,7 +176,7 @@ def test_an_aot_preset_builds_its_packages_once_then_starts_ready_without_servin
         assert [r["state"] for r in health["aot"]] == ["built", "built"], health["aot"]
         assert _valid_ply(_post(server, "a chair on AOT packages"))
     packages = sorted(p.name for p in (cache_dir / "aot").iterdir())
-    assert sum(name.endswith(".fw.pt2") for name in packages) == 2  # UNet, VAE encoder
+    assert sum(name.endswith(".aotc") for name in packages) == 2  # UNet, VAE encoder
     assert any(name.startswith("preset-tinya-") for name in packages)  # what the warm-up recorded
     # 2. the next start loads them: no uncompiled state first, no build beside it
     started = time.monotonic()
