@@ -192,9 +192,10 @@ class Generator:
     def _mark_aot_packages(self) -> None:
         """After a warm-up on AOT packages, note which ones the preset calls: the next start here
         then loads them and is ready at once, instead of serving early (engine/service/runtime.py).
-        Nothing is recorded when it ran on none (another backend, or a failed build: eager now)."""
+        Nothing is recorded when it ran on none (another backend, or a failed build: eager now),
+        nor for a compile helper's warm-up of one part (the preset's other part has none)."""
         packages: list[str] = getattr(self.guidance, "aot_packages", list)()
-        if packages:
+        if packages and set(self.compile_parts) == set(COMPILE_PARTS):
             from engine.guidance.aot import mark_preset_ready
 
             try:

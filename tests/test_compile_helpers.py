@@ -72,6 +72,36 @@ def test_the_endpoint_compile_hits_what_a_helper_compiled(compiled_tiny: dict[st
     assert stats["inductor_codegen_s"] == 0, stats  # code is generated only on a miss
 
 
+def test_an_aot_helper_builds_its_part_s_package_which_the_endpoint_loads(
+    compiled_tiny: dict[str, str], tmp_path: Path
+) -> None:
+    from torch._dynamo.utils import counters
+
+    from engine.pipeline import Generator
+    from engine.presets import load_preset
+    from engine.service.switch import warm_up
+
+    presets = Path(compiled_tiny["GEN404_PRESETS_DIR"])
+    (presets / "tinya.yaml").write_text("extends: tinyc\ncompile_backend: aot\n")
+    argv = compile_helpers.helper_argv("tinya", "cpu", random_weights=False)("vae")
+    done = subprocess.run(
+        argv, cwd=REPO, env=os.environ | compiled_tiny, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "vae into its AOT package (vae-encoder built)" in done.stdout, done.stdout[-2000:]
+    aot_dir = Path(compiled_tiny["GEN404_WARM_CACHE_DIR"]) / "aot"
+    assert [p.name.split("-")[0] for p in aot_dir.glob("*.aotc")] == ["vae"]
+    assert not list(aot_dir.glob("preset-*"))  # one part is not the preset's set: not recorded
+
+    traced = dict(counters["stats"])
+    generator = Generator(load_preset("tinya"), "cpu")
+    generator.compile_parts = ("vae",)
+    warm_up(generator, lambda fraction, message="": None)
+    assert generator.compile_failure is None
+    assert [(r["name"], r["state"]) for r in generator.guidance.aot_reports()] == [("vae-encoder", "loaded")]
+    assert dict(counters["stats"]) == traced  # loaded: nothing traced in this process
+
+
 def _roomy_gpu(device: Any) -> tuple[int, str]:
     return 64 << 30, "GPU-test"  # 64 GiB free
 
@@ -225,12 +255,11 @@ def test_free_memory_rule() -> None:
     assert compile_helpers.memory_refusal(12 << 30) == "12.0 GiB free on the GPU, helpers need 20"
 
 
-def test_a_warm_cache_or_another_backend_or_device_wants_no_helpers() -> None:
-    assert compile_helpers.wanted(True, "jit", "cuda", warm_cache_matches=False)
-    assert not compile_helpers.wanted(True, "jit", "cuda", warm_cache_matches=True)
-    assert not compile_helpers.wanted(True, "aot", "cuda", warm_cache_matches=False)
-    assert not compile_helpers.wanted(True, "jit", "cpu", warm_cache_matches=False)
-    assert not compile_helpers.wanted(False, "jit", "cuda", warm_cache_matches=False)
+def test_only_a_cold_compile_on_cuda_wants_helpers() -> None:
+    assert compile_helpers.wanted(True, "cuda", compiled_on_disk=False)
+    assert not compile_helpers.wanted(True, "cuda", compiled_on_disk=True)
+    assert not compile_helpers.wanted(True, "cpu", compiled_on_disk=False)
+    assert not compile_helpers.wanted(False, "cuda", compiled_on_disk=False)
 
 
 def test_each_helper_is_timed_to_its_own_exit() -> None:

@@ -190,7 +190,8 @@ def run_warm(args: argparse.Namespace) -> int:
 
         clock = PhaseClock()
         try:
-            # a part alone is not a preset's warm cache: only inductor's own caches get it
+            # a part alone is not a preset's warm cache: only inductor's caches (jit) or the
+            # part's AOT package get it
             built = build_ready(preset, device, make, clock, progress, use_cache=part is None)
         except Exception as exc:
             print(f"{name}: failed: {describe_failure(exc)}")
@@ -206,6 +207,11 @@ def run_warm(args: argparse.Namespace) -> int:
         outcome = "no compiled artefacts (the preset does not compile)"
         if cache is not None:
             outcome = f"cache {cache.state}, {cache.saved or 'kept'} -> {cache.path}"
+        elif preset.compile_backend == "aot":
+            reports = getattr(built.generator.guidance, "aot_reports", lambda: None)() or []
+            states = ", ".join(f"{r['name']} {r['state']}" for r in reports) or "none"
+            what = f"{part} into its AOT package" if part is not None else "AOT packages"
+            outcome = f"{what} ({states})"
         elif part is not None:
             from engine import compile_stats
 

@@ -6,13 +6,15 @@ the VAE encoder's backward and the new kernels' autotuning), and in the endpoint
 once the weights are loaded and the uncompiled stand-in is captured (~22 s). Helper processes
 started at once, one per model (`gen404 models warm --part unet|vae`), compile the UNet and the
 VAE encoder side by side into inductor's disk caches (FX graphs, AOTAutograd entries, kernels,
-autotuning choices). The endpoint waits for them before its own compile, which then loads what
-they built, as a second start does (~10-15 s). Meanwhile its stand-in serves at uncompiled speed,
-with no compile in its own process competing for the GIL.
+autotuning choices), or, for an "aot" preset, into its packages (engine/guidance/aot.py). The
+endpoint waits for them before its own compile, which then loads what they built, as a second
+start does (jit: ~10-15 s of retracing; aot: the packages load without tracing). Meanwhile its
+stand-in serves at uncompiled speed, with no compile in its own process competing for the GIL.
 
-Only for a cold compile, in a start that serves early or in a preset switch: a jit preset on CUDA
-whose warm cache does not match (a warm start loads in seconds; AOT packages have their own build;
-`--wait-for-compile` compiles in the endpoint's process). A helper that fails or runs past its time costs
+Only for a cold compile, in a start that serves early or in a preset switch: a compiling preset on
+CUDA with nothing compiled on disk for it (jit: its warm cache does not match; aot: a warm-up has
+not recorded its packages). A warm start loads in seconds; `--wait-for-compile` compiles in the
+endpoint's process. A helper that fails or runs past its time costs
 nothing but the wait: the endpoint compiles what is missing itself, as it did before helpers.
 A helper exits when the endpoint that started it dies (it watches its parent).
 
@@ -60,9 +62,9 @@ def helper_argv(preset: str, device: str, random_weights: bool) -> Argv:
     return argv
 
 
-def wanted(compile_: bool, backend: str, device_type: str, warm_cache_matches: bool) -> bool:
-    """Whether a start should compile in helpers: a cold jit compile on CUDA."""
-    return compile_ and backend == "jit" and device_type == "cuda" and not warm_cache_matches
+def wanted(compile_: bool, device_type: str, compiled_on_disk: bool) -> bool:
+    """Whether a start should compile in helpers: a cold compile on CUDA (either backend)."""
+    return compile_ and device_type == "cuda" and not compiled_on_disk
 
 
 def memory_refusal(free_bytes: int, needs_gib: float = NEEDS_FREE_GIB) -> str | None:

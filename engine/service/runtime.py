@@ -315,8 +315,11 @@ class ModelHost:
             from engine.warm_cache import WarmCache, cache_dir
 
             device = resolve_device(self.device_request or preset.device)
-            warm = self.use_cache and WarmCache(preset, device).matches()
-            if not compile_helpers.wanted(preset.compile, preset.compile_backend, device.type, warm):
+            if preset.compile_backend == "aot":
+                on_disk = self._compiled_state_on_disk(preset)
+            else:
+                on_disk = self.use_cache and WarmCache(preset, device).matches()
+            if not compile_helpers.wanted(preset.compile, device.type, on_disk):
                 return None
             # a helper loads the preset by name: only for one that is exactly its file
             if load_preset(preset.name) != preset:
