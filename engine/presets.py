@@ -11,7 +11,8 @@ Key semantics (what makes the seed guide's claims true in gen404):
   render_size resolution the Gaussians are rasterised at (then resized to ref_size)
   cuda_graphs, fused_optimizer, channels_last   speed switches on CUDA (docs/benchmarks.md)
   compile     torch.compile of the UNet and VAE encoder (any device; falls back when it fails)
-  compile_backend   "jit" (torch.compile each start) or "aot" (packages built once, then loaded)
+  compile_backend   "jit" (torch.compile each start) or "aot" (packages built once per machine, then
+                    loaded without tracing; torch 2.11+, torch.compile on an older torch)
   max_batch   jobs one endpoint optimises together (continuous batching; 1 = one at a time)
 """
 
