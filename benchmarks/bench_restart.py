@@ -5,8 +5,9 @@ Four measurements, each with real `gen404 serve` processes on 127.0.0.1 (issue 1
      until it answers (a request sent as soon as /health says "warming": the preset uncompiled,
      its compiled state building beside it) and until /health "ready" (compiled), with /health's
      phase breakdown of both builds, then the first request at full speed;
-  2. second start with the warm cache the first one saved (inductor and Triton caches empty
-     again, so only gen404's own cache helps): the same figures;
+  2. second start with what the first one saved under the state dir (its warm cache or AOT
+     packages; inductor and Triton caches empty again, so only gen404's own files help): the
+     same figures;
   3. the console's Supervisor runs an endpoint, with the console's launcher (restarts forked from
      the preloaded fork server, console/supervisor/zygote.py); it gets SIGKILL; seconds until the
      restarted endpoint answers a request, and until it is ready;
@@ -21,8 +22,9 @@ GPU (H200, repo root, < 8 min; gsplat's one-off build is restored/done first so 
       timeout 540 python3 -m benchmarks.bench_restart --device cuda --out "$OUT" 2>&1 | tee -a "$LOG"
 The crash alone, in a short call: `--parts sigkill --kill-when answering` kills the first start
 as soon as it answers (warming), so no cold compile is waited for; figures are printed as they
-are measured, and a run stopped by `timeout` (SIGTERM) still writes what it has. AOT packages
-instead of torch.compile: `--compile-backend aot`.
+are measured, and a run stopped by `timeout` (SIGTERM) still writes what it has. The presets run
+their own compile_backend (the text_mv presets: aot packages); torch.compile at every start
+instead: `--compile-backend jit`.
 CPU check of the script itself (tiny presets, ~1 min on a shared 2-core box):
     python -m benchmarks.bench_restart --cpu-smoke [--cpu-compile]
 On a CPU the warm cache saves inductor's graphs (FX and AOTAutograd cache hits in the next
@@ -93,7 +95,8 @@ def random_weight_presets(names: list[str], directory: Path, compile_backend: st
     from engine.presets import bundled_dir
 
     directory.mkdir(parents=True, exist_ok=True)
-    replaced = ("weights:", "compile_backend:")
+    # the preset's own compile_backend stays unless one is given
+    replaced = ("weights:", "compile_backend:") if compile_backend else ("weights:",)
     extra = "weights: random\n" + (f"compile_backend: {compile_backend}\n" if compile_backend else "")
     for name in names:
         text = (bundled_dir() / f"{name}.yaml").read_text()
@@ -517,7 +520,8 @@ def main() -> int:
         "--compile-backend",
         choices=("preset", "jit", "aot"),
         default="preset",
-        help="the presets' compile_backend (jit: torch.compile each start; aot: AOTInductor packages)",
+        help="the presets' compile_backend (preset: their own; jit: torch.compile each start; aot:"
+        " packages compiled once, loaded by later starts)",
     )
     ap.add_argument(
         "--deadline",
