@@ -223,9 +223,12 @@ class AotModule:
         them (the key already pins what they check), which keeps a call as cheap as torch.compile's."""
         compiled = package.compiled
         if not compiled.guard_check(self.module, *args, **kwargs):
-            f_locals = compiled.prepare_f_locals(self.module, *args, **kwargs)
-            reason = str(compiled._artifacts.guard_manager.check_verbose(f_locals)).splitlines()
-            raise GuardMismatch(f"the package's guards fail for this call: {' '.join(reason)[:300]}")
+            try:  # which guard failed: torch's private API, so only for the message
+                f_locals = compiled.prepare_f_locals(self.module, *args, **kwargs)
+                reason = " ".join(str(compiled._artifacts.guard_manager.check_verbose(f_locals)).splitlines())
+            except Exception as exc:
+                reason = f"(no detail: {type(exc).__name__})"
+            raise GuardMismatch(f"the package's guards fail for this call: {reason[:300]}")
         compiled.disable_guard_check()
         return package
 

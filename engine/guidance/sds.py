@@ -208,11 +208,13 @@ class SDSGuidance:
         if self.compiled:
             compile_keys.install()  # cache keys that a forked endpoint shares with a plain one
         parts = self.compile_parts
-        if self.compiled and self.compile_backend == "aot" and not _aot_supported():
+        aot = self.compiled and self.compile_backend == "aot"
+        if aot and not _aot_supported():
             log.warning(
                 "torch %s cannot compile ahead of time (2.11+ can): torch.compile instead", torch.__version__
             )
-        if self.compiled and self.compile_backend == "aot" and _aot_supported():
+            aot = False
+        if aot:
             from engine.guidance.aot import AotModule, package_dir
 
             root = package_dir()
