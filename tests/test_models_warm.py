@@ -46,3 +46,24 @@ def test_warm_skips_a_preset_without_weights_and_fails(capsys: pytest.CaptureFix
 def test_warm_refuses_an_unknown_preset(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "warm", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_a_compile_helper_s_lines_reach_its_endpoint_through_a_pipe(private_dirs: Path) -> None:
+    # a `--part` run (a compile helper) leaves without tearing torch down: what it printed, piped
+    # to its endpoint, must arrive all the same, and so must its exit status
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, "-m", "engine.cli", "models", "warm", "--preset", "text_mv_fast"]
+    done = subprocess.run(
+        [*argv, "--part", "unet", "--device", "cpu"],
+        cwd=repo,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "text_mv_fast: skipped: MVDream weights" in done.stdout
