@@ -116,7 +116,7 @@ def test_a_package_whose_guards_reject_the_call_is_rebuilt(built: Path, tmp_path
     (package,) = root.glob("small-*.aotc")
     wider = torch.randn(2, 3, 8, 12, generator=torch.Generator().manual_seed(6))
     module = AotModule(Small(seed=0), "small", root, CPU)
-    stem = f"small-{aot._digest(module._package_key(aot._Spec.of((wider.requires_grad_(True),), {'scale': 0.5})))}"
+    stem = f"small-{aot._digest(module._package_key(aot._call_key((wider.requires_grad_(True),), {'scale': 0.5})))}"
     shutil.copy(package, root / (stem + aot.SUFFIX))
     _same(_run(module, wider), _run(Small(seed=0), wider))
     (report,) = module.reports
@@ -129,11 +129,11 @@ def test_package_key_follows_shapes_and_software_not_weight_values(monkeypatch: 
     grad_x = X.clone().requires_grad_(True)
 
     def key(*args: object, **kwargs: object) -> dict[str, object]:
-        return module._package_key(aot._Spec.of(args, kwargs))
+        return module._package_key(aot._call_key(args, kwargs))
 
     base = key(grad_x, scale=0.5)
     assert base == AotModule(Small(seed=9), "small", Path("/x"), CPU)._package_key(
-        aot._Spec.of((grad_x,), {"scale": 0.5})
+        aot._call_key((grad_x,), {"scale": 0.5})
     )
     assert key(torch.randn(4, 3, 8, 8, requires_grad=True), scale=0.5) != base  # batch
     assert key(grad_x.to(memory_format=torch.channels_last), scale=0.5) != base  # strides

@@ -96,22 +96,12 @@ def _meta(t: Tensor) -> list[Any]:
     return [list(t.shape), list(t.stride()), str(t.dtype), t.requires_grad]
 
 
-@dataclass
-class _Spec:
+def _call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     """What a call looks like: its tensors by metadata, everything else by value."""
-
-    treespec: pytree.TreeSpec
-    leaves: list[Any]
-
-    @classmethod
-    def of(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Spec:
-        leaves, treespec = pytree.tree_flatten((args, kwargs))
-        return cls(treespec, leaves)
-
-    def key(self) -> list[Any]:
-        values = [_meta(leaf) if isinstance(leaf, Tensor) else repr(leaf) for leaf in self.leaves]
-        # grad mode is one of the guards a package keeps: a call in the other mode is another shape
-        return [str(self.treespec), values, torch.is_grad_enabled()]
+    leaves, treespec = pytree.tree_flatten((args, kwargs))
+    values = [_meta(leaf) if isinstance(leaf, Tensor) else repr(leaf) for leaf in leaves]
+    # grad mode is one of the guards a package keeps: a call in the other mode is another shape
+    return [str(treespec), values, torch.is_grad_enabled()]
 
 
 @dataclass
@@ -162,7 +152,7 @@ class AotModule:
         self._lock = threading.Lock()
         self.reports: list[BuildReport] = []  # one a shape, at its first call
 
-    def _package_key(self, spec: _Spec) -> dict[str, Any]:
+    def _package_key(self, call: list[Any]) -> dict[str, Any]:
         from engine.warm_cache import _package_version, environment_key
 
         named = [*self.module.named_parameters(), *self.module.named_buffers()]
@@ -175,25 +165,25 @@ class AotModule:
             "code": _code_hash(),
             "module": f"{type(self.module).__module__}.{type(self.module).__qualname__}",
             "weights": arch[:16],
-            "call": spec.key(),
+            "call": call,
         }
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        spec = _Spec.of(args, kwargs)
-        key = json.dumps(spec.key())
+        call = _call_key(args, kwargs)
+        key = json.dumps(call)
         compiled = self._compiled.get(key)
         if compiled is None:
             with self._lock:
                 compiled = self._compiled.get(key)
                 if compiled is None:
-                    compiled = self._compiled[key] = self._obtain(spec, args, kwargs)
+                    compiled = self._compiled[key] = self._obtain(call, args, kwargs)
         return compiled(self.module, *args, **kwargs)
 
     # -- building and loading -----------------------------------------------------------------
-    def _obtain(self, spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Package:
+    def _obtain(self, call: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Package:
         if not supported():
             raise RuntimeError(f"torch {torch.__version__} cannot compile ahead of time (torch >= 2.11 can)")
-        files = _Files(self.root / f"{self.name}-{_digest(self._package_key(spec))}")
+        files = _Files(self.root / f"{self.name}-{_digest(self._package_key(call))}")
         crash = previous_crash(files)
         if crash is not None:  # loading it again would take this process down the same way
             self.reports.append(BuildReport(self.name, files.base.name, "crashed", 0.0, crash))
