@@ -87,12 +87,6 @@ def use_math_vae_attention(vae: AutoencoderKL) -> None:
         vae.set_attn_processor(AttnProcessor())
 
 
-def _aot_supported() -> bool:
-    from engine.guidance.aot import supported
-
-    return supported()
-
-
 def _untimed(stage: str) -> contextlib.nullcontext[None]:
     return contextlib.nullcontext()
 
@@ -208,19 +202,23 @@ class SDSGuidance:
         if self.compiled:
             compile_keys.install()  # cache keys that a forked endpoint shares with a plain one
         parts = self.compile_parts
-        aot = self.compiled and self.compile_backend == "aot"
-        if aot and not _aot_supported():
-            log.warning(
-                "torch %s cannot compile ahead of time (2.11+ can): torch.compile instead", torch.__version__
-            )
-            aot = False
-        if aot:
-            from engine.guidance.aot import AotModule, package_dir
+        use_aot = self.compiled and self.compile_backend == "aot"
+        if use_aot:
+            from engine.guidance import aot
 
-            root = package_dir()
-            self._unet_fn = AotModule(self.unet, "unet", root, self.device) if "unet" in parts else self.unet
+            if not aot.supported():
+                log.warning(
+                    "torch %s cannot compile ahead of time (2.11+ can): torch.compile instead",
+                    torch.__version__,
+                )
+                use_aot = False
+        if use_aot:
+            root = aot.package_dir()
+            self._unet_fn = (
+                aot.AotModule(self.unet, "unet", root, self.device) if "unet" in parts else self.unet
+            )
             self._moments_fn = (
-                AotModule(self._moments, "vae-encoder", root, self.device)
+                aot.AotModule(self._moments, "vae-encoder", root, self.device)
                 if "vae" in parts
                 else self._moments
             )
