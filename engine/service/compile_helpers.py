@@ -8,7 +8,7 @@ started at once, one per model (`gen404 models warm --part unet|vae`), compile t
 VAE encoder side by side into inductor's disk caches (FX graphs, AOTAutograd entries, kernels,
 autotuning choices), or, for an "aot" preset, into its packages (engine/guidance/aot.py). The
 endpoint waits for them before its own compile, which then loads what they built, as a second
-start does (jit: ~10-15 s of retracing; aot: the packages load without tracing). Meanwhile its
+start does (jit: ~10-15 s of retracing on an H200; aot: the packages load without tracing). Meanwhile its
 stand-in serves at uncompiled speed, with no compile in its own process competing for the GIL.
 
 Only for a cold compile, in a start that serves early or in a preset switch: a compiling preset on
