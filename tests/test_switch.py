@@ -192,3 +192,47 @@ def test_phase_clock_adds_up_phases_in_order() -> None:
     clock.finish()
     snap = clock.snapshot()
     assert snap["phase"] is None and list(snap["phases"]) == ["a", "b"]
+
+
+# A fresh interpreter: which modules are imported when an AOT start begins decoding its packages.
+_PRELOAD_ORDER = """
+import sys, threading
+from types import SimpleNamespace
+from engine.guidance import aot
+from engine.service.switch import PhaseClock, build_ready
+
+assert "engine.guidance.tiny" not in sys.modules
+seen, decoded = [], threading.Event()
+
+def preload_preset(preset, device, root=None):
+    seen.append("engine.guidance.tiny" in sys.modules and "diffusers.models" in sys.modules)
+    decoded.set()
+    return []
+
+def make_generator(progress):
+    raise KeyboardInterrupt  # the weights would load here, beside the decoding
+
+aot.preload_preset = preload_preset
+preset = SimpleNamespace(name="p", compile=True, compile_backend="aot", guidance="tiny_mvdream", device="cpu")
+try:
+    build_ready(preset, "cpu", make_generator, PhaseClock(), lambda *a: None)
+except KeyboardInterrupt:
+    pass
+assert decoded.wait(60)
+print(seen)
+"""
+
+
+def test_an_aot_start_imports_the_model_libraries_before_decoding_beside_the_weights() -> None:
+    # diffusers' lazy modules imported from two threads at once broke a start in CI ("cannot
+    # import name 'AutoencoderKL' from 'diffusers'"): the decoding thread starts after them
+    import subprocess
+    import sys
+
+    from tests.support.server import REPO_ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PRELOAD_ORDER], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[True]"

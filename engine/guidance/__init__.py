@@ -7,6 +7,7 @@ typed spec. `guidance_scale` and `negative_prompt` are passed per call by the pi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -18,7 +19,15 @@ from engine.presets import COMPILE_PARTS
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Guidance", "GuidanceSpec", "PromptEmbeds", "StageTimer", "build_guidance", "preset_value"]
+__all__ = [
+    "Guidance",
+    "GuidanceSpec",
+    "PromptEmbeds",
+    "StageTimer",
+    "build_guidance",
+    "import_builder",
+    "preset_value",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,27 @@ class Guidance(Protocol):
         rows of `camera_inputs` (else computed from `c2w`); `timer` times "vae_encode" and "unet"."""
 
 
+# guidance name -> (module, builder): imported on first use (diffusers, transformers: seconds)
+_BUILDERS = {
+    "tiny_mvdream": ("engine.guidance.tiny", "build_tiny_mvdream"),
+    "mvdream": ("engine.guidance.mvdream", "build_mvdream"),
+    "sd": ("engine.guidance.sd", "build_sd"),
+}
+
+
+def import_builder(preset: Any) -> Callable[..., Guidance]:
+    """`preset`'s guidance builder, its module (with diffusers and transformers) imported on the
+    calling thread. A start that decodes AOT packages on another thread imports this first:
+    diffusers' lazy modules are not safe to import from two threads at once (a CPU test start
+    failed with "cannot import name 'AutoencoderKL' from 'diffusers'")."""
+    spec = GuidanceSpec.of(preset)
+    if spec.guidance not in _BUILDERS:
+        raise ValueError(f"unknown guidance {spec.guidance!r} (expected mvdream, sd or tiny_mvdream)")
+    module, function = _BUILDERS[spec.guidance]
+    builder: Callable[..., Guidance] = getattr(importlib.import_module(module), function)
+    return builder
+
+
 def build_guidance(preset: Any, device: str | torch.device, random_weights: bool = False) -> Guidance:
     """Build the preset's guidance model on `device`.
 
@@ -80,17 +110,4 @@ def build_guidance(preset: Any, device: str | torch.device, random_weights: bool
     random weights instead, for benchmarks.
     """
     spec = GuidanceSpec.of(preset)
-    random_weights = random_weights or spec.weights == "random"
-    if spec.guidance == "tiny_mvdream":
-        from engine.guidance.tiny import build_tiny_mvdream
-
-        return build_tiny_mvdream(spec, device)
-    if spec.guidance == "mvdream":
-        from engine.guidance.mvdream import build_mvdream
-
-        return build_mvdream(spec, device, random_weights=random_weights)
-    if spec.guidance == "sd":
-        from engine.guidance.sd import build_sd
-
-        return build_sd(spec, device, random_weights=random_weights)
-    raise ValueError(f"unknown guidance {spec.guidance!r} (expected mvdream, sd or tiny_mvdream)")
+    return import_builder(spec)(spec, device, random_weights=random_weights or spec.weights == "random")

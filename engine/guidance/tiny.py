@@ -129,7 +129,10 @@ def tiny_components(seed: int = 0, multiview: bool = True) -> Components:
     }
 
 
-def build_tiny_mvdream(spec: GuidanceSpec, device: str | torch.device) -> SDSGuidance:
+def build_tiny_mvdream(
+    spec: GuidanceSpec, device: str | torch.device, random_weights: bool = True
+) -> SDSGuidance:
+    """Always seeded random weights (`random_weights` keeps the builders' one signature)."""
     from engine.guidance.sds import SDSGuidance
 
     components = tiny_components(spec.seed)

@@ -221,7 +221,12 @@ def build_ready(
         cache_thread.start()
     packages_thread: threading.Thread | None = None
     if preset.compile and preset.compile_backend == "aot" and not shared:
-        # AOT packages need no weights to decode: seconds hidden behind loading them
+        # AOT packages need no weights to decode: seconds hidden behind loading them. Decoding
+        # imports the model libraries the packages name, so this thread imports them first
+        from engine.guidance import import_builder
+
+        import_builder(preset)
+
         def preload() -> None:
             from engine.guidance import aot
             from engine.pipeline import resolve_device

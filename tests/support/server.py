@@ -128,8 +128,17 @@ def running_server(
             stdin=subprocess.DEVNULL,
         )
     server = ServerProcess(proc, port, Path(log_name), dict(headers or {}), probe, host)
+    accept = ready or (lambda h: True)
+
+    def started(health: dict[str, Any]) -> bool:
+        if accept(health):
+            return True
+        if isinstance(health, dict) and health.get("status") == "error":  # stays failed: say so now
+            raise AssertionError(f"the start failed: {health.get('message')}\n{server.output()}")
+        return False
+
     try:
-        server.wait_health(ready or (lambda h: True), timeout)
+        server.wait_health(started, timeout)
         yield server
     finally:
         server.stop()
