@@ -32,8 +32,24 @@ MULTIVIEW_GUIDANCE = ("mvdream", "tiny_mvdream")
 WEIGHT_SOURCES = ("pretrained", "random")
 COMPILE_BACKENDS = ("jit", "aot")  # engine/guidance/sds.py checks the same names
 # what `compile` compiles: the UNet and the VAE encoder; a compile helper process takes one
-# (engine/service/compile_helpers.py, SDSGuidance.set_compile(parts=...))
+# (engine/service/compile_helpers.py, SDSGuidance.set_compile(parts=...)), or for the AOT
+# backend one shard of the UNet's regions, "unet:K/N" (engine/guidance/regions.py)
 COMPILE_PARTS: tuple[str, ...] = ("unet", "vae")
+
+
+def parse_compile_part(text: str) -> tuple[str, int, int]:
+    """(model, shard, shards) of a compile part: "vae" -> ("vae", 0, 1), "unet:1/4" -> ("unet", 1, 4)."""
+    model, _, shard = text.partition(":")
+    if model not in COMPILE_PARTS or (shard and model != "unet"):
+        raise ValueError(f"unknown compile part {text!r} (expected unet, vae or unet:K/N)")
+    if not shard:
+        return model, 0, 1
+    index, _, count = shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"bad UNet shard {text!r} (expected unet:K/N with 0 <= K < N)")
+    return model, int(index), int(count)
+
+
 DTYPES = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 

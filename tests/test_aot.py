@@ -246,3 +246,30 @@ def test_a_preloaded_package_serves_the_first_call_without_reading_it_again(
     module = AotModule(Small(seed=3), "small", root, CPU)
     _same(_run(module, X), _run(Small(seed=3), X))
     assert [r.state for r in module.reports] == ["loaded"]
+
+
+def test_unet_blocks_are_shared_out_largest_first_to_the_lightest_shard() -> None:
+    from engine.guidance.regions import shard_owners
+
+    sizes = [40, 3, 25, 25, 7, 60, 12, 31, 9]  # module counts of a UNet's blocks, say
+    for shards in (1, 2, 3, 4):
+        owners = shard_owners(sizes, shards)
+        assert owners == shard_owners(sizes, shards) and set(owners) == set(range(shards))
+        loads = [
+            sum(size for size, owner in zip(sizes, owners, strict=True) if owner == s) for s in range(shards)
+        ]
+        assert max(loads) - min(loads) <= max(sizes)  # no shard waits on a much larger one
+    assert shard_owners(sizes, 2)[sizes.index(60)] == 0  # the largest block goes first
+
+
+def test_strides_of_size_one_dimensions_do_not_make_another_package(tmp_path: Path) -> None:
+    # eager and compiled code leave different strides on size-1 dimensions (a UNet block's
+    # [8, 64, 1, 1] output); they address nothing, so both calls are one package
+    x = torch.randn(2, 3, 1, 1, generator=torch.Generator().manual_seed(2))
+    y = x.as_strided(x.shape, (3, 1, 3, 3))  # the same elements, other strides
+    assert y.stride() != x.stride() and torch.equal(x, y)
+    module = AotModule(Small(seed=3), "small", tmp_path, CPU)
+    _same(_run(module, x), _run(Small(seed=3), x))
+    _same(_run(module, y), _run(Small(seed=3), y))
+    assert [r.state for r in module.reports] == ["built"]
+    assert len(list(tmp_path.glob("small-*" + aot.SUFFIX))) == 1

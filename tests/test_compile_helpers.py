@@ -119,6 +119,59 @@ def _record_statuses(host: Any) -> list[str]:
     return seen
 
 
+def test_aot_helpers_split_the_unet_s_blocks_and_the_endpoint_loads_every_shard(
+    compiled_tiny: dict[str, str],
+) -> None:
+    from engine.guidance.regions import regions
+    from engine.pipeline import Generator
+    from engine.presets import load_preset
+    from engine.service.switch import warm_up
+
+    presets = Path(compiled_tiny["GEN404_PRESETS_DIR"])
+    (presets / "tinya.yaml").write_text("extends: tinyc\ncompile_backend: aot\n")
+    argv = compile_helpers.helper_argv("tinya", "cpu", random_weights=False)
+    helpers = compile_helpers.CompileHelpers(argv, parts=("unet:0/2", "unet:1/2"))  # side by side
+    outcomes = helpers.wait(timeout=600)
+    assert all(o.startswith("built in") for o in outcomes.values()), outcomes
+    aot_dir = Path(compiled_tiny["GEN404_WARM_CACHE_DIR"]) / "aot"
+    built = sorted(p.name.split("-")[0] for p in aot_dir.glob("*.aotc"))
+    assert not list(aot_dir.glob("preset-*"))  # shards are not the preset's set: not recorded
+
+    generator = Generator(load_preset("tinya"), "cpu")
+    generator.compile_parts = ("unet",)  # the endpoint: every block
+    warm_up(generator, lambda fraction, message="": None)
+    assert generator.compile_failure is None
+    blocks = sorted(f"unet.{name}" for name, _ in regions(generator.guidance.unet))
+    assert built == blocks  # the two shards built every block once, and nothing else
+    assert {r["state"] for r in generator.guidance.aot_reports()} == {"loaded"}
+
+
+def test_aot_helper_parts_follow_the_gpu_s_room_and_the_cpu_s_cores() -> None:
+    gib = 1 << 30
+    shards4 = ("unet:0/4", "unet:1/4", "unet:2/4", "unet:3/4", "vae")
+    assert compile_helpers.helper_parts(True, 140 * gib, cores=16) == shards4  # an H200 box
+    assert compile_helpers.helper_parts(True, 140 * gib, cores=64) == shards4  # at most 4
+    assert compile_helpers.helper_parts(True, 140 * gib, cores=8) == ("unet:0/2", "unet:1/2", "vae")
+    assert compile_helpers.helper_parts(True, 31 * gib, cores=16) == (
+        "unet:0/3",
+        "unet:1/3",
+        "unet:2/3",
+        "vae",
+    )
+    assert compile_helpers.helper_parts(True, 22 * gib, cores=16) == ("unet", "vae")  # no room for more
+    assert compile_helpers.helper_parts(True, 140 * gib, cores=4) == ("unet", "vae")
+    assert compile_helpers.helper_parts(False, 140 * gib, cores=16) == ("unet", "vae")  # jit: whole graphs
+
+
+def test_helpers_share_the_cores_between_their_compile_workers() -> None:
+    show = "import os, sys; print(os.environ['TORCHINDUCTOR_COMPILE_THREADS']); sys.exit(1)"
+    outcomes = compile_helpers.CompileHelpers(
+        lambda part: [sys.executable, "-c", show], parts=("unet:0/2", "unet:1/2", "vae")
+    ).wait(timeout=60)
+    threads = {o.rsplit(": ", 1)[1] for o in outcomes.values()}  # "failed (exit 1) after N s: <line>"
+    assert threads == {str(max(1, compile_helpers.cores() // 3))}
+
+
 def test_a_cold_start_waits_for_its_helpers_then_builds_and_reports_them(
     compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -306,12 +306,28 @@ def test_compiling_one_part_leaves_the_other_eager() -> None:
     assert hasattr(guidance._unet_fn, "_orig_mod") and guidance._moments_fn is guidance._moments
     guidance.set_compile(True, "jit", ("vae",))
     assert guidance._unet_fn is guidance.unet and hasattr(guidance._moments_fn, "_orig_mod")
-    with pytest.raises(ValueError, match="unknown compile parts \\['text'\\]"):
+    with pytest.raises(ValueError, match="unknown compile part 'text'"):
         guidance.set_compile(True, "jit", ("unet", "text"))
+    with pytest.raises(ValueError, match="shards only with aot"):  # jit compiles the UNet whole
+        guidance.set_compile(True, "jit", ("unet:0/2",))
     guidance.set_compile(True, "aot", ("vae",))  # helpers for an AOT preset: one part's package too
     from engine.guidance.aot import AotModule
+    from engine.guidance.regions import PackagedForward, RegionalUNet, regions
 
     assert guidance._unet_fn is guidance.unet and isinstance(guidance._moments_fn, AotModule)
+    # an AOT helper of one UNet shard: its blocks' forward is their package, the others' their own
+    blocks = regions(guidance.unet)
+    shards = []
+    for shard in range(2):
+        guidance.set_compile(True, "aot", (f"unet:{shard}/2",))
+        assert isinstance(guidance._unet_fn, RegionalUNet) and guidance._moments_fn is guidance._moments
+        shards.append(
+            {name for name, block in blocks if isinstance(block.__dict__.get("forward"), PackagedForward)}
+        )
+    assert shards[0] and shards[1] and not shards[0] & shards[1]  # each block in one shard
+    assert shards[0] | shards[1] == {name for name, _ in blocks}
+    guidance.set_compile(False)
+    assert not any("forward" in block.__dict__ for _, block in blocks)  # their own forward again
 
 
 def test_an_aot_preset_on_a_torch_without_aot_compile_uses_torch_compile(
@@ -332,20 +348,23 @@ def test_aot_guidance_matches_eager_on_cpu(tmp_path: Path, monkeypatch: pytest.M
     # the ahead-of-time backend: packages built at the first step (UNet: inference only; VAE
     # encoder: forward and backward), then a fresh guidance loads them instead of building
     from engine.guidance.aot import AotModule
+    from engine.guidance.regions import RegionalUNet, regions
 
     monkeypatch.setenv("GEN404_WARM_CACHE_DIR", str(tmp_path))
     aot = {"compile": True, "backend": "aot"}
     guidance = _tiny_guidance("cpu")
     _assert_same_step(_sds_runs(guidance, [{}, aot, aot]))
     unet, moments = guidance._unet_fn, guidance._moments_fn
-    assert isinstance(unet, AotModule) and isinstance(moments, AotModule)
-    assert [r.state for r in unet.reports + moments.reports] == ["built", "built"]
-    files = sorted(p.name for p in (tmp_path / "aot").iterdir())
-    assert [name.split("-")[0] for name in files] == ["unet", "vae"] and all(
-        n.endswith(".aotc") for n in files
+    assert isinstance(unet, RegionalUNet) and isinstance(moments, AotModule)
+    blocks = [f"unet.{name}" for name, _ in regions(guidance.unet)]  # the UNet block by block
+    assert len(blocks) >= 3 and [r.name for r in unet.reports] == blocks
+    assert {r.state for r in unet.reports + moments.reports} == {"built"}
+    files = sorted(p.name.split("-")[0] for p in (tmp_path / "aot").iterdir())
+    assert files == sorted([*blocks, "vae"]) and all(
+        p.suffix == ".aotc" for p in (tmp_path / "aot").iterdir()
     )
     fresh = _tiny_guidance("cpu")
     _assert_same_step(_sds_runs(fresh, [{}, aot]))
     reports = fresh._unet_fn.reports + fresh._moments_fn.reports
-    assert [r.state for r in reports] == ["loaded", "loaded"]
-    assert fresh.aot_packages() == guidance.aot_packages() and len(fresh.aot_packages()) == 2
+    assert [r.state for r in reports] == ["loaded"] * (len(blocks) + 1)
+    assert fresh.aot_packages() == guidance.aot_packages() and len(fresh.aot_packages()) == len(blocks) + 1

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from engine.cli import CliError
-from engine.presets import COMPILE_PARTS
+from engine.presets import parse_compile_part
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,12 +41,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     warm.add_argument("--random-weights", action="store_true", help="full-size random weights (benchmarks)")
     warm.add_argument(
         "--part",
-        choices=COMPILE_PARTS,
-        help="compile only this model, into inductor's disk cache (no warm-cache file): what an"
+        type=_compile_part,
+        help="compile only this model (unet, vae; unet:K/N: the K-th of N shards of the UNet's blocks,"
+        " AOT presets), into inductor's disk cache or its AOT packages (no warm-cache file): what an"
         " endpoint's compile helpers run beside a cold start (engine/service/compile_helpers.py)",
     )
     warm.set_defaults(func=run_warm)
     p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def _compile_part(text: str) -> str:
+    try:
+        parse_compile_part(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _gb(n: int) -> str:

@@ -96,6 +96,30 @@ def _meta(t: Tensor) -> list[Any]:
     return [list(t.shape), list(t.stride()), str(t.dtype), t.requires_grad]
 
 
+def _dense_strides(shape: Sequence[int], order: Sequence[int]) -> list[int]:
+    """Strides of a dense layout of `shape` whose dimensions are laid out innermost first in `order`."""
+    strides, step = [0] * len(shape), 1
+    for dim in order:
+        strides[dim] = step
+        step *= max(shape[dim], 1)
+    return strides
+
+
+def _canonical(t: Tensor) -> Tensor:
+    """`t` as a view whose size-1 dimensions have the strides a dense layout gives them. Those
+    strides address nothing, yet eager and compiled code leave different ones (a UNet block's
+    [8, 64, 1, 1] output: (64, 1, 1, 1) eager, (64, 1, 64, 64) from its package), and a package's
+    key and guards compare them: without this, a block packaged after an eager one would not
+    match the package built after a packaged one."""
+    if t.is_contiguous():
+        want = _dense_strides(t.shape, range(t.dim() - 1, -1, -1))
+    elif t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        want = _dense_strides(t.shape, (1, 3, 2, 0))
+    else:
+        return t
+    return t if list(t.stride()) == want else t.as_strided(t.shape, want)
+
+
 def _call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     """What a call looks like: its tensors by metadata, everything else by value."""
     leaves, treespec = pytree.tree_flatten((args, kwargs))
@@ -116,12 +140,24 @@ class BuildReport:
 
 
 def _call(module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
-    """What is compiled: the module's own call, the module an argument so that its weights are
-    read at each call (graph inputs), not baked into the package. Its output's tensors only:
-    rebuilding an output object (diffusers' UNet2DConditionOutput) inside the compiled code
+    """What is compiled: the module's class's forward, the module an argument so that its
+    weights are read at each call (graph inputs), not baked into the package. The class's, not
+    the instance's: a UNet block's `forward` is its package (regions.py). Its output's tensors
+    only: rebuilding an output object (diffusers' UNet2DConditionOutput) inside the compiled code
     refers to objects of the building process that a package cannot carry; the caller rebuilds
     it from the structure the package records."""
-    return tuple(pytree.tree_leaves(module(*args, **kwargs)))
+    return tuple(pytree.tree_leaves(type(module).forward(module, *args, **kwargs)))
+
+
+class _ClassForward(torch.nn.Module):
+    """`module` called through its class's forward (as `_call` calls it)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return type(self.inner).forward(self.inner, *args, **kwargs)
 
 
 def _savable_guards(entries: Sequence[Any]) -> list[bool]:
@@ -169,6 +205,7 @@ class AotModule:
         }
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs = pytree.tree_map_only(Tensor, _canonical, (args, kwargs))
         call = _call_key(args, kwargs)
         key = json.dumps(call)
         compiled = self._compiled.get(key)
@@ -275,10 +312,11 @@ class _Package:
 def _output_spec(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pytree.TreeSpec:
     """The call's output structure (e.g. diffusers' UNet2DConditionOutput), from a run on the meta
     device: shapes only, no arithmetic, no memory."""
-    weights = {n: t.detach().to("meta") for n, t in [*module.named_parameters(), *module.named_buffers()]}
+    wrapper = _ClassForward(module)
+    weights = {n: t.detach().to("meta") for n, t in [*wrapper.named_parameters(), *wrapper.named_buffers()]}
     meta_args, meta_kwargs = pytree.tree_map_only(Tensor, lambda t: t.detach().to("meta"), (args, kwargs))
     with torch.no_grad():
-        out = torch.func.functional_call(module, weights, meta_args, meta_kwargs)
+        out = torch.func.functional_call(wrapper, weights, meta_args, meta_kwargs)
     return pytree.tree_flatten(out)[1]
 
 

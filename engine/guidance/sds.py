@@ -25,7 +25,7 @@ from engine.guidance.cfg import guided_eps
 from engine.guidance.configs import Components
 from engine.guidance.layout_norm import use_layout_group_norm
 from engine.guidance_spec import GuidanceSpec
-from engine.presets import COMPILE_BACKENDS, COMPILE_PARTS
+from engine.presets import COMPILE_BACKENDS, COMPILE_PARTS, parse_compile_part
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ class SDSGuidance:
         self.compiled = False
         self.compile_backend = "jit"  # "jit": torch.compile; "aot": packages compiled once (aot.py)
         self.compile_parts = COMPILE_PARTS  # which of the UNet and VAE encoder compile
+        self._regions: Any = None  # the UNet's blocks on AOT packages (regions.RegionalUNet)
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
         self._moments_fn: Moments = self._moments
@@ -184,14 +185,17 @@ class SDSGuidance:
         (in `Generator.warmup()` on an endpoint). `dynamic=False`: a preset fixes every shape,
         and a new shape gets its own static compile rather than a slower dynamic-shape kernel.
         `parts` compiles only some of "unet" and "vae", the rest eager: a compile helper
-        process builds one part's artefacts (engine/service/compile_helpers.py). Drops captured
-        graphs.
+        process builds one part's artefacts (engine/service/compile_helpers.py). With "aot" the
+        UNet compiles block by block (regions.py), and a part "unet:K/N" compiles only the K-th
+        of N shards of its blocks. Drops captured graphs.
         """
         if backend not in COMPILE_BACKENDS:
             raise ValueError(f"unknown compile backend {backend!r} (expected one of {COMPILE_BACKENDS})")
-        if unknown := set(parts) - set(COMPILE_PARTS):
-            raise ValueError(f"unknown compile parts {sorted(unknown)} (expected some of {COMPILE_PARTS})")
-        parts = tuple(p for p in COMPILE_PARTS if p in parts)
+        parsed = sorted({parse_compile_part(p): p for p in parts}.items())
+        unet_parts = [text for (model, _, _), text in parsed if model == "unet"]
+        if len(unet_parts) > 1 or (backend != "aot" and any(":" in p for p in unet_parts)):
+            raise ValueError(f"compile parts {sorted(parts)}: one UNet part, and shards only with aot")
+        parts = tuple(text for _, text in parsed)
         if (enabled, backend, parts) == (self.compiled, self.compile_backend, self.compile_parts):
             return
         self.compiled, self.compile_backend, self.compile_parts = enabled, backend, parts
@@ -201,6 +205,9 @@ class SDSGuidance:
         """What every path calls, for the current `compiled` and layout; drops captured graphs."""
         if self.compiled:
             compile_keys.install()  # cache keys that a forked endpoint shares with a plain one
+        if self._regions is not None:
+            self._regions.restore()
+            self._regions = None
         parts = self.compile_parts
         use_aot = self.compiled and self.compile_backend == "aot"
         if use_aot:
@@ -213,10 +220,14 @@ class SDSGuidance:
                 )
                 use_aot = False
         if use_aot:
+            from engine.guidance.regions import RegionalUNet
+
             root = aot.package_dir()
-            self._unet_fn = (
-                aot.AotModule(self.unet, "unet", root, self.device) if "unet" in parts else self.unet
-            )
+            self._unet_fn = self.unet
+            for model, shard, shards in map(parse_compile_part, parts):
+                if model == "unet":
+                    self._regions = RegionalUNet(self.unet, root, self.device, (shard, shards))
+                    self._unet_fn = self._regions
             self._moments_fn = (
                 aot.AotModule(self._moments, "vae-encoder", root, self.device)
                 if "vae" in parts

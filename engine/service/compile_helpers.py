@@ -46,6 +46,11 @@ WAIT_S = 900.0  # a helper still compiling after this is stopped; the endpoint c
 # free GPU memory a start needs for helpers: the measured peak of an endpoint and its two helpers
 # (16.2 GiB, H200, text_mv_fast) plus room for what else starts meanwhile
 NEEDS_FREE_GIB = 20.0
+# AOT presets split the UNet's blocks over up to this many helpers (engine/guidance/regions.py),
+# each one more process with the models loaded (~4.6 GB on the H200) and its own compile work
+MAX_UNET_SHARDS = 4
+HELPER_GIB = 5.0
+CORES_PER_HELPER = 4
 
 Argv = Callable[[str], Sequence[str]]  # part -> the helper's command line
 
@@ -65,6 +70,17 @@ def helper_argv(preset: str, device: str, random_weights: bool) -> Argv:
 def wanted(compile_: bool, device_type: str, compiled_on_disk: bool) -> bool:
     """Whether a start should compile in helpers: a cold compile on CUDA (either backend)."""
     return compile_ and device_type == "cuda" and not compiled_on_disk
+
+
+def helper_parts(aot: bool, free_bytes: int, cores: int) -> tuple[str, ...]:
+    """What each helper compiles: the UNet and the VAE encoder; for AOT packages the UNet's blocks
+    in up to MAX_UNET_SHARDS shards ("unet:K/N"), as many as the GPU's free memory beyond
+    NEEDS_FREE_GIB and the CPU's cores allow."""
+    spare_gib = free_bytes / 2**30 - NEEDS_FREE_GIB
+    shards = min(MAX_UNET_SHARDS, cores // CORES_PER_HELPER, 1 + int(max(spare_gib, 0.0) // HELPER_GIB))
+    if not aot or shards <= 1:
+        return COMPILE_PARTS
+    return (*(f"unet:{k}/{shards}" for k in range(shards)), "vae")
 
 
 def memory_refusal(free_bytes: int, needs_gib: float = NEEDS_FREE_GIB) -> str | None:
@@ -104,11 +120,14 @@ class CompileHelpers:
         self._logs: dict[str, IO[bytes]] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
+        # inductor starts a pool of compile workers per process, as many as the cores: shared out
+        env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(max(1, cores() // max(1, len(parts))))}
         for part in parts:
-            out = tempfile.TemporaryFile(prefix=f"gen404-compile-{part}-")  # noqa: SIM115 (kept until wait)
+            name = part.replace(":", "-").replace("/", "of")
+            out = tempfile.TemporaryFile(prefix=f"gen404-compile-{name}-")  # noqa: SIM115 (kept until wait)
             try:
                 proc = subprocess.Popen(
-                    list(argv(part)), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                    list(argv(part)), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
                 )
             except OSError as exc:
                 out.close()
@@ -192,6 +211,14 @@ class CompileHelpers:
                 self._gpu_lock = None
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def exit_with_parent(poll_s: float = 1.0) -> None:
     """In a helper: leave as soon as the process that started it is gone (a SIGKILLed endpoint
     cannot stop its helpers; an orphan would hold GPU memory for nothing)."""
@@ -206,12 +233,15 @@ def exit_with_parent(poll_s: float = 1.0) -> None:
 
 
 __all__ = [
+    "MAX_UNET_SHARDS",
     "NEEDS_FREE_GIB",
     "WAIT_S",
     "CompileHelpers",
     "exit_with_parent",
     "gpu_lock",
     "helper_argv",
+    "cores",
+    "helper_parts",
     "memory_refusal",
     "wanted",
 ]

@@ -332,7 +332,11 @@ class ModelHost:
                 log.info("preset %s: cold compile in this process (%s)", preset.name, why)
                 return None
             argv = self.helper_argv(preset.name, device.type, self.random_weights)
-            self._helpers = helpers = compile_helpers.CompileHelpers(argv, lock=lock)
+            from engine.guidance.aot import supported as aot_supported
+
+            aot = preset.compile_backend == "aot" and aot_supported()
+            parts = compile_helpers.helper_parts(aot, free, compile_helpers.cores())
+            self._helpers = helpers = compile_helpers.CompileHelpers(argv, parts, lock=lock)
         except Exception as exc:  # helpers only save time: this start compiles in process instead
             log.warning("preset %s: no compile helpers (%s)", preset.name, describe_failure(exc))
             return None

@@ -1,0 +1,111 @@
+"""The UNet compiled ahead of time region by region: one AOT package per top-level block.
+
+Why: a cold compile of the whole UNet is one graph, 40-54 s of mostly single-threaded Python in
+one compile helper (H200, text_mv_fast, session 11), and it bounded a first start (ready at
+89-97 s). Its top-level blocks (down_blocks.i, mid_block, up_blocks.i) compile independently, so
+compile helpers can split them into shards, one process each (`gen404 models warm --part
+unet:K/N`), and a later start loads every block's package.
+
+At run time the UNet's own forward runs as written (its time embedding, conv_in and conv_out stay
+eager) and calls each block, whose `forward` is its package: under CUDA graphs the whole call is
+replayed, so the glue between blocks costs no launches. Blocks are assigned to shards by size
+(largest first, each to the lightest shard), the same in every process for the same
+architecture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.guidance.aot import AotModule, BuildReport
+
+BLOCKS = ("down_blocks", "mid_block", "up_blocks")  # in call order
+
+
+def regions(unet: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The UNet's top-level blocks by dotted name, in call order."""
+    found: list[tuple[str, torch.nn.Module]] = []
+    for name in BLOCKS:
+        child = getattr(unet, name, None)
+        if isinstance(child, torch.nn.ModuleList):
+            found += [(f"{name}.{i}", block) for i, block in enumerate(child)]
+        elif isinstance(child, torch.nn.Module):
+            found.append((name, child))
+    return found
+
+
+def shard_owners(sizes: list[int], shards: int) -> list[int]:
+    """Each region's shard: largest first, each to the shard with the least so far (ties: the
+    lower index). `sizes` stand for compile work: the blocks' module counts."""
+    load = [0] * shards
+    owners = [0] * len(sizes)
+    for index in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        owner = min(range(shards), key=lambda s: (load[s], s))
+        owners[index] = owner
+        load[owner] += sizes[index]
+    return owners
+
+
+class _Unbound:
+    """What a packaged forward becomes in a package's saved guard state: never called there."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a UNet block's packaged forward, restored from a saved guard state")
+
+
+class PackagedForward:
+    """A block's `forward` as its package. torch pickles a module's callables into a package's
+    guard state: this one pickles as `_Unbound`, not as its package (threads' locks, compiled
+    code)."""
+
+    def __init__(self, package: AotModule) -> None:
+        self.package = package
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.package(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[type[_Unbound], tuple[()]]:
+        return _Unbound, ()
+
+
+class RegionalUNet:
+    """`unet` with the regions of one shard (all by default) called through AOT packages and
+    the others eager. Calls keep the UNet's signature and output. `restore()` undoes it."""
+
+    def __init__(
+        self, unet: torch.nn.Module, root: Path, device: torch.device, shard: tuple[int, int] = (0, 1)
+    ) -> None:
+        self.unet = unet
+        found = regions(unet)
+        if not found:
+            raise ValueError(f"{type(unet).__name__} has none of the blocks {BLOCKS}: nothing to compile")
+        index, count = shard
+        owners = shard_owners([sum(1 for _ in block.modules()) for _, block in found], count)
+        self.compiled: list[tuple[torch.nn.Module, AotModule]] = []
+        for (name, block), owner in zip(found, owners, strict=True):
+            if owner != index:
+                continue
+            package = AotModule(block, f"unet.{name}", root, device)
+            # an instance attribute: nn.Module.__call__ calls it; the package itself calls the
+            # class's forward (aot._call), so there is no loop
+            block.forward = PackagedForward(package)
+            self.compiled.append((block, package))
+
+    @property
+    def reports(self) -> list[BuildReport]:
+        return [report for _, package in self.compiled for report in package.reports]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.unet(*args, **kwargs)
+
+    def restore(self) -> None:
+        """The blocks' own forward again (compile off, another backend, another layout)."""
+        for block, _ in self.compiled:
+            block.__dict__.pop("forward", None)
+        self.compiled = []
+
+
+__all__ = ["BLOCKS", "PackagedForward", "RegionalUNet", "regions", "shard_owners"]
