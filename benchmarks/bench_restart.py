@@ -89,15 +89,15 @@ def machine_name(device: str) -> str:
     return f"CPU: {cpu_model()} ({os.cpu_count()} cores)"
 
 
-def random_weight_presets(names: list[str], directory: Path, compile_backend: str | None = None) -> None:
-    """Copies of bundled presets with `weights: random` (and `compile_backend` when given) under
-    their own names (user dir wins)."""
+def random_weight_presets(names: list[str], directory: Path, overrides: dict[str, str] | None = None) -> None:
+    """Copies of bundled presets with `weights: random` (and each of `overrides`, e.g.
+    compile_backend) under their own names (user dir wins); the rest as the preset has it."""
     from engine.presets import bundled_dir
 
     directory.mkdir(parents=True, exist_ok=True)
-    # the preset's own compile_backend stays unless one is given
-    replaced = ("weights:", "compile_backend:") if compile_backend else ("weights:",)
-    extra = "weights: random\n" + (f"compile_backend: {compile_backend}\n" if compile_backend else "")
+    fields = {"weights": "random", **(overrides or {})}
+    replaced = tuple(f"{key}:" for key in fields)
+    extra = "".join(f"{key}: {value}\n" for key, value in fields.items())
     for name in names:
         text = (bundled_dir() / f"{name}.yaml").read_text()
         lines = [line for line in text.splitlines() if not line.startswith(replaced)]
@@ -524,6 +524,11 @@ def main() -> int:
         " packages compiled once, loaded by later starts)",
     )
     ap.add_argument(
+        "--compile-regions",
+        action="store_true",
+        help="aot: the UNet block by block, its cold compile split between helpers (compile_regions)",
+    )
+    ap.add_argument(
         "--deadline",
         type=float,
         default=470.0,
@@ -544,8 +549,10 @@ def main() -> int:
             compiled = "compile: true\n" if args.cpu_compile and name == "bench_a" else ""
             (presets_dir / f"{name}.yaml").write_text(text + compiled)
     else:
-        backend = None if args.compile_backend == "preset" else args.compile_backend
-        random_weight_presets([args.preset, args.alt], presets_dir, backend)
+        overrides = {} if args.compile_backend == "preset" else {"compile_backend": args.compile_backend}
+        if args.compile_regions:
+            overrides["compile_regions"] = "true"
+        random_weight_presets([args.preset, args.alt], presets_dir, overrides)
     os.environ["GEN404_PRESETS_DIR"] = str(presets_dir)
     os.environ["GEN404_STATE_DIR"] = str(work / "state")  # the warm cache lives here
     os.environ.pop("GEN404_WARM_CACHE_DIR", None)
@@ -556,6 +563,7 @@ def main() -> int:
         "preset": args.preset,
         "alt": args.alt,
         "device": args.device,
+        "compile_regions": args.compile_regions,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     began = time.monotonic()

@@ -241,7 +241,9 @@ class Generator:
         guidance.ref_size = p.ref_size  # presets sharing models may differ in ref_size
         guidance.cuda_graphs = p.cuda_graphs
         guidance.set_channels_last(p.channels_last and self.device.type == "cuda")
-        guidance.set_compile(self._compiling(), self.preset.compile_backend, self.compile_parts)
+        guidance.set_compile(
+            self._compiling(), self.preset.compile_backend, self.compile_parts, self.preset.compile_regions
+        )
         return guidance
 
     def generate(

@@ -13,6 +13,8 @@ Key semantics (what makes the seed guide's claims true in gen404):
   compile     torch.compile of the UNet and VAE encoder (any device; falls back when it fails)
   compile_backend   "jit" (torch.compile each start) or "aot" (packages built once per machine, then
                     loaded without tracing; torch 2.11+, torch.compile on an older torch)
+  compile_regions   aot only: the UNet as one package per block, whose cold compile helpers split
+                    the blocks between them (engine/guidance/regions.py)
   max_batch   jobs one endpoint optimises together (continuous batching; 1 = one at a time)
 """
 
@@ -84,8 +86,10 @@ class Preset:
     channels_last: bool = False
     compile: bool = False
     # how `compile` compiles: "jit" torch.compile at every start (its kernels cached on disk);
-    # "aot" AOTInductor packages built at the first start and loaded by later ones
+    # "aot" packages (torch.compile's aot_compile) built at the first start, loaded by later ones
     compile_backend: str = "jit"
+    # aot only (ignored with jit): the UNet block by block, so that cold compile helpers split it
+    compile_regions: bool = False
     # serving: jobs an endpoint optimises together, one batched SDS step for all (1: one at a time)
     max_batch: int = 1
     # optimisation

@@ -98,15 +98,21 @@ def test_concurrency_bench_reads_the_memory_of_the_gpu_it_runs_on(monkeypatch: p
     assert visible_gpu() == "GPU-3f2a"
 
 
-def test_bench_restart_copies_keep_the_preset_s_compile_backend_unless_told(tmp_path: Path) -> None:
+def test_bench_restart_copies_keep_the_preset_s_compile_backend_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # a measurement of the bundled presets must run their own backend (aot), not the default
     from benchmarks.bench_restart import random_weight_presets
     from engine.presets import load_preset
 
     random_weight_presets(["text_mv_fast"], tmp_path / "own")
-    random_weight_presets(["text_mv_fast"], tmp_path / "jit", "jit")
+    random_weight_presets(["text_mv_fast"], tmp_path / "jit", {"compile_backend": "jit"})
+    random_weight_presets(["text_mv_fast"], tmp_path / "regions", {"compile_regions": "true"})
     own = (tmp_path / "own" / "text_mv_fast.yaml").read_text()
     assert "weights: random" in own and load_preset("text_mv_fast").compile_backend == "aot"
     assert "compile_backend: aot" in own
     assert "compile_backend: jit" in (tmp_path / "jit" / "text_mv_fast.yaml").read_text()
     assert "compile_backend: aot" not in (tmp_path / "jit" / "text_mv_fast.yaml").read_text()
+    monkeypatch.setenv("GEN404_PRESETS_DIR", str(tmp_path / "regions"))
+    regions = load_preset("text_mv_fast")
+    assert regions.compile_regions and regions.compile_backend == "aot" and regions.weights == "random"

@@ -128,8 +128,8 @@ def test_aot_helpers_split_the_unet_s_blocks_and_the_endpoint_loads_every_shard(
     from engine.service.switch import warm_up
 
     presets = Path(compiled_tiny["GEN404_PRESETS_DIR"])
-    (presets / "tinya.yaml").write_text("extends: tinyc\ncompile_backend: aot\n")
-    argv = compile_helpers.helper_argv("tinya", "cpu", random_weights=False)
+    (presets / "tinyr.yaml").write_text("extends: tinyc\ncompile_backend: aot\ncompile_regions: true\n")
+    argv = compile_helpers.helper_argv("tinyr", "cpu", random_weights=False)
     helpers = compile_helpers.CompileHelpers(argv, parts=("unet:0/2", "unet:1/2"))  # side by side
     outcomes = helpers.wait(timeout=600)
     assert all(o.startswith("built in") for o in outcomes.values()), outcomes
@@ -137,7 +137,7 @@ def test_aot_helpers_split_the_unet_s_blocks_and_the_endpoint_loads_every_shard(
     built = sorted(p.name.split("-")[0] for p in aot_dir.glob("*.aotc"))
     assert not list(aot_dir.glob("preset-*"))  # shards are not the preset's set: not recorded
 
-    generator = Generator(load_preset("tinya"), "cpu")
+    generator = Generator(load_preset("tinyr"), "cpu")
     generator.compile_parts = ("unet",)  # the endpoint: every block
     warm_up(generator, lambda fraction, message="": None)
     assert generator.compile_failure is None
@@ -160,7 +160,7 @@ def test_aot_helper_parts_follow_the_gpu_s_room_and_the_cpu_s_cores() -> None:
     )
     assert compile_helpers.helper_parts(True, 22 * gib, cores=16) == ("unet", "vae")  # no room for more
     assert compile_helpers.helper_parts(True, 140 * gib, cores=4) == ("unet", "vae")
-    assert compile_helpers.helper_parts(False, 140 * gib, cores=16) == ("unet", "vae")  # jit: whole graphs
+    assert compile_helpers.helper_parts(False, 140 * gib, cores=16) == ("unet", "vae")  # a whole UNet
 
 
 def test_helpers_share_the_cores_between_their_compile_workers() -> None:

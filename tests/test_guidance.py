@@ -14,6 +14,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from engine.guidance import Guidance, PromptEmbeds, build_guidance, preset_value
 from engine.guidance.mvdream_unet import MultiViewAttnProcessor, mvdream_camera
+from engine.guidance.regions import regions as regions_of
 from engine.guidance.sds import annealed_timestep
 from engine.guidance.tiny import ByteTokenizer, tiny_components
 
@@ -228,7 +229,9 @@ def _sds_runs(
     results = []
     for mode in modes:
         guidance.cuda_graphs = mode.get("graphs", False)
-        guidance.set_compile(mode.get("compile", False), mode.get("backend", "jit"))
+        guidance.set_compile(
+            mode.get("compile", False), mode.get("backend", "jit"), regions=mode.get("regions", False)
+        )
         guidance.reseed(11)
         x = images.clone().requires_grad_(True)
         loss = guidance.sds_loss(x, c2w, embeds, 30, 100, 7.5)
@@ -248,19 +251,19 @@ def _assert_same_step(results: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize(
-    "compiled, backend",
-    [(False, "jit"), (True, "jit"), (True, "aot")],
-    ids=["graphs", "jit+graphs", "aot+graphs"],
+    "compiled, backend, regions",
+    [(False, "jit", False), (True, "jit", False), (True, "aot", False), (True, "aot", True)],
+    ids=["graphs", "jit+graphs", "aot+graphs", "aot-regions+graphs"],
 )
 def test_graphed_guidance_matches_eager_on_cuda(
-    compiled: bool, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compiled: bool, backend: str, regions: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # TF32 convolutions (PyTorch's cuDNN default) round differently under inductor's layouts
     # (loss 30.3988 vs 30.3872 on the H200): compare true fp32 arithmetic
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setenv("GEN404_WARM_CACHE_DIR", str(tmp_path))  # AOT packages: built here
     # eager, capture + replay, replay
-    mode = {"graphs": True, "compile": compiled, "backend": backend}
+    mode = {"graphs": True, "compile": compiled, "backend": backend, "regions": regions}
     modes = [{}, mode, mode]
     _assert_same_step(_sds_runs(_tiny_guidance("cuda"), modes))
 
@@ -308,18 +311,19 @@ def test_compiling_one_part_leaves_the_other_eager() -> None:
     assert guidance._unet_fn is guidance.unet and hasattr(guidance._moments_fn, "_orig_mod")
     with pytest.raises(ValueError, match="unknown compile part 'text'"):
         guidance.set_compile(True, "jit", ("unet", "text"))
-    with pytest.raises(ValueError, match="shards only with aot"):  # jit compiles the UNet whole
-        guidance.set_compile(True, "jit", ("unet:0/2",))
+    for backend in ("jit", "aot"):  # without regions the UNet compiles whole
+        with pytest.raises(ValueError, match="shards only with aot regions"):
+            guidance.set_compile(True, backend, ("unet:0/2",))
     guidance.set_compile(True, "aot", ("vae",))  # helpers for an AOT preset: one part's package too
     from engine.guidance.aot import AotModule
-    from engine.guidance.regions import PackagedForward, RegionalUNet, regions
+    from engine.guidance.regions import PackagedForward, RegionalUNet
 
     assert guidance._unet_fn is guidance.unet and isinstance(guidance._moments_fn, AotModule)
     # an AOT helper of one UNet shard: its blocks' forward is their package, the others' their own
-    blocks = regions(guidance.unet)
+    blocks = regions_of(guidance.unet)
     shards = []
     for shard in range(2):
-        guidance.set_compile(True, "aot", (f"unet:{shard}/2",))
+        guidance.set_compile(True, "aot", (f"unet:{shard}/2",), regions=True)
         assert isinstance(guidance._unet_fn, RegionalUNet) and guidance._moments_fn is guidance._moments
         shards.append(
             {name for name, block in blocks if isinstance(block.__dict__.get("forward"), PackagedForward)}
@@ -344,27 +348,29 @@ def test_an_aot_preset_on_a_torch_without_aot_compile_uses_torch_compile(
     assert "cannot compile ahead of time" in caplog.text
 
 
-def test_aot_guidance_matches_eager_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the ahead-of-time backend: packages built at the first step (UNet: inference only; VAE
-    # encoder: forward and backward), then a fresh guidance loads them instead of building
+@pytest.mark.parametrize("regions", [False, True], ids=["whole", "regions"])
+def test_aot_guidance_matches_eager_on_cpu(
+    regions: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the ahead-of-time backend: packages built at the first step (UNet: inference only, whole or
+    # block by block; VAE encoder: forward and backward), then a fresh guidance loads them
     from engine.guidance.aot import AotModule
-    from engine.guidance.regions import RegionalUNet, regions
+    from engine.guidance.regions import RegionalUNet
 
     monkeypatch.setenv("GEN404_WARM_CACHE_DIR", str(tmp_path))
-    aot = {"compile": True, "backend": "aot"}
+    aot = {"compile": True, "backend": "aot", "regions": regions}
     guidance = _tiny_guidance("cpu")
     _assert_same_step(_sds_runs(guidance, [{}, aot, aot]))
     unet, moments = guidance._unet_fn, guidance._moments_fn
-    assert isinstance(unet, RegionalUNet) and isinstance(moments, AotModule)
-    blocks = [f"unet.{name}" for name, _ in regions(guidance.unet)]  # the UNet block by block
-    assert len(blocks) >= 3 and [r.name for r in unet.reports] == blocks
+    assert isinstance(unet, RegionalUNet if regions else AotModule) and isinstance(moments, AotModule)
+    # the UNet whole, or block by block in call order
+    names = [f"unet.{name}" for name, _ in regions_of(guidance.unet)] if regions else ["unet"]
+    assert len(names) >= (3 if regions else 1) and [r.name for r in unet.reports] == names
     assert {r.state for r in unet.reports + moments.reports} == {"built"}
     files = sorted(p.name.split("-")[0] for p in (tmp_path / "aot").iterdir())
-    assert files == sorted([*blocks, "vae"]) and all(
-        p.suffix == ".aotc" for p in (tmp_path / "aot").iterdir()
-    )
+    assert files == sorted([*names, "vae"]) and all(p.suffix == ".aotc" for p in (tmp_path / "aot").iterdir())
     fresh = _tiny_guidance("cpu")
     _assert_same_step(_sds_runs(fresh, [{}, aot]))
     reports = fresh._unet_fn.reports + fresh._moments_fn.reports
-    assert [r.state for r in reports] == ["loaded"] * (len(blocks) + 1)
-    assert fresh.aot_packages() == guidance.aot_packages() and len(fresh.aot_packages()) == len(blocks) + 1
+    assert [r.state for r in reports] == ["loaded"] * (len(names) + 1)
+    assert fresh.aot_packages() == guidance.aot_packages() and len(fresh.aot_packages()) == len(names) + 1

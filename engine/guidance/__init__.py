@@ -54,7 +54,11 @@ class Guidance(Protocol):
     def set_channels_last(self, enabled: bool) -> None: ...
 
     def set_compile(
-        self, enabled: bool, backend: str = "jit", parts: tuple[str, ...] = COMPILE_PARTS
+        self,
+        enabled: bool,
+        backend: str = "jit",
+        parts: tuple[str, ...] = COMPILE_PARTS,
+        regions: bool = False,
     ) -> None: ...
 
     def reseed(self, seed: int) -> None:

@@ -374,6 +374,7 @@ def _preset_marker(preset: Any, device: Any, root: Path) -> Path:
         "code": _code_hash(),
         "preset": preset_key(preset),
         "compile_backend": getattr(preset, "compile_backend", None),
+        "compile_regions": getattr(preset, "compile_regions", False),  # other packages
         "max_batch": getattr(preset, "max_batch", 1),
     }
     return root / f"preset-{getattr(preset, 'name', 'preset')}-{_digest(key)}.json"

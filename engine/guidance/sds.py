@@ -149,6 +149,7 @@ class SDSGuidance:
         self.compiled = False
         self.compile_backend = "jit"  # "jit": torch.compile; "aot": packages compiled once (aot.py)
         self.compile_parts = COMPILE_PARTS  # which of the UNet and VAE encoder compile
+        self.compile_regions = False  # aot: the UNet block by block (regions.py)
         self._regions: Any = None  # the UNet's blocks on AOT packages (regions.RegionalUNet)
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
@@ -171,7 +172,11 @@ class SDSGuidance:
         self._rebuild_callables()
 
     def set_compile(
-        self, enabled: bool, backend: str = "jit", parts: tuple[str, ...] = COMPILE_PARTS
+        self,
+        enabled: bool,
+        backend: str = "jit",
+        parts: tuple[str, ...] = COMPILE_PARTS,
+        regions: bool = False,
     ) -> None:
         """Compile the UNet and the VAE encoder's moments with inductor, or go back to eager.
 
@@ -185,20 +190,24 @@ class SDSGuidance:
         (in `Generator.warmup()` on an endpoint). `dynamic=False`: a preset fixes every shape,
         and a new shape gets its own static compile rather than a slower dynamic-shape kernel.
         `parts` compiles only some of "unet" and "vae", the rest eager: a compile helper
-        process builds one part's artefacts (engine/service/compile_helpers.py). With "aot" the
-        UNet compiles block by block (regions.py), and a part "unet:K/N" compiles only the K-th
-        of N shards of its blocks. Drops captured graphs.
+        process builds one part's artefacts (engine/service/compile_helpers.py). `regions` (aot
+        only) compiles the UNet block by block (regions.py), and then a part "unet:K/N" compiles
+        only the K-th of N shards of its blocks. Drops captured graphs.
         """
         if backend not in COMPILE_BACKENDS:
             raise ValueError(f"unknown compile backend {backend!r} (expected one of {COMPILE_BACKENDS})")
         parsed = sorted({parse_compile_part(p): p for p in parts}.items())
         unet_parts = [text for (model, _, _), text in parsed if model == "unet"]
-        if len(unet_parts) > 1 or (backend != "aot" and any(":" in p for p in unet_parts)):
-            raise ValueError(f"compile parts {sorted(parts)}: one UNet part, and shards only with aot")
+        regions = regions and backend == "aot"
+        if len(unet_parts) > 1 or (not regions and any(":" in p for p in unet_parts)):
+            raise ValueError(
+                f"compile parts {sorted(parts)}: one UNet part, and shards only with aot regions"
+            )
         parts = tuple(text for _, text in parsed)
-        if (enabled, backend, parts) == (self.compiled, self.compile_backend, self.compile_parts):
+        wanted = (enabled, backend, parts, regions)
+        if wanted == (self.compiled, self.compile_backend, self.compile_parts, self.compile_regions):
             return
-        self.compiled, self.compile_backend, self.compile_parts = enabled, backend, parts
+        self.compiled, self.compile_backend, self.compile_parts, self.compile_regions = wanted
         self._rebuild_callables()
 
     def _rebuild_callables(self) -> None:
@@ -225,9 +234,11 @@ class SDSGuidance:
             root = aot.package_dir()
             self._unet_fn = self.unet
             for model, shard, shards in map(parse_compile_part, parts):
-                if model == "unet":
+                if model == "unet" and self.compile_regions:
                     self._regions = RegionalUNet(self.unet, root, self.device, (shard, shards))
                     self._unet_fn = self._regions
+                elif model == "unet":
+                    self._unet_fn = aot.AotModule(self.unet, "unet", root, self.device)
             self._moments_fn = (
                 aot.AotModule(self._moments, "vae-encoder", root, self.device)
                 if "vae" in parts

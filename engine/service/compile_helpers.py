@@ -46,7 +46,7 @@ WAIT_S = 900.0  # a helper still compiling after this is stopped; the endpoint c
 # free GPU memory a start needs for helpers: the measured peak of an endpoint and its two helpers
 # (16.2 GiB, H200, text_mv_fast) plus room for what else starts meanwhile
 NEEDS_FREE_GIB = 20.0
-# AOT presets split the UNet's blocks over up to this many helpers (engine/guidance/regions.py),
+# compile_regions presets split the UNet's blocks over up to this many helpers (regions.py),
 # each one more process with the models loaded (~4.6 GB on the H200) and its own compile work
 MAX_UNET_SHARDS = 4
 HELPER_GIB = 5.0
@@ -72,13 +72,13 @@ def wanted(compile_: bool, device_type: str, compiled_on_disk: bool) -> bool:
     return compile_ and device_type == "cuda" and not compiled_on_disk
 
 
-def helper_parts(aot: bool, free_bytes: int, cores: int) -> tuple[str, ...]:
-    """What each helper compiles: the UNet and the VAE encoder; for AOT packages the UNet's blocks
-    in up to MAX_UNET_SHARDS shards ("unet:K/N"), as many as the GPU's free memory beyond
-    NEEDS_FREE_GIB and the CPU's cores allow."""
+def helper_parts(regions: bool, free_bytes: int, cores: int) -> tuple[str, ...]:
+    """What each helper compiles: the UNet and the VAE encoder; for a UNet in AOT regions
+    (compile_regions) its blocks in up to MAX_UNET_SHARDS shards ("unet:K/N"), as many as the
+    GPU's free memory beyond NEEDS_FREE_GIB and the CPU's cores allow."""
     spare_gib = free_bytes / 2**30 - NEEDS_FREE_GIB
     shards = min(MAX_UNET_SHARDS, cores // CORES_PER_HELPER, 1 + int(max(spare_gib, 0.0) // HELPER_GIB))
-    if not aot or shards <= 1:
+    if not regions or shards <= 1:
         return COMPILE_PARTS
     return (*(f"unet:{k}/{shards}" for k in range(shards)), "vae")
 

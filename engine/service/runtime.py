@@ -334,8 +334,8 @@ class ModelHost:
             argv = self.helper_argv(preset.name, device.type, self.random_weights)
             from engine.guidance.aot import supported as aot_supported
 
-            aot = preset.compile_backend == "aot" and aot_supported()
-            parts = compile_helpers.helper_parts(aot, free, compile_helpers.cores())
+            regions = preset.compile_backend == "aot" and preset.compile_regions and aot_supported()
+            parts = compile_helpers.helper_parts(regions, free, compile_helpers.cores())
             self._helpers = helpers = compile_helpers.CompileHelpers(argv, parts, lock=lock)
         except Exception as exc:  # helpers only save time: this start compiles in process instead
             log.warning("preset %s: no compile helpers (%s)", preset.name, describe_failure(exc))

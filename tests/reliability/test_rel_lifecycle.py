@@ -173,13 +173,10 @@ def test_an_aot_preset_builds_its_packages_once_then_starts_ready_without_servin
         # turns "done" just after the swap that made the endpoint ready)
         health = server.wait_health(lambda h: (h.get("switch") or {}).get("state") in ("done", "failed"))
         assert health["switch"]["state"] == "done" and "failed" not in health["message"], health
-        built = {r["name"]: r["state"] for r in health["aot"]}
-        # the UNet block by block (engine/guidance/regions.py), and the VAE encoder
-        assert set(built.values()) == {"built"} and "vae-encoder" in built, health["aot"]
-        assert "unet.mid_block" in built and len(built) >= 4, health["aot"]
+        assert [r["state"] for r in health["aot"]] == ["built", "built"], health["aot"]
         assert _valid_ply(_post(server, "a chair on AOT packages"))
     packages = sorted(p.name for p in (cache_dir / "aot").iterdir())
-    assert sum(name.endswith(".aotc") for name in packages) == len(built)  # one a block, VAE encoder
+    assert sum(name.endswith(".aotc") for name in packages) == 2  # UNet, VAE encoder
     assert any(name.startswith("preset-tinya-") for name in packages)  # what the warm-up recorded
     # 2. the next start loads them: no uncompiled state first, no build beside it
     started = time.monotonic()
@@ -188,7 +185,7 @@ def test_an_aot_preset_builds_its_packages_once_then_starts_ready_without_servin
         health = server.health()
         assert health["switch"] is None and health["status"] == "ready", health
         assert "loading compiled packages" in health["phases"] and "compiling" not in health["phases"]
-        assert {r["name"]: r["state"] for r in health["aot"]} == dict.fromkeys(built, "loaded")
+        assert {r["name"]: r["state"] for r in health["aot"]} == {"unet": "loaded", "vae-encoder": "loaded"}
         response = _post(server, "a chair on loaded packages")
         assert _valid_ply(response) and response.headers["x-preset"] == "tinya"
     assert second_s < first_s
