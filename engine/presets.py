@@ -13,8 +13,8 @@ Key semantics (what makes the seed guide's claims true in gen404):
   compile     torch.compile of the UNet and VAE encoder (any device; falls back when it fails)
   compile_backend   "jit" (torch.compile each start) or "aot" (packages built once per machine, then
                     loaded without tracing; torch 2.11+, torch.compile on an older torch)
-  compile_regions   aot only: the UNet as one package per block, whose cold compile helpers split
-                    the blocks between them (engine/guidance/regions.py)
+  compile_regions   aot only: the UNet and VAE encoder as one package per block, whose cold compile
+                    helpers split the blocks between them (engine/guidance/regions.py)
   max_batch   jobs one endpoint optimises together (continuous batching; 1 = one at a time)
 """
 
@@ -34,21 +34,21 @@ MULTIVIEW_GUIDANCE = ("mvdream", "tiny_mvdream")
 WEIGHT_SOURCES = ("pretrained", "random")
 COMPILE_BACKENDS = ("jit", "aot")  # engine/guidance/sds.py checks the same names
 # what `compile` compiles: the UNet and the VAE encoder; a compile helper process takes one
-# (engine/service/compile_helpers.py, SDSGuidance.set_compile(parts=...)), or for the AOT
-# backend one shard of the UNet's regions, "unet:K/N" (engine/guidance/regions.py)
+# (engine/service/compile_helpers.py, SDSGuidance.set_compile(parts=...)), or with
+# compile_regions one shard of a model's blocks, "unet:K/N" / "vae:K/N" (engine/guidance/regions.py)
 COMPILE_PARTS: tuple[str, ...] = ("unet", "vae")
 
 
 def parse_compile_part(text: str) -> tuple[str, int, int]:
     """(model, shard, shards) of a compile part: "vae" -> ("vae", 0, 1), "unet:1/4" -> ("unet", 1, 4)."""
     model, _, shard = text.partition(":")
-    if model not in COMPILE_PARTS or (shard and model != "unet"):
-        raise ValueError(f"unknown compile part {text!r} (expected unet, vae or unet:K/N)")
+    if model not in COMPILE_PARTS:
+        raise ValueError(f"unknown compile part {text!r} (expected unet, vae, unet:K/N or vae:K/N)")
     if not shard:
         return model, 0, 1
     index, _, count = shard.partition("/")
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise ValueError(f"bad UNet shard {text!r} (expected unet:K/N with 0 <= K < N)")
+        raise ValueError(f"bad shard {text!r} (expected {model}:K/N with 0 <= K < N)")
     return model, int(index), int(count)
 
 
@@ -88,7 +88,7 @@ class Preset:
     # how `compile` compiles: "jit" torch.compile at every start (its kernels cached on disk);
     # "aot" packages (torch.compile's aot_compile) built at the first start, loaded by later ones
     compile_backend: str = "jit"
-    # aot only (ignored with jit): the UNet block by block, so that cold compile helpers split it
+    # aot only (ignored with jit): the models block by block, so that cold compile helpers split them
     compile_regions: bool = False
     # serving: jobs an endpoint optimises together, one batched SDS step for all (1: one at a time)
     max_batch: int = 1

@@ -119,10 +119,8 @@ def _record_statuses(host: Any) -> list[str]:
     return seen
 
 
-def test_aot_helpers_split_the_unet_s_blocks_and_the_endpoint_loads_every_shard(
-    compiled_tiny: dict[str, str],
-) -> None:
-    from engine.guidance.regions import regions
+def test_region_helpers_build_their_shards_and_the_endpoint_loads_them(compiled_tiny: dict[str, str]) -> None:
+    from engine.guidance.regions import regions, shard_owners
     from engine.pipeline import Generator
     from engine.presets import load_preset
     from engine.service.switch import warm_up
@@ -130,37 +128,41 @@ def test_aot_helpers_split_the_unet_s_blocks_and_the_endpoint_loads_every_shard(
     presets = Path(compiled_tiny["GEN404_PRESETS_DIR"])
     (presets / "tinyr.yaml").write_text("extends: tinyc\ncompile_backend: aot\ncompile_regions: true\n")
     argv = compile_helpers.helper_argv("tinyr", "cpu", random_weights=False)
-    helpers = compile_helpers.CompileHelpers(argv, parts=("unet:0/2", "unet:1/2"))  # side by side
-    outcomes = helpers.wait(timeout=600)
+    # one shard of each model's two in helpers, side by side; the endpoint builds the other shards
+    outcomes = compile_helpers.CompileHelpers(argv, parts=("unet:1/2", "vae:1/2")).wait(timeout=600)
     assert all(o.startswith("built in") for o in outcomes.values()), outcomes
     aot_dir = Path(compiled_tiny["GEN404_WARM_CACHE_DIR"]) / "aot"
-    built = sorted(p.name.split("-")[0] for p in aot_dir.glob("*.aotc"))
+    built = sorted(p.name.rsplit("-", 1)[0] for p in aot_dir.glob("*.aotc"))  # less the key's digest
     assert not list(aot_dir.glob("preset-*"))  # shards are not the preset's set: not recorded
 
-    generator = Generator(load_preset("tinyr"), "cpu")
-    generator.compile_parts = ("unet",)  # the endpoint: every block
+    generator = Generator(load_preset("tinyr"), "cpu")  # the endpoint: every block of both
     warm_up(generator, lambda fraction, message="": None)
     assert generator.compile_failure is None
-    blocks = sorted(f"unet.{name}" for name, _ in regions(generator.guidance.unet))
-    assert built == blocks  # the two shards built every block once, and nothing else
-    assert {r["state"] for r in generator.guidance.aot_reports()} == {"loaded"}
+    guidance = generator.guidance
+    shard1 = []
+    for prefix, model in (("unet", guidance.unet), ("vae-encoder", guidance.vae.encoder)):
+        blocks = regions(model)
+        owners = shard_owners([sum(1 for _ in block.modules()) for _, block in blocks], 2)
+        shard1 += [f"{prefix}.{name}" for (name, _), owner in zip(blocks, owners, strict=True) if owner == 1]
+    assert built == sorted(shard1)  # the helpers built their shards' blocks, nothing else
+    # their packages match the endpoint's calls, made after blocks packaged here (other strides)
+    states = {r["name"]: r["state"] for r in guidance.aot_reports()}
+    assert {name for name, state in states.items() if state == "loaded"} == set(shard1)
+    assert {state for name, state in states.items() if name not in shard1} == {"built"}
 
 
-def test_aot_helper_parts_follow_the_gpu_s_room_and_the_cpu_s_cores() -> None:
+def test_region_helper_parts_follow_the_gpu_s_room_and_the_cpu_s_cores() -> None:
     gib = 1 << 30
-    shards4 = ("unet:0/4", "unet:1/4", "unet:2/4", "unet:3/4", "vae")
-    assert compile_helpers.helper_parts(True, 140 * gib, cores=16) == shards4  # an H200 box
-    assert compile_helpers.helper_parts(True, 140 * gib, cores=64) == shards4  # at most 4
-    assert compile_helpers.helper_parts(True, 140 * gib, cores=8) == ("unet:0/2", "unet:1/2", "vae")
-    assert compile_helpers.helper_parts(True, 31 * gib, cores=16) == (
-        "unet:0/3",
-        "unet:1/3",
-        "unet:2/3",
-        "vae",
-    )
-    assert compile_helpers.helper_parts(True, 22 * gib, cores=16) == ("unet", "vae")  # no room for more
-    assert compile_helpers.helper_parts(True, 140 * gib, cores=4) == ("unet", "vae")
-    assert compile_helpers.helper_parts(False, 140 * gib, cores=16) == ("unet", "vae")  # a whole UNet
+    parts = compile_helpers.helper_parts
+    # an H200 box (16 cores): five helpers, the UNet (the longer compile) in three shards
+    assert parts(True, 140 * gib, cores=16) == ("unet:0/3", "unet:1/3", "unet:2/3", "vae:0/2", "vae:1/2")
+    assert len(parts(True, 140 * gib, cores=64)) == compile_helpers.MAX_HELPERS
+    assert parts(True, 140 * gib, cores=12) == ("unet:0/2", "unet:1/2", "vae:0/2", "vae:1/2")
+    assert parts(True, 140 * gib, cores=9) == ("unet:0/2", "unet:1/2", "vae")
+    assert parts(True, 26 * gib, cores=16) == ("unet:0/2", "unet:1/2", "vae")  # room for one more
+    assert parts(True, 22 * gib, cores=16) == ("unet", "vae")
+    assert parts(True, 140 * gib, cores=8) == ("unet", "vae")
+    assert parts(False, 140 * gib, cores=16) == ("unet", "vae")  # whole models
 
 
 def test_helpers_share_the_cores_between_their_compile_workers() -> None:
@@ -169,7 +171,10 @@ def test_helpers_share_the_cores_between_their_compile_workers() -> None:
         lambda part: [sys.executable, "-c", show], parts=("unet:0/2", "unet:1/2", "vae")
     ).wait(timeout=60)
     threads = {o.rsplit(": ", 1)[1] for o in outcomes.values()}  # "failed (exit 1) after N s: <line>"
-    assert threads == {str(max(1, compile_helpers.cores() // 3))}
+    assert threads == {str(compile_helpers.compile_threads(3))}
+    # twice the cores in all, two at least
+    assert compile_helpers.compile_threads(5) == max(2, 2 * compile_helpers.cores() // 5)
+    assert compile_helpers.compile_threads(10**6) == 2
 
 
 def test_a_cold_start_waits_for_its_helpers_then_builds_and_reports_them(

@@ -316,7 +316,7 @@ def test_compiling_one_part_leaves_the_other_eager() -> None:
             guidance.set_compile(True, backend, ("unet:0/2",))
     guidance.set_compile(True, "aot", ("vae",))  # helpers for an AOT preset: one part's package too
     from engine.guidance.aot import AotModule
-    from engine.guidance.regions import PackagedForward, RegionalUNet
+    from engine.guidance.regions import PackagedForward, Regional
 
     assert guidance._unet_fn is guidance.unet and isinstance(guidance._moments_fn, AotModule)
     # an AOT helper of one UNet shard: its blocks' forward is their package, the others' their own
@@ -324,14 +324,18 @@ def test_compiling_one_part_leaves_the_other_eager() -> None:
     shards = []
     for shard in range(2):
         guidance.set_compile(True, "aot", (f"unet:{shard}/2",), regions=True)
-        assert isinstance(guidance._unet_fn, RegionalUNet) and guidance._moments_fn is guidance._moments
+        assert isinstance(guidance._unet_fn, Regional) and guidance._moments_fn is guidance._moments
         shards.append(
             {name for name, block in blocks if isinstance(block.__dict__.get("forward"), PackagedForward)}
         )
     assert shards[0] and shards[1] and not shards[0] & shards[1]  # each block in one shard
     assert shards[0] | shards[1] == {name for name, _ in blocks}
+    guidance.set_compile(True, "aot", ("vae:1/2",), regions=True)  # a VAE encoder shard alone
+    assert isinstance(guidance._moments_fn, Regional) and guidance._unet_fn is guidance.unet
+    assert not any("forward" in block.__dict__ for _, block in blocks)  # the UNet's restored
     guidance.set_compile(False)
-    assert not any("forward" in block.__dict__ for _, block in blocks)  # their own forward again
+    vae_blocks = regions_of(guidance.vae.encoder)
+    assert not any("forward" in block.__dict__ for _, block in blocks + vae_blocks)  # their own again
 
 
 def test_an_aot_preset_on_a_torch_without_aot_compile_uses_torch_compile(
@@ -355,22 +359,28 @@ def test_aot_guidance_matches_eager_on_cpu(
     # the ahead-of-time backend: packages built at the first step (UNet: inference only, whole or
     # block by block; VAE encoder: forward and backward), then a fresh guidance loads them
     from engine.guidance.aot import AotModule
-    from engine.guidance.regions import RegionalUNet
+    from engine.guidance.regions import Regional
 
     monkeypatch.setenv("GEN404_WARM_CACHE_DIR", str(tmp_path))
     aot = {"compile": True, "backend": "aot", "regions": regions}
     guidance = _tiny_guidance("cpu")
     _assert_same_step(_sds_runs(guidance, [{}, aot, aot]))
     unet, moments = guidance._unet_fn, guidance._moments_fn
-    assert isinstance(unet, RegionalUNet if regions else AotModule) and isinstance(moments, AotModule)
-    # the UNet whole, or block by block in call order
-    names = [f"unet.{name}" for name, _ in regions_of(guidance.unet)] if regions else ["unet"]
-    assert len(names) >= (3 if regions else 1) and [r.name for r in unet.reports] == names
+    assert isinstance(unet, Regional if regions else AotModule)
+    assert isinstance(moments, Regional if regions else AotModule)
+    # whole models, or block by block in call order (the VAE encoder's gradient through its blocks)
+    unet_names, vae_names = ["unet"], ["vae-encoder"]
+    if regions:
+        unet_names = [f"unet.{name}" for name, _ in regions_of(guidance.unet)]
+        vae_names = [f"vae-encoder.{name}" for name, _ in regions_of(guidance.vae.encoder)]
+        assert len(unet_names) >= 3 and len(vae_names) >= 2
+    assert [r.name for r in unet.reports] == unet_names and [r.name for r in moments.reports] == vae_names
     assert {r.state for r in unet.reports + moments.reports} == {"built"}
-    files = sorted(p.name.split("-")[0] for p in (tmp_path / "aot").iterdir())
-    assert files == sorted([*names, "vae"]) and all(p.suffix == ".aotc" for p in (tmp_path / "aot").iterdir())
+    names = unet_names + vae_names
+    files = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "aot").iterdir())  # less the digest
+    assert files == sorted(names) and all(p.suffix == ".aotc" for p in (tmp_path / "aot").iterdir())
     fresh = _tiny_guidance("cpu")
     _assert_same_step(_sds_runs(fresh, [{}, aot]))
     reports = fresh._unet_fn.reports + fresh._moments_fn.reports
-    assert [r.state for r in reports] == ["loaded"] * (len(names) + 1)
-    assert fresh.aot_packages() == guidance.aot_packages() and len(fresh.aot_packages()) == len(names) + 1
+    assert [r.state for r in reports] == ["loaded"] * len(names)
+    assert fresh.aot_packages() == guidance.aot_packages() and len(fresh.aot_packages()) == len(names)

@@ -1,20 +1,23 @@
-"""The UNet compiled ahead of time region by region: one AOT package per top-level block.
+"""The UNet and the VAE encoder compiled ahead of time region by region: one AOT package per
+top-level block (`compile_regions`).
 
-Why: a cold compile of the whole UNet is one graph, 40-54 s of mostly single-threaded Python in
-one compile helper (H200, text_mv_fast, session 11), and it bounded a first start (ready at
-89-97 s). Its top-level blocks (down_blocks.i, mid_block, up_blocks.i) compile independently, so
-compile helpers can split them into shards, one process each (`gen404 models warm --part
-unet:K/N`), and a later start loads every block's package.
+Why: a cold compile of a whole model is one graph of mostly single-threaded Python in one
+compile helper (H200, text_mv_fast, session 11: the UNet's helper finished 77.6-85.5 s after its
+spawn, the VAE encoder's, forward and backward, 59.4-67.2 s), and it bounded a first start (ready
+at 89-97 s). Their top-level blocks (down_blocks.i, mid_block, up_blocks.i) compile
+independently, so compile helpers can split them into shards, one process each (`gen404 models
+warm --part unet:K/N` or `vae:K/N`), and a later start loads every block's package.
 
-At run time the UNet's own forward runs as written (its time embedding, conv_in and conv_out stay
-eager) and calls each block, whose `forward` is its package: under CUDA graphs the whole call is
-replayed, so the glue between blocks costs no launches. Blocks are assigned to shards by size
-(largest first, each to the lightest shard), the same in every process for the same
-architecture.
+At run time a model's own forward runs as written (the UNet's time embedding, conv_in and
+conv_out stay eager) and calls each block, whose `forward` is its package: under CUDA graphs the
+whole call is replayed, so the glue between blocks costs no launches. A block's backward (the VAE
+encoder's image gradient) is compiled with it. Blocks are assigned to shards by size (largest
+first, each to the lightest shard), the same in every process for the same architecture.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +28,11 @@ from engine.guidance.aot import AotModule, BuildReport
 BLOCKS = ("down_blocks", "mid_block", "up_blocks")  # in call order
 
 
-def regions(unet: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The UNet's top-level blocks by dotted name, in call order."""
+def regions(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """A UNet's or a VAE encoder's top-level blocks by dotted name, in call order."""
     found: list[tuple[str, torch.nn.Module]] = []
     for name in BLOCKS:
-        child = getattr(unet, name, None)
+        child = getattr(model, name, None)
         if isinstance(child, torch.nn.ModuleList):
             found += [(f"{name}.{i}", block) for i, block in enumerate(child)]
         elif isinstance(child, torch.nn.Module):
@@ -71,24 +74,31 @@ class PackagedForward:
         return _Unbound, ()
 
 
-class RegionalUNet:
-    """`unet` with the regions of one shard (all by default) called through AOT packages and
-    the others eager. Calls keep the UNet's signature and output. `restore()` undoes it."""
+class Regional:
+    """`call` (a model's own call: the UNet, or the VAE encoder's moments) with the blocks of
+    `model` in one shard (all by default) called through AOT packages named `name.<block>`, the
+    others eager. Calls keep `call`'s signature and output. `restore()` undoes it."""
 
     def __init__(
-        self, unet: torch.nn.Module, root: Path, device: torch.device, shard: tuple[int, int] = (0, 1)
+        self,
+        call: Callable[..., Any],
+        model: torch.nn.Module,
+        name: str,
+        root: Path,
+        device: torch.device,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
-        self.unet = unet
-        found = regions(unet)
+        self.call = call
+        found = regions(model)
         if not found:
-            raise ValueError(f"{type(unet).__name__} has none of the blocks {BLOCKS}: nothing to compile")
+            raise ValueError(f"{type(model).__name__} has none of the blocks {BLOCKS}: nothing to compile")
         index, count = shard
         owners = shard_owners([sum(1 for _ in block.modules()) for _, block in found], count)
         self.compiled: list[tuple[torch.nn.Module, AotModule]] = []
-        for (name, block), owner in zip(found, owners, strict=True):
+        for (block_name, block), owner in zip(found, owners, strict=True):
             if owner != index:
                 continue
-            package = AotModule(block, f"unet.{name}", root, device)
+            package = AotModule(block, f"{name}.{block_name}", root, device)
             # an instance attribute: nn.Module.__call__ calls it; the package itself calls the
             # class's forward (aot._call), so there is no loop
             block.forward = PackagedForward(package)
@@ -99,7 +109,7 @@ class RegionalUNet:
         return [report for _, package in self.compiled for report in package.reports]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.unet(*args, **kwargs)
+        return self.call(*args, **kwargs)
 
     def restore(self) -> None:
         """The blocks' own forward again (compile off, another backend, another layout)."""
@@ -108,4 +118,4 @@ class RegionalUNet:
         self.compiled = []
 
 
-__all__ = ["BLOCKS", "PackagedForward", "RegionalUNet", "regions", "shard_owners"]
+__all__ = ["BLOCKS", "PackagedForward", "Regional", "regions", "shard_owners"]

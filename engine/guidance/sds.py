@@ -149,8 +149,8 @@ class SDSGuidance:
         self.compiled = False
         self.compile_backend = "jit"  # "jit": torch.compile; "aot": packages compiled once (aot.py)
         self.compile_parts = COMPILE_PARTS  # which of the UNet and VAE encoder compile
-        self.compile_regions = False  # aot: the UNet block by block (regions.py)
-        self._regions: Any = None  # the UNet's blocks on AOT packages (regions.RegionalUNet)
+        self.compile_regions = False  # aot: the models block by block (regions.py)
+        self._regions: list[Any] = []  # regions.Regional of each model compiled block by block
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
         self._moments_fn: Moments = self._moments
@@ -191,17 +191,17 @@ class SDSGuidance:
         and a new shape gets its own static compile rather than a slower dynamic-shape kernel.
         `parts` compiles only some of "unet" and "vae", the rest eager: a compile helper
         process builds one part's artefacts (engine/service/compile_helpers.py). `regions` (aot
-        only) compiles the UNet block by block (regions.py), and then a part "unet:K/N" compiles
-        only the K-th of N shards of its blocks. Drops captured graphs.
+        only) compiles both models block by block (regions.py), and then a part "unet:K/N" (or
+        "vae:K/N") compiles only the K-th of N shards of that model's blocks. Drops captured graphs.
         """
         if backend not in COMPILE_BACKENDS:
             raise ValueError(f"unknown compile backend {backend!r} (expected one of {COMPILE_BACKENDS})")
         parsed = sorted({parse_compile_part(p): p for p in parts}.items())
-        unet_parts = [text for (model, _, _), text in parsed if model == "unet"]
+        models = [model for (model, _, _), _ in parsed]
         regions = regions and backend == "aot"
-        if len(unet_parts) > 1 or (not regions and any(":" in p for p in unet_parts)):
+        if len(models) != len(set(models)) or (not regions and any(":" in p for _, p in parsed)):
             raise ValueError(
-                f"compile parts {sorted(parts)}: one UNet part, and shards only with aot regions"
+                f"compile parts {sorted(parts)}: one part a model, and shards only with aot regions"
             )
         parts = tuple(text for _, text in parsed)
         wanted = (enabled, backend, parts, regions)
@@ -214,9 +214,9 @@ class SDSGuidance:
         """What every path calls, for the current `compiled` and layout; drops captured graphs."""
         if self.compiled:
             compile_keys.install()  # cache keys that a forked endpoint shares with a plain one
-        if self._regions is not None:
-            self._regions.restore()
-            self._regions = None
+        for regional in self._regions:
+            regional.restore()
+        self._regions = []
         parts = self.compile_parts
         use_aot = self.compiled and self.compile_backend == "aot"
         if use_aot:
@@ -229,21 +229,24 @@ class SDSGuidance:
                 )
                 use_aot = False
         if use_aot:
-            from engine.guidance.regions import RegionalUNet
+            from engine.guidance.regions import Regional
 
             root = aot.package_dir()
-            self._unet_fn = self.unet
+            self._unet_fn, self._moments_fn = self.unet, self._moments
             for model, shard, shards in map(parse_compile_part, parts):
-                if model == "unet" and self.compile_regions:
-                    self._regions = RegionalUNet(self.unet, root, self.device, (shard, shards))
-                    self._unet_fn = self._regions
+                shard_of = (shard, shards)
+                if self.compile_regions and model == "unet":
+                    self._regions.append(Regional(self.unet, self.unet, "unet", root, self.device, shard_of))
+                    self._unet_fn = self._regions[-1]
+                elif self.compile_regions:  # the VAE encoder's blocks, under the moments' own glue
+                    encoder: torch.nn.Module = self.vae.encoder  # type: ignore[assignment]
+                    regional = Regional(self._moments, encoder, "vae-encoder", root, self.device, shard_of)
+                    self._regions.append(regional)
+                    self._moments_fn = regional
                 elif model == "unet":
                     self._unet_fn = aot.AotModule(self.unet, "unet", root, self.device)
-            self._moments_fn = (
-                aot.AotModule(self._moments, "vae-encoder", root, self.device)
-                if "vae" in parts
-                else self._moments
-            )
+                else:
+                    self._moments_fn = aot.AotModule(self._moments, "vae-encoder", root, self.device)
         elif self.compiled:
             torch._dynamo.reset()  # no code compiled for other weights or layouts is reused
             self._unet_fn = torch.compile(self.unet, dynamic=False) if "unet" in parts else self.unet

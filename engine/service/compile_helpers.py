@@ -46,11 +46,11 @@ WAIT_S = 900.0  # a helper still compiling after this is stopped; the endpoint c
 # free GPU memory a start needs for helpers: the measured peak of an endpoint and its two helpers
 # (16.2 GiB, H200, text_mv_fast) plus room for what else starts meanwhile
 NEEDS_FREE_GIB = 20.0
-# compile_regions presets split the UNet's blocks over up to this many helpers (regions.py),
+# compile_regions presets split the models' blocks over up to this many helpers (regions.py),
 # each one more process with the models loaded (~4.6 GB on the H200) and its own compile work
-MAX_UNET_SHARDS = 4
+MAX_HELPERS = 6
 HELPER_GIB = 5.0
-CORES_PER_HELPER = 4
+CORES_PER_HELPER = 3
 
 Argv = Callable[[str], Sequence[str]]  # part -> the helper's command line
 
@@ -73,14 +73,21 @@ def wanted(compile_: bool, device_type: str, compiled_on_disk: bool) -> bool:
 
 
 def helper_parts(regions: bool, free_bytes: int, cores: int) -> tuple[str, ...]:
-    """What each helper compiles: the UNet and the VAE encoder; for a UNet in AOT regions
-    (compile_regions) its blocks in up to MAX_UNET_SHARDS shards ("unet:K/N"), as many as the
-    GPU's free memory beyond NEEDS_FREE_GIB and the CPU's cores allow."""
-    spare_gib = free_bytes / 2**30 - NEEDS_FREE_GIB
-    shards = min(MAX_UNET_SHARDS, cores // CORES_PER_HELPER, 1 + int(max(spare_gib, 0.0) // HELPER_GIB))
-    if not regions or shards <= 1:
+    """What each helper compiles: the UNet and the VAE encoder; with compile_regions, the models'
+    blocks in shards ("unet:K/N", "vae:K/N"), as many helpers as the cores (CORES_PER_HELPER
+    each) and the GPU's free memory beyond NEEDS_FREE_GIB (HELPER_GIB each past two) allow."""
+    spare_gib = max(free_bytes / 2**30 - NEEDS_FREE_GIB, 0.0)
+    helpers = min(MAX_HELPERS, cores // CORES_PER_HELPER, 2 + int(spare_gib // HELPER_GIB))
+    if not regions or helpers <= 2:
         return COMPILE_PARTS
-    return (*(f"unet:{k}/{shards}" for k in range(shards)), "vae")
+    # the UNet's compile is the longer (session 11: its helper done 77.6-85.5 s after its spawn,
+    # the VAE encoder's 59.4-67.2 s): it gets the larger half
+    unet = (helpers + 1) // 2
+    return (*_shards("unet", unet), *_shards("vae", helpers - unet))
+
+
+def _shards(model: str, count: int) -> list[str]:
+    return [model] if count == 1 else [f"{model}:{k}/{count}" for k in range(count)]
 
 
 def memory_refusal(free_bytes: int, needs_gib: float = NEEDS_FREE_GIB) -> str | None:
@@ -120,8 +127,7 @@ class CompileHelpers:
         self._logs: dict[str, IO[bytes]] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
-        # inductor starts a pool of compile workers per process, as many as the cores: shared out
-        env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(max(1, cores() // max(1, len(parts))))}
+        env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(compile_threads(len(parts)))}
         for part in parts:
             name = part.replace(":", "-").replace("/", "of")
             out = tempfile.TemporaryFile(prefix=f"gen404-compile-{name}-")  # noqa: SIM115 (kept until wait)
@@ -211,6 +217,14 @@ class CompileHelpers:
                 self._gpu_lock = None
 
 
+def compile_threads(helpers: int) -> int:
+    """Inductor's compile workers in each of `helpers` processes. Each process would start a
+    pool as large as the machine (a Python process per worker: 80 on a 16-core box with five
+    helpers); these pools share twice the cores, since a pool idles while its helper traces, and
+    keep two each (CPU dev box, a tiny UNet shard: compiling 56.0 s with one, 29.6 s with two)."""
+    return max(2, 2 * cores() // max(1, helpers))
+
+
 def cores() -> int:
     """The CPU cores this process may run on."""
     try:
@@ -233,13 +247,14 @@ def exit_with_parent(poll_s: float = 1.0) -> None:
 
 
 __all__ = [
-    "MAX_UNET_SHARDS",
+    "MAX_HELPERS",
     "NEEDS_FREE_GIB",
     "WAIT_S",
     "CompileHelpers",
     "exit_with_parent",
     "gpu_lock",
     "helper_argv",
+    "compile_threads",
     "cores",
     "helper_parts",
     "memory_refusal",
