@@ -274,10 +274,16 @@ class AotModule:
             wrapper = torch.compile(
                 _call, fullgraph=True, dynamic=False, options={"guard_filter_fn": _savable_guards}
             )
-        # dynamo traces under the caller's grad mode: the VAE encoder's images need a gradient
-        compiled = wrapper.aot_compile(((self.module, *args), kwargs))  # type: ignore[attr-defined]
-        package = _Package(compiled, _output_spec(self.module, args, kwargs))
-        data = package.encode()
+        with warnings.catch_warnings():
+            # torch reads the .grad of every tensor it saves with the guards, and warns for an
+            # input that needs a gradient without being a leaf (a VAE encoder block's): noise
+            warnings.filterwarnings(
+                "ignore", "The .grad attribute of a Tensor that is not a leaf", UserWarning
+            )
+            # dynamo traces under the caller's grad mode: the VAE encoder's images need a gradient
+            compiled = wrapper.aot_compile(((self.module, *args), kwargs))  # type: ignore[attr-defined]
+            package = _Package(compiled, _output_spec(self.module, args, kwargs))
+            data = package.encode()
         self.root.mkdir(parents=True, exist_ok=True)
         _write_atomically(files.package, data)
         log.info("AOT %s: saved %.1f MB", self.name, len(data) / 1e6)
