@@ -42,9 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     warm.add_argument(
         "--part",
         type=_compile_part,
-        help="compile only this model (unet, vae; unet:K/N: the K-th of N shards of the UNet's blocks,"
-        " AOT presets), into inductor's disk cache or its AOT packages (no warm-cache file): what an"
-        " endpoint's compile helpers run beside a cold start (engine/service/compile_helpers.py)",
+        help="compile only this model (unet, vae; unet:K/N or vae:K/N: the K-th of N shards of its"
+        " blocks, compile_regions presets), into inductor's disk cache or its AOT packages (no"
+        " warm-cache file): what an endpoint's compile helpers run beside a cold start"
+        " (engine/service/compile_helpers.py)",
     )
     warm.set_defaults(func=run_warm)
     p.set_defaults(func=lambda args: p.print_help() or 2)

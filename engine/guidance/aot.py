@@ -142,7 +142,7 @@ class BuildReport:
 def _call(module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
     """What is compiled: the module's class's forward, the module an argument so that its
     weights are read at each call (graph inputs), not baked into the package. The class's, not
-    the instance's: a UNet block's `forward` is its package (regions.py). Its output's tensors
+    the instance's: a block's `forward` may be its package (regions.py). Its output's tensors
     only: rebuilding an output object (diffusers' UNet2DConditionOutput) inside the compiled code
     refers to objects of the building process that a package cannot carry; the caller rebuilds
     it from the structure the package records."""

@@ -56,7 +56,7 @@ class _Unbound:
     """What a packaged forward becomes in a package's saved guard state: never called there."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a UNet block's packaged forward, restored from a saved guard state")
+        raise RuntimeError("a block's packaged forward, restored from a saved guard state")
 
 
 class PackagedForward:
