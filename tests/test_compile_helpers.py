@@ -120,7 +120,7 @@ def _record_statuses(host: Any) -> list[str]:
 
 
 def test_region_helpers_build_their_shards_and_the_endpoint_loads_them(compiled_tiny: dict[str, str]) -> None:
-    from engine.guidance.regions import regions, shard_owners
+    from engine.guidance.regions import blocks_by_shard
     from engine.pipeline import Generator
     from engine.presets import load_preset
     from engine.service.switch import warm_up
@@ -139,11 +139,12 @@ def test_region_helpers_build_their_shards_and_the_endpoint_loads_them(compiled_
     warm_up(generator, lambda fraction, message="": None)
     assert generator.compile_failure is None
     guidance = generator.guidance
-    shard1 = []
-    for prefix, model in (("unet", guidance.unet), ("vae-encoder", guidance.vae.encoder)):
-        blocks = regions(model)
-        owners = shard_owners([sum(1 for _ in block.modules()) for _, block in blocks], 2)
-        shard1 += [f"{prefix}.{name}" for (name, _), owner in zip(blocks, owners, strict=True) if owner == 1]
+    shard1 = [
+        f"{prefix}.{name}"
+        for prefix, model in (("unet", guidance.unet), ("vae-encoder", guidance.vae.encoder))
+        for name, _, owner in blocks_by_shard(model, 2)
+        if owner == 1
+    ]
     assert built == sorted(shard1)  # the helpers built their shards' blocks, nothing else
     # their packages match the endpoint's calls, made after blocks packaged here (other strides)
     states = {r["name"]: r["state"] for r in guidance.aot_reports()}

@@ -52,6 +52,13 @@ def shard_owners(sizes: list[int], shards: int) -> list[int]:
     return owners
 
 
+def blocks_by_shard(model: torch.nn.Module, shards: int) -> list[tuple[str, torch.nn.Module, int]]:
+    """Each of `model`'s blocks with its shard; a block's size is its module count."""
+    found = regions(model)
+    owners = shard_owners([sum(1 for _ in block.modules()) for _, block in found], shards)
+    return [(name, block, owner) for (name, block), owner in zip(found, owners, strict=True)]
+
+
 class _Unbound:
     """What a packaged forward becomes in a package's saved guard state: never called there."""
 
@@ -89,13 +96,12 @@ class Regional:
         shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.call = call
-        found = regions(model)
+        index, count = shard
+        found = blocks_by_shard(model, count)
         if not found:
             raise ValueError(f"{type(model).__name__} has none of the blocks {BLOCKS}: nothing to compile")
-        index, count = shard
-        owners = shard_owners([sum(1 for _ in block.modules()) for _, block in found], count)
         self.compiled: list[tuple[torch.nn.Module, AotModule]] = []
-        for (block_name, block), owner in zip(found, owners, strict=True):
+        for block_name, block, owner in found:
             if owner != index:
                 continue
             package = AotModule(block, f"{name}.{block_name}", root, device)
@@ -118,4 +124,4 @@ class Regional:
         self.compiled = []
 
 
-__all__ = ["BLOCKS", "PackagedForward", "Regional", "regions", "shard_owners"]
+__all__ = ["BLOCKS", "PackagedForward", "Regional", "blocks_by_shard", "regions", "shard_owners"]

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -150,7 +150,6 @@ class SDSGuidance:
         self.compile_backend = "jit"  # "jit": torch.compile; "aot": packages compiled once (aot.py)
         self.compile_parts = COMPILE_PARTS  # which of the UNet and VAE encoder compile
         self.compile_regions = False  # aot: the models block by block (regions.py)
-        self._regions: list[Any] = []  # regions.Regional of each model compiled block by block
         self._moments = EncoderMoments(self.vae)
         self._unet_fn: Callable[..., Any] = self.unet
         self._moments_fn: Moments = self._moments
@@ -214,9 +213,11 @@ class SDSGuidance:
         """What every path calls, for the current `compiled` and layout; drops captured graphs."""
         if self.compiled:
             compile_keys.install()  # cache keys that a forked endpoint shares with a plain one
-        for regional in self._regions:
-            regional.restore()
-        self._regions = []
+        from engine.guidance.regions import Regional
+
+        for previous in (self._unet_fn, self._moments_fn):
+            if isinstance(previous, Regional):
+                previous.restore()  # blocks packaged before: their own forward again
         parts = self.compile_parts
         use_aot = self.compiled and self.compile_backend == "aot"
         if use_aot:
@@ -229,24 +230,20 @@ class SDSGuidance:
                 )
                 use_aot = False
         if use_aot:
-            from engine.guidance.regions import Regional
-
             root = aot.package_dir()
             self._unet_fn, self._moments_fn = self.unet, self._moments
             for model, shard, shards in map(parse_compile_part, parts):
-                shard_of = (shard, shards)
-                if self.compile_regions and model == "unet":
-                    self._regions.append(Regional(self.unet, self.unet, "unet", root, self.device, shard_of))
-                    self._unet_fn = self._regions[-1]
-                elif self.compile_regions:  # the VAE encoder's blocks, under the moments' own glue
-                    encoder: torch.nn.Module = self.vae.encoder  # type: ignore[assignment]
-                    regional = Regional(self._moments, encoder, "vae-encoder", root, self.device, shard_of)
-                    self._regions.append(regional)
-                    self._moments_fn = regional
-                elif model == "unet":
-                    self._unet_fn = aot.AotModule(self.unet, "unet", root, self.device)
+                call, name = (self.unet, "unet") if model == "unet" else (self._moments, "vae-encoder")
+                fn: Any
+                if self.compile_regions:  # its blocks; the VAE encoder's under the moments' own glue
+                    blocks = self.unet if model == "unet" else cast(torch.nn.Module, self.vae.encoder)
+                    fn = Regional(call, blocks, name, root, self.device, (shard, shards))
                 else:
-                    self._moments_fn = aot.AotModule(self._moments, "vae-encoder", root, self.device)
+                    fn = aot.AotModule(call, name, root, self.device)
+                if model == "unet":
+                    self._unet_fn = fn
+                else:
+                    self._moments_fn = fn
         elif self.compiled:
             torch._dynamo.reset()  # no code compiled for other weights or layouts is reused
             self._unet_fn = torch.compile(self.unet, dynamic=False) if "unet" in parts else self.unet
