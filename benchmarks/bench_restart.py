@@ -526,7 +526,8 @@ def main() -> int:
     ap.add_argument(
         "--compile-regions",
         action="store_true",
-        help="aot: the UNet block by block, its cold compile split between helpers (compile_regions)",
+        help="aot: the UNet and VAE encoder block by block, their cold compile split between helpers"
+        " (compile_regions)",
     )
     ap.add_argument(
         "--deadline",
