@@ -120,14 +120,18 @@ def _record_statuses(host: Any) -> list[str]:
 
 
 def test_region_helpers_build_their_shards_and_the_endpoint_loads_them(compiled_tiny: dict[str, str]) -> None:
+    # a whole-model AOT preset's bridge (runtime.ModelHost._bridge): its file says nothing of
+    # regions; the helpers are told (--regions) and the endpoint serves it block by block
+    import dataclasses
+
     from engine.guidance.regions import blocks_by_shard
     from engine.pipeline import Generator
     from engine.presets import load_preset
     from engine.service.switch import warm_up
 
     presets = Path(compiled_tiny["GEN404_PRESETS_DIR"])
-    (presets / "tinyr.yaml").write_text("extends: tinyc\ncompile_backend: aot\ncompile_regions: true\n")
-    argv = compile_helpers.helper_argv("tinyr", "cpu", random_weights=False)
+    (presets / "tinya.yaml").write_text("extends: tinyc\ncompile_backend: aot\n")
+    argv = compile_helpers.helper_argv("tinya", "cpu", random_weights=False, regions=True)
     # one shard of each model's two in helpers, side by side; the endpoint builds the other shards
     outcomes = compile_helpers.CompileHelpers(argv, parts=("unet:1/2", "vae:1/2")).wait(timeout=600)
     assert all(o.startswith("built in") for o in outcomes.values()), outcomes
@@ -135,7 +139,8 @@ def test_region_helpers_build_their_shards_and_the_endpoint_loads_them(compiled_
     built = sorted(p.name.rsplit("-", 1)[0] for p in aot_dir.glob("*.aotc"))  # less the key's digest
     assert not list(aot_dir.glob("preset-*"))  # shards are not the preset's set: not recorded
 
-    generator = Generator(load_preset("tinyr"), "cpu")  # the endpoint: every block of both
+    bridge = dataclasses.replace(load_preset("tinya"), compile_regions=True)
+    generator = Generator(bridge, "cpu")  # the endpoint: every block of both
     warm_up(generator, lambda fraction, message="": None)
     assert generator.compile_failure is None
     guidance = generator.guidance
@@ -150,6 +155,154 @@ def test_region_helpers_build_their_shards_and_the_endpoint_loads_them(compiled_
     states = {r["name"]: r["state"] for r in guidance.aot_reports()}
     assert {name for name, state in states.items() if state == "loaded"} == set(shard1)
     assert {state for name, state in states.items() if name not in shard1} == {"built"}
+
+
+class _BlockAware:
+    """A _FakeGenerator whose generations also say whether block packages made them."""
+
+    @staticmethod
+    def make(fail_whole: bool = False) -> type:
+        from tests.test_model_host import _FakeGenerator, _Result
+
+        class Generator(_FakeGenerator):
+            def on_warmup(self) -> float:
+                if fail_whole and self.preset.compile and not self.preset.compile_regions:
+                    raise RuntimeError("CUDA out of memory (injected)")
+                return 0.1
+
+            def generate(self, prompt, on_step=None) -> _Result:  # noqa: ANN001
+                made = "compiled" if self.preset.compile else "uncompiled"
+                return _Result(f"{made} blocks" if self.preset.compile_regions else made)
+
+        return Generator
+
+
+def _bridged_host(
+    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, release: Path, fail_whole: bool = False
+) -> tuple[Any, list[tuple[str, bool]]]:
+    """A ModelHost on a whole-model AOT tiny preset, as on a 16-core GPU box with room for five
+    helpers: real helper processes, the block ones done at once, the whole-model ones waiting for
+    `release`. Returns the host and each spawned (part, regions)."""
+    from engine.service.queue import Worker
+    from engine.service.runtime import ModelHost
+
+    presets = Path(compiled_tiny["GEN404_PRESETS_DIR"])
+    (presets / "tinya.yaml").write_text("extends: tinyc\ncompile_backend: aot\n")
+    monkeypatch.setattr(compile_helpers, "wanted", lambda *args: True)  # on CUDA only: forced here
+    monkeypatch.setattr(compile_helpers, "cores", lambda: 16)
+    monkeypatch.setattr("engine.guidance.aot.supported", lambda: True)
+    spawned: list[tuple[str, bool]] = []
+    wait = f"import pathlib, time\nwhile not pathlib.Path({str(release)!r}).exists(): time.sleep(0.02)"
+
+    def argv(preset: str, device: str, random: bool, regions: bool = False) -> Any:
+        def one(part: str) -> list[str]:
+            spawned.append((part, regions))
+            return [sys.executable, "-c", "pass" if regions else wait]
+
+        return one
+
+    host = ModelHost(
+        Worker("test-bridge"), "tinya", factory=_BlockAware.make(fail_whole), random_weights=True
+    )
+    host.helper_argv = argv
+    host.gpu_room = _roomy_gpu
+    return host, spawned
+
+
+def _wait_for(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_cold_aot_start_serves_block_packages_then_swaps_in_the_whole_models(
+    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.test_model_host import _made_by
+
+    release = tmp_path / "release"
+    host, spawned = _bridged_host(compiled_tiny, monkeypatch, release)
+    statuses = _record_statuses(host)
+    try:
+        host.start()
+        # the block packages first, in five helpers (the UNet in three shards)
+        _wait_for(lambda: host.health()["status"] == "ready")
+        assert statuses == ["loading", "warming", "ready"]
+        assert spawned[:5] == [(p, True) for p in ("unet:0/3", "unet:1/3", "unet:2/3", "vae:0/2", "vae:1/2")]
+        assert _made_by(host) == "compiled blocks"
+        # then the whole models, in two helpers, while the blocks serve and /health says so
+        _wait_for(lambda: len(spawned) == 7)
+        assert spawned[5:] == [("unet", False), ("vae", False)]
+        health = host.health()
+        assert health["preset"] == "tinya" and health["status"] == "ready"
+        assert health["switch"]["state"] == "building" and health["switch"]["phase"] == "compiling in helpers"
+        assert "whole-model packages building beside the block packages" in health["message"]
+        assert _made_by(host) == "compiled blocks"
+        release.touch()
+        host.switching.future.result(30)
+        assert _made_by(host) == "compiled"
+        assert host.health()["status"] == "ready" and "block" not in host.health()["message"]
+        assert host.switch("tinya") is None  # the preset as its file says: nothing left to build
+    finally:
+        release.touch()
+        host.worker.stop()
+        host.stop()
+
+
+def test_a_restart_with_block_packages_on_disk_serves_them_at_once_then_upgrades(
+    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # killed before its whole-model packages were built: the next start loads the blocks (no
+    # uncompiled stand-in, no block helpers) and compiles the whole models again
+    from tests.test_model_host import _made_by
+
+    release = tmp_path / "release"
+    host, spawned = _bridged_host(compiled_tiny, monkeypatch, release)
+    host._compiled_state_on_disk = lambda preset: preset.compile_regions
+    statuses = _record_statuses(host)
+    try:
+        host.start()
+        _wait_for(lambda: host.health()["status"] == "ready")
+        assert statuses == ["loading", "ready"] and _made_by(host) == "compiled blocks"
+        _wait_for(lambda: len(spawned) == 2)
+        assert spawned == [("unet", False), ("vae", False)]
+        release.touch()
+        host.switching.future.result(30)
+        assert _made_by(host) == "compiled"
+    finally:
+        release.touch()
+        host.worker.stop()
+        host.stop()
+
+
+def test_a_failed_whole_model_build_keeps_the_block_packages_serving(
+    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.test_model_host import _made_by
+
+    release = tmp_path / "release"
+    release.touch()  # the whole-model helpers end at once; the endpoint's warm-up of them fails
+    host, spawned = _bridged_host(compiled_tiny, monkeypatch, release, fail_whole=True)
+    try:
+        host.start()
+        _wait_for(
+            lambda: len(spawned) == 7 and host.switching is not None and host.switching.state == "failed"
+        )
+        health = host.health()
+        assert health["status"] == "ready" and _made_by(host) == "compiled blocks"
+        assert "serving block packages: the whole-model packages failed" in health["message"]
+        assert "CUDA out of memory (injected)" in health["message"]
+    finally:
+        host.worker.stop()
+        host.stop()
+
+
+def test_no_bridge_without_room_for_more_than_two_helpers() -> None:
+    gib = 1 << 30
+    assert compile_helpers.bridge_worthwhile(140 * gib, cores=16)  # five helpers
+    assert not compile_helpers.bridge_worthwhile(140 * gib, cores=8)  # two: the whole models' own
+    assert not compile_helpers.bridge_worthwhile(22 * gib, cores=16)
 
 
 def test_region_helper_parts_follow_the_gpu_s_room_and_the_cpu_s_cores() -> None:
@@ -201,7 +354,9 @@ def test_a_cold_start_waits_for_its_helpers_then_builds_and_reports_them(
     monkeypatch.setattr(compile_helpers, "wanted", lambda *args: True)  # on CUDA only: forced here
     worker = Worker("test-helpers")
     host = ModelHost(worker, "tinyc", factory=Built, random_weights=True)
-    host.helper_argv = lambda preset, device, random: lambda part: [sys.executable, "-c", scripts[part]]
+    host.helper_argv = lambda preset, device, random, regions=False: (
+        lambda part: [sys.executable, "-c", scripts[part]]
+    )
     host.gpu_room = _roomy_gpu
     statuses = _record_statuses(host)
     try:
@@ -235,7 +390,9 @@ def test_a_cold_switch_compiles_in_helpers_while_the_old_preset_serves(
     monkeypatch.setattr(compile_helpers, "wanted", lambda *args: True)
     worker = Worker("test-switch-helpers")
     host = ModelHost(worker, "tiny", factory=_FakeGenerator, random_weights=True)
-    host.helper_argv = lambda preset, device, random: lambda part: [sys.executable, "-c", wait_for_release]
+    host.helper_argv = lambda preset, device, random, regions=False: (
+        lambda part: [sys.executable, "-c", wait_for_release]
+    )
     host.gpu_room = _roomy_gpu
     try:
         host.start()
@@ -275,7 +432,9 @@ def test_a_crowded_gpu_compiles_in_process_without_helpers(
     held = compile_helpers.gpu_lock(cache_dir(), "GPU-test") if crowded == "lock" else None
     worker = Worker("test-crowded")
     host = ModelHost(worker, "tinyc", factory=_FakeGenerator, random_weights=True)
-    host.helper_argv = lambda preset, device, random: lambda part: spawned.append(part) or [sys.executable]
+    host.helper_argv = lambda preset, device, random, regions=False: (
+        lambda part: spawned.append(part) or [sys.executable]
+    )
     host.gpu_room = (lambda device: (12 << 30, "GPU-test")) if crowded == "memory" else _roomy_gpu
     try:
         host.start()

@@ -6,6 +6,7 @@ Torch-free: listing only looks at the filesystem and the Hugging Face cache.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -46,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " blocks, compile_regions presets), into inductor's disk cache or its AOT packages (no"
         " warm-cache file): what an endpoint's compile helpers run beside a cold start"
         " (engine/service/compile_helpers.py)",
+    )
+    warm.add_argument(
+        "--regions",
+        action="store_true",
+        help="compile block by block (compile_regions), whatever the preset says: what a cold"
+        " start's helpers build first, to serve on while the whole-model packages compile",
     )
     warm.set_defaults(func=run_warm)
     p.set_defaults(func=lambda args: p.print_help() or 2)
@@ -182,6 +189,8 @@ def run_warm(args: argparse.Namespace) -> int:
     failed = 0
     for name in names:
         preset = presets[name]
+        if args.regions:
+            preset = dataclasses.replace(preset, compile_regions=True)
         missing = missing_weights(preset, args.random_weights)
         if missing:
             print(f"{name}: skipped: {missing}")
