@@ -191,12 +191,16 @@ class EndpointClient:
 
 def health_note(health: dict[str, Any]) -> str:
     """The endpoint's note from its /health: the start-up phase and its elapsed time while loading
-    ("compiling 42s"), a switch being built beside the serving preset ("→ text_mv: compiling 8s"),
-    else the endpoint's own message."""
+    ("compiling 42s"), a switch being built beside the serving preset ("→ text_mv: compiling 8s")
+    or, after a cold start on block packages, its whole models ("whole-model packages: compiling in
+    helpers 30s"), else the endpoint's own message."""
     message = str(health.get("message") or "")
     switch = health.get("switch") if isinstance(health.get("switch"), dict) else None
     if switch and switch.get("state") == "building" and health.get("status") != "warming":
-        return f"→ {switch.get('target')}: {_phase(switch.get('phase'), switch.get('phase_elapsed_s'))}"
+        phase = _phase(switch.get("phase"), switch.get("phase_elapsed_s"))
+        if switch.get("target") == health.get("preset"):  # a cold start's upgrade off block packages
+            return f"whole-model packages: {phase}"
+        return f"→ {switch.get('target')}: {phase}"
     if health.get("status") == "loading" and health.get("phase"):
         return f"{_phase(health.get('phase'), health.get('phase_elapsed_s'))}; {message}"
     if health.get("status") == "warming":  # the compiled state builds beside the serving one

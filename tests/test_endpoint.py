@@ -444,3 +444,22 @@ async def test_served_connections_get_tcp_nodelay() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_a_start_shows_its_import_phase_then_the_others_in_order(tmp_path: Path) -> None:
+    # a plain start spends seconds importing torch and the models' libraries (~13 s on the H200
+    # box): /health names that phase while it runs, as it does the weights and the warm-up
+    seen: list[str] = []
+
+    def watch(health: dict) -> bool:
+        if health.get("phase") and (not seen or seen[-1] != health["phase"]):
+            seen.append(health["phase"])
+        return health.get("status") == "ready"
+
+    env = {"GEN404_STATE_DIR": str(tmp_path / "state")}
+    args = ["serve", "--preset", "smoke", "--device", "cpu"]
+    with running_server(args, env=env, ready=watch) as server:
+        phases = server.health()["phases"]
+    assert list(phases)[:2] == ["importing libraries", "loading weights"]
+    assert phases["importing libraries"] > 0
+    assert seen[0] == "importing libraries", seen

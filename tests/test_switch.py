@@ -82,7 +82,7 @@ def generate(host: ModelHost) -> Any:
 def test_start_reports_its_phases(host: ModelHost) -> None:
     health = host.health()
     assert health["phase"] is None and health["phase_elapsed_s"] is None
-    assert list(health["phases"]) == ["loading weights", "warming up"]
+    assert list(health["phases"]) == ["importing libraries", "loading weights", "warming up"]
     assert health["phases"]["loading weights"] > 0 and health["switch"] is None
     assert health["cache"] is None  # sw_a compiles nothing: no warm cache to load or save
 

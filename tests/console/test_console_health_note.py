@@ -24,6 +24,21 @@ def test_note_shows_a_switch_being_built_beside_the_serving_preset() -> None:
     assert health_note(health) == "→ text_mv: loading cache 3s"
 
 
+def test_note_shows_the_whole_models_building_after_a_start_on_block_packages() -> None:
+    health = {
+        "status": "ready",
+        "preset": "text_mv_fast",
+        "message": "ready in 7.7s; whole-model packages building beside the block packages",
+        "switch": {
+            "target": "text_mv_fast",
+            "state": "building",
+            "phase": "compiling in helpers",
+            "phase_elapsed_s": 30.4,
+        },
+    }
+    assert health_note(health) == "whole-model packages: compiling in helpers 30s"
+
+
 def test_note_is_the_endpoint_message_otherwise() -> None:
     done = {"status": "ready", "message": "ready in 9.1s", "switch": {"target": "x", "state": "failed"}}
     assert health_note(done) == "ready in 9.1s"
