@@ -76,6 +76,13 @@ def free_port() -> int:
 
 
 def machine_name(device: str) -> str:
+    """The GPU's name (or the CPU's) and the torch installed, for the figures' header."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        torch = f"torch {version('torch')}"
+    except PackageNotFoundError:
+        torch = "torch not installed"
     if device == "cuda":
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run(
@@ -85,8 +92,8 @@ def machine_name(device: str) -> str:
                 timeout=20,
             )
             if out.stdout.strip():
-                return out.stdout.strip().splitlines()[0]
-    return f"CPU: {cpu_model()} ({os.cpu_count()} cores)"
+                return f"{out.stdout.strip().splitlines()[0]}, {torch}"
+    return f"CPU: {cpu_model()} ({os.cpu_count()} cores), {torch}"
 
 
 def random_weight_presets(names: list[str], directory: Path, overrides: dict[str, str] | None = None) -> None:
