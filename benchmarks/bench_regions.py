@@ -22,10 +22,7 @@ GPU (H200, repo root, ~6 min after gsplat's one-off build):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,14 +35,17 @@ import httpx
 
 from benchmarks.bench_restart import (
     build_record,
+    finish_run,
     free_port,
     fresh_compiler_caches,
     machine_name,
     random_weight_presets,
     request,
     serve_argv,
+    start_run,
     stop,
     timed_start,
+    use_private_dirs,
     wait_ready,
 )
 
@@ -183,17 +183,11 @@ def main() -> int:
     ap.add_argument("--deadline", type=float, default=540.0, help="seconds for everything")
     ap.add_argument("--keep", action="store_true", help="keep the private state and compiler caches")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="gen404-regions-"))
+    out, work = start_run(args.out, "gen404-regions-")
     presets_dir = work / "presets"
     random_weight_presets([args.preset], presets_dir, {"compile_backend": "aot", "compile_regions": "false"})
     regions = regions_twin(args.preset, presets_dir)
-    os.environ["GEN404_PRESETS_DIR"] = str(presets_dir)
-    os.environ["GEN404_STATE_DIR"] = str(work / "state")
-    os.environ.pop("GEN404_WARM_CACHE_DIR", None)
+    use_private_dirs(work, presets_dir)
     log = out / "bench_regions_serve.log"
     results: dict[str, Any] = {"machine": machine_name(args.device), "preset": args.preset}
     began = time.monotonic()
@@ -209,15 +203,8 @@ def main() -> int:
                     break
                 fresh_compiler_caches(work, key)  # only gen404's packages are left
                 results[key] = timed_start(name, args.device, log, left)
-    finally:
-        results["total_s"] = time.monotonic() - began
-        (out / "bench_regions.json").write_text(json.dumps(results, indent=1, default=str))
-        print("\n" + table(results))
-        print(f"total {results['total_s']:.0f}s; JSON: {out / 'bench_regions.json'}; serve log: {log}")
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    finally:  # whatever was measured is kept, even when the run was interrupted
+        finish_run(results, began, out, "bench_regions", table(results), log, work, args.keep)
     return 0
 
 

@@ -182,6 +182,44 @@ def wait_switch_built(
     return {**info, "bench_error": "timed out waiting for the build beside it"}
 
 
+def start_run(out_arg: str, prefix: str) -> tuple[Path, Path]:
+    """The output directory (made) and a private work directory. `timeout` stops a run with
+    SIGTERM: it then exits through `finally`, so the measured part is written."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    out = Path(out_arg)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def use_private_dirs(work: Path, presets_dir: Path) -> None:
+    """This run's presets, and a state dir (warm cache, AOT packages) of its own under `work`."""
+    os.environ["GEN404_PRESETS_DIR"] = str(presets_dir)
+    os.environ["GEN404_STATE_DIR"] = str(work / "state")  # the warm cache lives here
+    os.environ.pop("GEN404_WARM_CACHE_DIR", None)
+
+
+def finish_run(
+    results: dict[str, Any],
+    began: float,
+    out: Path,
+    name: str,
+    report: str,
+    log: Path,
+    work: Path,
+    keep: bool,
+) -> None:
+    """The end of a run, interrupted or not: the JSON (`out`/`name`.json), the table, and the
+    private work dir kept or removed."""
+    results["total_s"] = time.monotonic() - began
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=str))
+    print("\n" + report)
+    print(f"total {results['total_s']:.0f}s; JSON: {out / f'{name}.json'}; serve log: {log}")
+    if keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def build_record(info: dict[str, Any], field: str) -> dict[str, Any] | None:
     """One field of /health's record of the compiled state's build beside the serving one
     (serving early), if any: "phases", or "compile" (what torch.compile did: caches, seconds)."""
@@ -578,12 +616,7 @@ def main() -> int:
         help="seconds for everything: later parts are cut short or skipped",
     )
     args = ap.parse_args()
-    # `timeout` stops a run with SIGTERM: exit through `finally` so the measured part is written
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="gen404-restart-"))
+    out, work = start_run(args.out, "gen404-restart-")
     presets_dir = work / "presets"
     if args.cpu_smoke:
         args.preset, args.alt, args.device = "bench_a", "bench_b", "cpu"
@@ -596,9 +629,7 @@ def main() -> int:
         if args.compile_regions:
             overrides["compile_regions"] = "true"
         random_weight_presets([args.preset, args.alt], presets_dir, overrides)
-    os.environ["GEN404_PRESETS_DIR"] = str(presets_dir)
-    os.environ["GEN404_STATE_DIR"] = str(work / "state")  # the warm cache lives here
-    os.environ.pop("GEN404_WARM_CACHE_DIR", None)
+    use_private_dirs(work, presets_dir)
     log = out / "bench_restart_serve.log"
 
     results: dict[str, Any] = {
@@ -617,14 +648,7 @@ def main() -> int:
     try:
         run_all(args, results, work, log, budget)
     finally:  # whatever was measured is kept, even when a part raised or the run was interrupted
-        results["total_s"] = time.monotonic() - began
-        (out / "bench_restart.json").write_text(json.dumps(results, indent=1, default=str))
-        print("\n" + table(results))
-        print(f"total {results['total_s']:.0f}s; JSON: {out / 'bench_restart.json'}; serve log: {log}")
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish_run(results, began, out, "bench_restart", table(results), log, work, args.keep)
     return 0
 
 

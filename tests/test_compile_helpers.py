@@ -8,12 +8,14 @@ helpers, reports them, and what happens to a helper whose endpoint dies.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,12 +179,13 @@ class _BlockAware:
         return Generator
 
 
+@contextlib.contextmanager
 def _bridged_host(
     compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, release: Path, fail_whole: bool = False
-) -> tuple[Any, list[tuple[str, bool]]]:
+) -> Iterator[tuple[Any, list[tuple[str, bool]]]]:
     """A ModelHost on a whole-model AOT tiny preset, as on a 16-core GPU box with room for five
     helpers: real helper processes, the block ones done at once, the whole-model ones waiting for
-    `release`. Returns the host and each spawned (part, regions)."""
+    `release`. Yields the host (not started) and each spawned (part, regions); stops both after."""
     from engine.service.queue import Worker
     from engine.service.runtime import ModelHost
 
@@ -206,7 +209,12 @@ def _bridged_host(
     )
     host.helper_argv = argv
     host.gpu_room = _roomy_gpu
-    return host, spawned
+    try:
+        yield host, spawned
+    finally:
+        release.touch()
+        host.worker.stop()
+        host.stop()
 
 
 def _wait_for(condition: Any, timeout: float = 30.0) -> None:
@@ -222,9 +230,8 @@ def test_a_cold_aot_start_serves_block_packages_then_swaps_in_the_whole_models(
     from tests.test_model_host import _made_by
 
     release = tmp_path / "release"
-    host, spawned = _bridged_host(compiled_tiny, monkeypatch, release)
-    statuses = _record_statuses(host)
-    try:
+    with _bridged_host(compiled_tiny, monkeypatch, release) as (host, spawned):
+        statuses = _record_statuses(host)
         host.start()
         # the block packages first, in five helpers (the UNet in three shards)
         _wait_for(lambda: host.health()["status"] == "ready")
@@ -244,10 +251,6 @@ def test_a_cold_aot_start_serves_block_packages_then_swaps_in_the_whole_models(
         assert _made_by(host) == "compiled"
         assert host.health()["status"] == "ready" and "block" not in host.health()["message"]
         assert host.switch("tinya") is None  # the preset as its file says: nothing left to build
-    finally:
-        release.touch()
-        host.worker.stop()
-        host.stop()
 
 
 def test_a_restart_with_block_packages_on_disk_serves_them_at_once_then_upgrades(
@@ -258,10 +261,9 @@ def test_a_restart_with_block_packages_on_disk_serves_them_at_once_then_upgrades
     from tests.test_model_host import _made_by
 
     release = tmp_path / "release"
-    host, spawned = _bridged_host(compiled_tiny, monkeypatch, release)
-    host._compiled_state_on_disk = lambda preset: preset.compile_regions
-    statuses = _record_statuses(host)
-    try:
+    with _bridged_host(compiled_tiny, monkeypatch, release) as (host, spawned):
+        host._compiled_state_on_disk = lambda preset: preset.compile_regions
+        statuses = _record_statuses(host)
         host.start()
         _wait_for(lambda: host.health()["status"] == "ready")
         assert statuses == ["loading", "ready"] and _made_by(host) == "compiled blocks"
@@ -270,10 +272,6 @@ def test_a_restart_with_block_packages_on_disk_serves_them_at_once_then_upgrades
         release.touch()
         host.switching.future.result(30)
         assert _made_by(host) == "compiled"
-    finally:
-        release.touch()
-        host.worker.stop()
-        host.stop()
 
 
 def test_a_failed_whole_model_build_keeps_the_block_packages_serving(
@@ -283,8 +281,7 @@ def test_a_failed_whole_model_build_keeps_the_block_packages_serving(
 
     release = tmp_path / "release"
     release.touch()  # the whole-model helpers end at once; the endpoint's warm-up of them fails
-    host, spawned = _bridged_host(compiled_tiny, monkeypatch, release, fail_whole=True)
-    try:
+    with _bridged_host(compiled_tiny, monkeypatch, release, fail_whole=True) as (host, spawned):
         host.start()
         _wait_for(
             lambda: len(spawned) == 7 and host.switching is not None and host.switching.state == "failed"
@@ -293,9 +290,6 @@ def test_a_failed_whole_model_build_keeps_the_block_packages_serving(
         assert health["status"] == "ready" and _made_by(host) == "compiled blocks"
         assert "serving block packages: the whole-model packages failed" in health["message"]
         assert "CUDA out of memory (injected)" in health["message"]
-    finally:
-        host.worker.stop()
-        host.stop()
 
 
 def test_no_bridge_without_room_for_more_than_two_helpers() -> None:
