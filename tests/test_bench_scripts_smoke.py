@@ -116,3 +116,21 @@ def test_bench_restart_copies_keep_the_preset_s_compile_backend_unless_told(
     monkeypatch.setenv("GEN404_PRESETS_DIR", str(tmp_path / "regions"))
     regions = load_preset("text_mv_fast")
     assert regions.compile_regions and regions.compile_backend == "aot" and regions.weights == "random"
+
+
+def test_bench_regions_alternates_the_two_modes_on_one_endpoint(tmp_path: Path) -> None:
+    # the smoke preset compiles nothing: this checks the switches, the alternation and the report
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "benchmarks.bench_regions", "--preset", "smoke", "--device", "cpu"]
+    argv += ["--rounds", "2", "--requests", "1", "--no-restarts", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    side = json.loads((out / "bench_regions.json").read_text())["side_by_side"]
+    assert "error" not in side, side
+    assert side["whole"]["n"] == 2 and side["regions"]["n"] == 2  # one timed request a mode a round
+    assert side["ratio_median"] == side["regions"]["median_s"] / side["whole"]["median_s"]
+    # it started on the block packages' preset, then each round switched to each mode
+    assert side["whole_cold_switch"]["status"] == 200
+    assert [s["target"] for s in side["warm_switches"]] == ["smoke", "smoke_regions"] * 2
+    assert all(s["status"] == 200 for s in side["warm_switches"])
+    assert "regions / whole: median" in done.stdout
