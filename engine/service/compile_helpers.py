@@ -94,7 +94,7 @@ def _shards(model: str, count: int) -> list[str]:
 def bridge_worthwhile(free_bytes: int, cores: int) -> bool:
     """Whether a cold start of a whole-model AOT preset should serve block packages first (the
     bridge, runtime.py): only when they split over more helpers than the two whole models would.
-    On an H200 (16 cores, session 13): ready 78.4 / 80.0 s on five block helpers against
+    On an H200 (16 cores, session 13): ready in 74.4-83.1 s on five block helpers against
     89.1-96.8 s on two whole-model helpers (session 11)."""
     return len(helper_parts(True, free_bytes, cores)) > len(COMPILE_PARTS)
 

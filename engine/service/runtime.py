@@ -151,7 +151,7 @@ class ModelHost:
 
     The bridge: a cold start of a whole-model AOT preset with room for more than two helpers
     compiles its block packages first (compile_regions: five helpers on a 16-core H200 box, ready
-    in 78-83 s against 89-97 s) and says "ready" on them; their generations ran 1.7% slower than
+    in 74-83 s against 89-97 s) and says "ready" on them; their generations ran 1.7% slower than
     the whole models' (bench_regions), which then compile in two helpers and are swapped in as a
     switch to the same preset. Every later start loads the whole-model packages.
     """

