@@ -198,7 +198,7 @@ def health_note(health: dict[str, Any]) -> str:
     switch = health.get("switch") if isinstance(health.get("switch"), dict) else None
     if switch and switch.get("state") == "building" and health.get("status") != "warming":
         phase = _phase(switch.get("phase"), switch.get("phase_elapsed_s"))
-        if switch.get("target") == health.get("preset"):  # a cold start's upgrade off block packages
+        if switch.get("kind") == "upgrade":  # after a cold start on block packages
             return f"whole-model packages: {phase}"
         return f"→ {switch.get('target')}: {phase}"
     if health.get("status") == "loading" and health.get("phase"):

@@ -253,6 +253,28 @@ def test_a_cold_aot_start_serves_block_packages_then_swaps_in_the_whole_models(
         assert host.switch("tinya") is None  # the preset as its file says: nothing left to build
 
 
+def test_a_miner_s_switch_cancels_the_whole_model_build_instead_of_waiting_for_it(
+    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # one build at a time: any other switch meanwhile is refused (409), but the whole-model build
+    # after a start on block packages takes minutes on a GPU and only saves 1.7%; it yields
+    from tests.test_model_host import _made_by
+
+    with _bridged_host(compiled_tiny, monkeypatch, tmp_path / "release") as (host, spawned):
+        host.start()
+        _wait_for(lambda: len(spawned) == 7 and bool(host._helpers.running()))
+        upgrade, whole_helpers = host.switching, host._helpers
+        assert upgrade.kind == "upgrade" and upgrade.state == "building"
+        ticket = host.switch("tiny")  # helpers still compiling (they wait for a release never given)
+        assert ticket is not None and ticket is not upgrade
+        ticket.future.result(30)
+        assert ticket.state == "done" and host.health()["preset"] == "tiny"
+        assert _made_by(host) == "uncompiled"
+        assert upgrade.state == "failed" and upgrade.status == 409
+        assert "cancelled for the switch to 'tiny'" in upgrade.error
+        assert whole_helpers.running() == []  # stopped, not waited for
+
+
 def test_a_restart_with_block_packages_on_disk_serves_them_at_once_then_upgrades(
     compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -344,6 +344,15 @@ class ModelHost:
             return None
         return dataclasses.replace(preset, compile_regions=True)
 
+    def _cancel_upgrade(self, ticket: PresetSwitch, target: str) -> None:
+        """A miner's switch goes first: the whole-model build waiting on its helpers stops (the
+        next start builds it again); past the helpers it finishes, and the switch runs after it."""
+        ticket.cancelled = f"cancelled for the switch to {target!r}"
+        helpers = self._helpers
+        if helpers is not None:
+            helpers.stop()
+        log.info("preset %s: whole-model packages %s", ticket.target, ticket.cancelled)
+
     def _upgrade(self, preset: Preset) -> None:
         """After a start served on `preset`'s block packages (the bridge): its whole-model
         packages, compiled in helpers beside them (or loaded, if on disk), swapped in when warmed
@@ -351,11 +360,13 @@ class ModelHost:
         active = self._active
         if active is None or active.preset == preset or not self.serving:
             return
-        ticket = PresetSwitch(preset.name, active.preset.name, reloaded=False)
+        ticket = PresetSwitch(preset.name, active.preset.name, reloaded=False, kind="upgrade")
         self.switching = ticket
         with self._lock:
             self.message = f"{self.message}; whole-model packages building beside the block packages"
         helpers = None if self._compiled_state_on_disk(preset) else self._start_helpers(preset)
+        if ticket.cancelled and helpers is not None:  # cancelled while they were being spawned
+            helpers.stop()
         self._build_switch(ticket, active, preset, shared=True, helpers=helpers)
         if ticket.state == "failed":
             self._set(
@@ -472,7 +483,8 @@ class ModelHost:
 
         Raises UnknownPreset, PresetError (malformed YAML: the old preset is kept), NotReady
         (models are loading) or SwitchRefused (weights missing: 424; another switch is being
-        built: 409). The returned PresetSwitch tracks the build; its `future` resolves when the
+        built: 409, except the whole-model build after a start on block packages, which this
+        cancels: `_cancel_upgrade`). The returned PresetSwitch tracks the build; its `future` resolves when the
         new preset serves ("done") or the build failed ("failed", the old preset still serves).
         """
         if split_ref(name)[0] not in self.available():  # a name, or a reference "name+iters=300"
@@ -484,9 +496,11 @@ class ModelHost:
         if building is not None and building.state == "building":
             if building.target == name:
                 return building  # the same switch asked twice: wait on the one under way
-            raise SwitchRefused(
-                409, f"a switch to {building.target!r} is being built; try again when it ends"
-            )
+            if building.kind != "upgrade":
+                raise SwitchRefused(
+                    409, f"a switch to {building.target!r} is being built; try again when it ends"
+                )
+            self._cancel_upgrade(building, name)
         missing = missing_weights(preset, self.random_weights)
         if missing:
             raise SwitchRefused(
@@ -532,6 +546,9 @@ class ModelHost:
             helpers.wait()
             ticket.note = f"compile helpers: {helpers.describe()}"
             log.info("preset %s: %s", preset.name, ticket.note)
+        if ticket.cancelled:
+            ticket.end("failed", f"{ticket.cancelled}; still serving {active.preset.name!r}", 409)
+            return
 
         def make(progress: ProgressCallback) -> Any:
             fault = _take_fault(self.faults, "switch", preset.name)

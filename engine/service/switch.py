@@ -95,6 +95,10 @@ class PresetSwitch:
     cache: dict[str, Any] | None = None  # the new preset's warm-cache report, once known
     note: str | None = None  # how the build went when it was not the usual way
     compile: dict[str, Any] | None = None  # what torch.compile did in the build (compile_stats.py)
+    # "upgrade": the whole-model packages after a start on block packages (runtime.ModelHost's
+    # bridge), which a miner's switch cancels rather than waits for
+    kind: str = "switch"
+    cancelled: str | None = None  # why it was called off (set by another thread)
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     future: concurrent.futures.Future[PresetSwitch] = field(default_factory=concurrent.futures.Future)
@@ -111,6 +115,7 @@ class PresetSwitch:
         return {
             "target": self.target,
             "previous": self.previous,
+            "kind": self.kind,
             "state": self.state,
             "reloaded": self.reloaded,
             "phase": clock["phase"],

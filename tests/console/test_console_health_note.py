@@ -31,6 +31,7 @@ def test_note_shows_the_whole_models_building_after_a_start_on_block_packages() 
         "message": "ready in 7.7s; whole-model packages building beside the block packages",
         "switch": {
             "target": "text_mv_fast",
+            "kind": "upgrade",
             "state": "building",
             "phase": "compiling in helpers",
             "phase_elapsed_s": 30.4,
