@@ -163,13 +163,15 @@ class _BlockAware:
     """A _FakeGenerator whose generations also say whether block packages made them."""
 
     @staticmethod
-    def make(fail_whole: bool = False) -> type:
+    def make(fail_whole: bool = False, fail_blocks: bool = False) -> type:
         from tests.test_model_host import _FakeGenerator, _Result
 
         class Generator(_FakeGenerator):
             def on_warmup(self) -> float:
                 if fail_whole and self.preset.compile and not self.preset.compile_regions:
                     raise RuntimeError("CUDA out of memory (injected)")
+                if fail_blocks and self.preset.compile and self.preset.compile_regions:
+                    raise RuntimeError("block compile failed (injected)")
                 return 0.1
 
             def generate(self, prompt, on_step=None) -> _Result:  # noqa: ANN001
@@ -181,7 +183,11 @@ class _BlockAware:
 
 @contextlib.contextmanager
 def _bridged_host(
-    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, release: Path, fail_whole: bool = False
+    compiled_tiny: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    release: Path,
+    fail_whole: bool = False,
+    fail_blocks: bool = False,
 ) -> Iterator[tuple[Any, list[tuple[str, bool]]]]:
     """A ModelHost on a whole-model AOT tiny preset, as on a 16-core GPU box with room for five
     helpers: real helper processes, the block ones done at once, the whole-model ones waiting for
@@ -205,7 +211,7 @@ def _bridged_host(
         return one
 
     host = ModelHost(
-        Worker("test-bridge"), "tinya", factory=_BlockAware.make(fail_whole), random_weights=True
+        Worker("test-bridge"), "tinya", factory=_BlockAware.make(fail_whole, fail_blocks), random_weights=True
     )
     host.helper_argv = argv
     host.gpu_room = _roomy_gpu
@@ -296,21 +302,29 @@ def test_a_restart_with_block_packages_on_disk_serves_them_at_once_then_upgrades
         assert _made_by(host) == "compiled"
 
 
-def test_a_failed_whole_model_build_keeps_the_block_packages_serving(
-    compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("blocks_fail", [False, True])
+def test_a_failed_whole_model_build_keeps_what_serves_and_names_it(
+    blocks_fail: bool, compiled_tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # the whole models' warm-up fails; before it, the block packages' too (then the uncompiled
+    # stand-in keeps serving)
     from tests.test_model_host import _made_by
 
     release = tmp_path / "release"
     release.touch()  # the whole-model helpers end at once; the endpoint's warm-up of them fails
-    with _bridged_host(compiled_tiny, monkeypatch, release, fail_whole=True) as (host, spawned):
+    bridged = _bridged_host(compiled_tiny, monkeypatch, release, fail_whole=True, fail_blocks=blocks_fail)
+    with bridged as (host, spawned):
         host.start()
         _wait_for(
             lambda: len(spawned) == 7 and host.switching is not None and host.switching.state == "failed"
         )
         health = host.health()
-        assert health["status"] == "ready" and _made_by(host) == "compiled blocks"
-        assert "serving block packages: the whole-model packages failed" in health["message"]
+        serving = (
+            "uncompiled blocks" if blocks_fail else "compiled blocks"
+        )  # the stand-in: the bridge uncompiled
+        assert health["status"] == "ready" and _made_by(host) == serving
+        named = "uncompiled" if blocks_fail else "block packages"
+        assert f"serving {named}: the whole-model packages failed" in health["message"]
         assert "CUDA out of memory (injected)" in health["message"]
 
 

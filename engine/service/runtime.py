@@ -369,9 +369,8 @@ class ModelHost:
             helpers.stop()
         self._build_switch(ticket, active, preset, shared=True, helpers=helpers)
         if ticket.state == "failed":
-            self._set(
-                "ready", f"serving block packages: the whole-model packages failed ({ticket.error})", 1.0
-            )
+            serving = "block packages" if active.preset.compile else "uncompiled"  # its compile failed too
+            self._set("ready", f"serving {serving}: the whole-model packages failed ({ticket.error})", 1.0)
 
     def _compiled_state_on_disk(self, preset: Preset) -> bool:
         """An AOT preset whose packages a past warm-up here recorded: they load in seconds, so the
