@@ -31,14 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks.bench_restart import (
     build_record,
     finish_run,
     free_port,
     fresh_compiler_caches,
     machine_name,
+    put_preset,
     random_weight_presets,
     request,
     serve_argv,
@@ -55,20 +54,6 @@ def regions_twin(preset: str, directory: Path) -> str:
     name = f"{preset}_regions"
     (directory / f"{name}.yaml").write_text(f"extends: {preset}\ncompile_regions: true\n")
     return name
-
-
-def switch(port: int, target: str, budget_s: float) -> dict[str, Any]:
-    """PUT /preset and wait for the build; its status, seconds and /health's phases after it."""
-    started = time.monotonic()
-    try:
-        response = httpx.put(
-            f"http://127.0.0.1:{port}/preset", json={"name": target, "wait": True}, timeout=budget_s
-        )
-        status: int | None = response.status_code
-        body: Any = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        status, body = None, f"{type(exc).__name__}: {exc}"
-    return {"target": target, "status": status, "seconds": time.monotonic() - started, "body": body}
 
 
 def summary(times: list[float]) -> dict[str, Any]:
@@ -104,7 +89,7 @@ def side_by_side(
             **(build_record(info, "phases") or {}),
         }
         print(f"regions: first start ready in {result['regions_first_start_s']:.1f} s", flush=True)
-        result["whole_cold_switch"] = cold = switch(port, whole, max(1.0, deadline - time.monotonic()))
+        result["whole_cold_switch"] = cold = put_preset(port, whole, max(1.0, deadline - time.monotonic()))
         print(
             f"switch to whole-model packages (cold): HTTP {cold['status']} in {cold['seconds']:.1f} s",
             flush=True,
@@ -118,7 +103,7 @@ def side_by_side(
                 if time.monotonic() > deadline - 60:
                     result["cut_short"] = f"round {round_no + 1}: time budget"
                     break
-                switches.append(switch(port, name, 120.0))
+                switches.append(put_preset(port, name, 120.0))
                 request(port)  # the first after a switch: not steady state
                 for _ in range(args.requests):
                     answer = request(port)

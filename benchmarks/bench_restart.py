@@ -144,11 +144,15 @@ def health(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def wait_ready(
-    port: int, deadline: float, proc: subprocess.Popen | None = None, until: tuple[str, ...] = ("ready",)
+def poll_health(
+    port: int,
+    deadline: float,
+    proc: subprocess.Popen | None,
+    done: Callable[[dict[str, Any]], bool],
+    waiting_for: str,
 ) -> dict[str, Any]:
-    """Poll /health every 0.1 s until its status is in `until`; the last health seen (or an error
-    note)."""
+    """Poll /health every 0.1 s until `done(health)`; the last health seen, with a "bench_error"
+    when the process exited, the endpoint reported an error or `deadline` passed."""
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -156,30 +160,46 @@ def wait_ready(
         info = health(port)
         if info:
             last = info
-            if info.get("status") in until:
+            if done(info):
                 return info
             if info.get("status") == "error":
                 return {**info, "bench_error": info.get("message")}
         time.sleep(0.1)
-    return {**last, "bench_error": f"timed out waiting for {'/'.join(until)}"}
+    return {**last, "bench_error": f"timed out waiting for {waiting_for}"}
+
+
+def wait_ready(
+    port: int, deadline: float, proc: subprocess.Popen | None = None, until: tuple[str, ...] = ("ready",)
+) -> dict[str, Any]:
+    """Poll /health until its status is in `until` (poll_health)."""
+    return poll_health(port, deadline, proc, lambda h: h.get("status") in until, "/".join(until))
 
 
 def wait_switch_built(
     port: int, deadline: float, proc: subprocess.Popen | None = None
 ) -> dict[str, Any] | None:
-    """None when no build runs beside the serving preset; else poll until it ends and return the
-    last health (with "bench_error" when the wait failed)."""
-    info = health(port) or {}
-    if (info.get("switch") or {}).get("state") != "building":
+    """None when no build runs beside the serving preset; else poll until it ends (poll_health)."""
+    if ((health(port) or {}).get("switch") or {}).get("state") != "building":
         return None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return {**info, "bench_error": f"exited with {proc.returncode}"}
-        info = health(port) or info
-        if (info.get("switch") or {}).get("state") != "building":
-            return info
-        time.sleep(0.2)
-    return {**info, "bench_error": "timed out waiting for the build beside it"}
+
+    def built(info: dict[str, Any]) -> bool:
+        return (info.get("switch") or {}).get("state") != "building"
+
+    return poll_health(port, deadline, proc, built, "the build beside it")
+
+
+def put_preset(port: int, target: str, budget_s: float) -> dict[str, Any]:
+    """PUT /preset `target` and wait for its build: the answer's status and body, and seconds."""
+    started = time.monotonic()
+    try:
+        response = httpx.put(
+            f"http://127.0.0.1:{port}/preset", json={"name": target, "wait": True}, timeout=budget_s
+        )
+        status: int | None = response.status_code
+        body: Any = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        status, body = None, f"{type(exc).__name__}: {exc}"
+    return {"target": target, "status": status, "body": body, "seconds": time.monotonic() - started}
 
 
 def start_run(out_arg: str, prefix: str) -> tuple[Path, Path]:
@@ -422,15 +442,7 @@ def switch_under_load(port: int, target: str, budget_s: float) -> dict[str, Any]
     thread = threading.Thread(target=client, daemon=True)
     thread.start()
     time.sleep(0.5)  # the client is mid-generation when the switch starts
-    put_started = time.monotonic()
-    try:
-        response = httpx.put(
-            f"http://127.0.0.1:{port}/preset", json={"name": target, "wait": True}, timeout=budget_s
-        )
-        answer: dict[str, Any] = {"status": response.status_code, "body": response.json()}
-    except httpx.HTTPError as exc:
-        answer = {"status": None, "body": f"{type(exc).__name__}: {exc}"}
-    switch_s = time.monotonic() - put_started
+    answer = put_preset(port, target, budget_s)
     done.set()
     thread.join(budget_s)
     switch_info = (health(port) or {}).get("switch")
@@ -440,7 +452,7 @@ def switch_under_load(port: int, target: str, budget_s: float) -> dict[str, Any]
     return {
         "target": target,
         "put": answer,
-        "switch_s": switch_s,
+        "switch_s": answer["seconds"],
         "build_phases": (switch_info or {}).get("phases"),
         "build_note": (switch_info or {}).get("note"),  # e.g. built on the generation thread
         "requests_during": len(during),
