@@ -159,26 +159,24 @@ def test_region_helpers_build_their_shards_and_the_endpoint_loads_them(compiled_
     assert {state for name, state in states.items() if name not in shard1} == {"built"}
 
 
-class _BlockAware:
-    """A _FakeGenerator whose generations also say whether block packages made them."""
+def _block_aware(fail_whole: bool = False, fail_blocks: bool = False) -> type:
+    """A _FakeGenerator class whose generations also say whether block packages made them, and
+    whose warm-up of the whole models, or of the blocks, fails if told."""
+    from tests.test_model_host import _FakeGenerator, _Result
 
-    @staticmethod
-    def make(fail_whole: bool = False, fail_blocks: bool = False) -> type:
-        from tests.test_model_host import _FakeGenerator, _Result
+    class Generator(_FakeGenerator):
+        def on_warmup(self) -> float:
+            if fail_whole and self.preset.compile and not self.preset.compile_regions:
+                raise RuntimeError("CUDA out of memory (injected)")
+            if fail_blocks and self.preset.compile and self.preset.compile_regions:
+                raise RuntimeError("block compile failed (injected)")
+            return 0.1
 
-        class Generator(_FakeGenerator):
-            def on_warmup(self) -> float:
-                if fail_whole and self.preset.compile and not self.preset.compile_regions:
-                    raise RuntimeError("CUDA out of memory (injected)")
-                if fail_blocks and self.preset.compile and self.preset.compile_regions:
-                    raise RuntimeError("block compile failed (injected)")
-                return 0.1
+        def generate(self, prompt, on_step=None) -> _Result:  # noqa: ANN001
+            made = "compiled" if self.preset.compile else "uncompiled"
+            return _Result(f"{made} blocks" if self.preset.compile_regions else made)
 
-            def generate(self, prompt, on_step=None) -> _Result:  # noqa: ANN001
-                made = "compiled" if self.preset.compile else "uncompiled"
-                return _Result(f"{made} blocks" if self.preset.compile_regions else made)
-
-        return Generator
+    return Generator
 
 
 @contextlib.contextmanager
@@ -211,7 +209,7 @@ def _bridged_host(
         return one
 
     host = ModelHost(
-        Worker("test-bridge"), "tinya", factory=_BlockAware.make(fail_whole, fail_blocks), random_weights=True
+        Worker("test-bridge"), "tinya", factory=_block_aware(fail_whole, fail_blocks), random_weights=True
     )
     host.helper_argv = argv
     host.gpu_room = _roomy_gpu
@@ -319,9 +317,8 @@ def test_a_failed_whole_model_build_keeps_what_serves_and_names_it(
             lambda: len(spawned) == 7 and host.switching is not None and host.switching.state == "failed"
         )
         health = host.health()
-        serving = (
-            "uncompiled blocks" if blocks_fail else "compiled blocks"
-        )  # the stand-in: the bridge uncompiled
+        # the uncompiled stand-in is the bridge (block packages' preset) with compile off
+        serving = "uncompiled blocks" if blocks_fail else "compiled blocks"
         assert health["status"] == "ready" and _made_by(host) == serving
         named = "uncompiled" if blocks_fail else "block packages"
         assert f"serving {named}: the whole-model packages failed" in health["message"]
