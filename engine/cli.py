@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from engine import bytecode_cache
+
 # subcommand module names, in help order
 COMMAND_MODULES = [
     "engine.commands.generate",  # generate
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # before anything imports torch: where its bytecode comes from (engine/bytecode_cache.py)
+    bytecode_cache.activate()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -133,6 +133,20 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _log_bytecode_cache() -> None:
+    """Say where the libraries' bytecode comes from when gen404 keeps it (a box where Python
+    would compile them at every start); silent on a box where Python caches it itself."""
+    from engine import bytecode_cache
+
+    found = bytecode_cache.state()
+    if found == bytecode_cache.ACTIVE:
+        logging.getLogger("gen404.serve").info("bytecode cache: reading %s", bytecode_cache.tree())
+    elif found == bytecode_cache.EMPTY:
+        logging.getLogger("gen404.serve").info(
+            "bytecode cache: this box compiles torch's Python at every start; filled for the next start once ready"
+        )
+
+
 def run(args: argparse.Namespace) -> int:  # returns only on errors before serving
     from engine.presets import PresetError, load_preset
     from engine.service.runtime import fault_spec_from_env
@@ -153,6 +167,7 @@ def run(args: argparse.Namespace) -> int:  # returns only on errors before servi
 
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     faulthandler.enable()  # a crash in native code (CUDA, a compiled package) leaves its Python stack in the log
+    _log_bytecode_cache()
     sock = _bind(args.host, args.port)
 
     import uvicorn

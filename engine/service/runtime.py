@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from engine import bytecode_cache
 from engine.presets import Preset, PresetError, list_presets, load_preset, split_ref
 from engine.service import compile_helpers
 from engine.service.batcher import Batcher
@@ -314,6 +315,8 @@ class ModelHost:
         else:
             active = self._activate(built, "warming")
             log.info("preset %s answering uncompiled on %s; compiling beside it", name, self.device)
+        bytecode_cache.fill_later()  # after "ready": what a start imports is imported by now
+        if early:
             self._compile_beside(active, serving, helpers)
         if bridge is not None:
             self._upgrade(preset)
