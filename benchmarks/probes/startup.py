@@ -6,7 +6,7 @@ alone (nothing overlapped): imports, CUDA init, building the weights, loading a 
 `--compile-times` it prints dynamo's per-phase compile times after the warm-up.
 
     python -m benchmarks.probes.startup --preset text_mv_fast --random-weights \
-        [--load CACHE] [--save CACHE] [--compile on|off] [--json OUT.json]
+        [--load CACHE] [--save CACHE] [--compile on|off] [--json OUT.json] [--profile 30]
 
 The driver script (benchmarks/gpu_startup.sh) runs it cold, then warm from the saved cache with
 inductor's own caches emptied, with and without TORCH_CACHING_PRECOMPILE, on one GPU.
@@ -42,6 +42,9 @@ def main() -> None:
         "--cuda-graphs", choices=("preset", "on", "off"), default="preset", help="the preset's cuda_graphs"
     )
     parser.add_argument("--compile-times", action="store_true")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="cProfile weights to warm-up; print the top N functions"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import faulthandler
@@ -65,6 +68,9 @@ def main() -> None:
         print(f"  {name:<24} {steps[name]:7.2f} s", flush=True)
 
     steps["python start to main"] = round(mark - T0, 3)
+    from engine import bytecode_cache
+
+    print(f"  bytecode cache: {bytecode_cache.activate()}", flush=True)  # as `gen404 serve` does first
     import torch
 
     step("import torch")
@@ -87,6 +93,11 @@ def main() -> None:
         preset = dataclasses.replace(preset, compile=args.compile == "on", compile_backend="jit")
     if args.cuda_graphs != "preset":
         preset = dataclasses.replace(preset, cuda_graphs=args.cuda_graphs == "on")
+    import cProfile
+
+    profile = cProfile.Profile() if args.profile else None
+    if profile is not None:
+        profile.enable()
     generator = Generator(preset, device=args.device, random_weights=args.random_weights, sync_timings=False)
     generator.load()
     if generator.device.type == "cuda":
@@ -109,6 +120,12 @@ def main() -> None:
         step("load mega-cache")
     generator.warmup(force=True)
     step("warm-up (compile+capture)")
+    if profile is not None:
+        import pstats
+
+        profile.disable()
+        for order in ("cumulative", "tottime"):
+            pstats.Stats(profile).sort_stats(order).print_stats(args.profile)
     started = time.perf_counter()
     result = generator.generate("a red wooden chair", seed=1)
     info["first_generation_s"] = round(time.perf_counter() - started, 3)
