@@ -132,12 +132,19 @@ def test_gen404_activates_it_before_any_command_runs(tmp_path: Path) -> None:
         "print(b.state(), sys.pycache_prefix)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", script],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert done.stdout.splitlines()[-1].split() == [ACTIVE, str(_tree(tmp_path))]
 
 
-def test_an_endpoint_fills_the_tree_once_its_preset_is_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_endpoint_fills_the_tree_once_its_preset_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from engine.service.queue import Worker
     from engine.service.runtime import ModelHost
 
@@ -146,7 +153,9 @@ def test_an_endpoint_fills_the_tree_once_its_preset_is_ready(tmp_path: Path, mon
     monkeypatch.delenv("GEN404_WARM_CACHE_DIR", raising=False)
     monkeypatch.setattr(bytecode_cache, "_state", EMPTY)  # as on a box like the H200 one, first start
     # the endpoint's own imports are thousands of modules: two stand for them here
-    monkeypatch.setattr(bytecode_cache, "imported_sources", lambda: [str(package / "__init__.py"), str(package / "sub.py")])
+    monkeypatch.setattr(
+        bytecode_cache, "imported_sources", lambda: [str(package / "__init__.py"), str(package / "sub.py")]
+    )
     worker = Worker("test-bytecode")
     host = ModelHost(worker, "smoke", random_weights=True, use_cache=False, serve_early=False)
     try:
@@ -157,7 +166,9 @@ def test_an_endpoint_fills_the_tree_once_its_preset_is_ready(tmp_path: Path, mon
         while not (_tree(tmp_path) / COMPLETE).is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert json.loads((_tree(tmp_path) / COMPLETE).read_text())["compiled"] == 2
-        assert (_tree(tmp_path) / str(package).lstrip("/") / f"sub.{sys.implementation.cache_tag}.pyc").is_file()
+        assert (
+            _tree(tmp_path) / str(package).lstrip("/") / f"sub.{sys.implementation.cache_tag}.pyc"
+        ).is_file()
     finally:
         worker.stop()
         host.stop()

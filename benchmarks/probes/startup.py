@@ -43,7 +43,11 @@ def main() -> None:
     )
     parser.add_argument("--compile-times", action="store_true")
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="N", help="cProfile weights to warm-up; print the top N functions"
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cProfile weights to warm-up; print the top N functions",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
