@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from engine import bytecode_cache
+from engine import startup
 
 # subcommand module names, in help order
 COMMAND_MODULES = [
@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # before anything imports torch: where its bytecode comes from (engine/bytecode_cache.py)
-    bytecode_cache.activate()
+    startup.prepare()  # before anything imports torch (engine/startup.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

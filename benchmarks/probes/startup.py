@@ -72,9 +72,10 @@ def main() -> None:
         print(f"  {name:<24} {steps[name]:7.2f} s", flush=True)
 
     steps["python start to main"] = round(mark - T0, 3)
-    from engine import bytecode_cache
+    from engine import bytecode_cache, startup
 
-    print(f"  bytecode cache: {bytecode_cache.activate()}", flush=True)  # as `gen404 serve` does first
+    startup.prepare()  # as `gen404 serve` does first
+    print(f"  bytecode cache: {bytecode_cache.state()}", flush=True)
     import torch
 
     step("import torch")

@@ -33,7 +33,7 @@ import time
 import traceback
 from typing import Any
 
-from engine import bytecode_cache
+from engine import startup
 
 # what an endpoint imports before it can load weights (torch-heavy first)
 PRELOAD = (
@@ -249,7 +249,7 @@ def main() -> int:
     # torch.cuda.is_available() and device_count() (which the model libraries call at import)
     # then ask NVML instead of the CUDA runtime, which would make every fork unable to use CUDA
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    bytecode_cache.activate()  # the forks inherit it
+    startup.prepare()  # the forks inherit it
     modules = preload()
     emit(
         {

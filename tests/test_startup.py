@@ -1,0 +1,73 @@
+"""engine/startup.py: libraries gen404 never uses are hidden from diffusers and transformers, which
+import them whenever installed (peft, and through it scikit-learn: 2.9 s of an H200 endpoint's
+import). Stand-in `peft` and `sklearn` packages are installed beside the real libraries; the
+checks are the libraries' own, in fresh Python processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.startup import HIDE_ENV
+
+PROBE = """
+import json, sys
+if sys.argv[1] == "prepared":
+    from engine import startup
+    startup.prepare()
+import importlib.util
+from diffusers.utils import is_peft_available
+from transformers.utils import is_sklearn_available
+try:
+    import peft
+    imported = True
+except ModuleNotFoundError:
+    imported = False
+print(json.dumps({"diffusers_sees_peft": is_peft_available(), "transformers_sees_sklearn": is_sklearn_available(),
+                  "peft_imported": imported, "marker": sys.modules.get("peft") is not None}))
+"""
+
+
+def _run(tmp_path: Path, mode: str, **env: str) -> dict[str, bool]:
+    site = tmp_path / "site"
+    for name in ("peft", "sklearn"):
+        (site / name).mkdir(parents=True, exist_ok=True)
+        (site / name / "__init__.py").write_text("__version__ = '9.9.9'\n")
+        # importlib.metadata finds a version, as for an installed distribution
+        info = site / f"{'scikit_learn' if name == 'sklearn' else name}-9.9.9.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 9.9.9\n")
+    run_env = dict(os.environ, PYTHONPATH=str(site), **env)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, mode],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_model_libraries_see_peft_and_sklearn_only_without_gen404s_start(tmp_path: Path) -> None:
+    plain = _run(tmp_path, "plain")
+    assert plain["diffusers_sees_peft"] and plain["transformers_sees_sklearn"] and plain["peft_imported"]
+
+    prepared = _run(tmp_path, "prepared")
+    assert prepared == {
+        "diffusers_sees_peft": False,
+        "transformers_sees_sklearn": False,
+        "peft_imported": False,
+        "marker": False,
+    }
+
+
+def test_the_hidden_list_is_a_setting(tmp_path: Path) -> None:
+    nothing_hidden = _run(tmp_path, "prepared", **{HIDE_ENV: ""})
+    assert nothing_hidden["diffusers_sees_peft"] and nothing_hidden["transformers_sees_sklearn"]
+    only_peft = _run(tmp_path, "prepared", **{HIDE_ENV: "peft"})
+    assert not only_peft["diffusers_sees_peft"] and only_peft["transformers_sees_sklearn"]
