@@ -488,9 +488,16 @@ def fmt(value: Any, unit: str = "s") -> str:
     return "n/a" if value is None else f"{value:.2f} {unit}" if isinstance(value, float) else str(value)
 
 
+def second_key(n: int) -> str:
+    """The n-th second start's key (a start with the first start's state on disk): second_start,
+    second_start_2, ..."""
+    return "second_start" if n == 1 else f"second_start_{n}"
+
+
 def table(results: dict[str, Any]) -> str:
     rows = [f"machine: {results['machine']}; preset {results['preset']}, alt {results['alt']}"]
-    for key in ("first_start", "second_start", "first_alone"):
+    repeats = sorted(k for k in results if k.startswith("second_start_"))
+    for key in ("first_start", "second_start", *repeats, "first_alone"):
         if key == "first_alone" and key not in results:
             continue
         r = results.get(key) or {}
@@ -550,9 +557,10 @@ def run_all(
     if "starts" in parts:
         results["first_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
         print(table({**results}), flush=True)
-        fresh_compiler_caches(work, "second")  # only gen404's warm cache is left from the first start
-        results["second_start"] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
-        print(table({**results}), flush=True)
+        for n in range(1, args.second_starts + 1):
+            fresh_compiler_caches(work, f"second{n}")  # only gen404's warm cache is left from the first start
+            results[second_key(n)] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+            print(table({**results}), flush=True)
     if "first-alone" in parts:  # the control: a first start that compiles in its own process only
         fresh_compiler_caches(work, "alone")
         os.environ["GEN404_STATE_DIR"] = str(work / "state-alone")  # no warm cache either
@@ -600,6 +608,9 @@ def main() -> int:
         help="which parts run: starts (first and second), first-alone (a first start that compiles"
         " without helper processes, the control), sigkill, switches (on the endpoint sigkill"
         " restarted; needs sigkill). `--parts sigkill` fits the crash measurement into one short call",
+    )
+    ap.add_argument(
+        "--second-starts", type=int, default=1, help="starts: how many second starts, one after another"
     )
     ap.add_argument(
         "--kill-when",
