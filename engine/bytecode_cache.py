@@ -20,7 +20,8 @@ have bytecode too (the H200 box: 25.1 s instead of 19.4 s).
 Python checks each .pyc against its source's mtime and size: an upgraded library is compiled
 again and rewritten in the tree, never run stale. GEN404_BYTECODE_CACHE=off turns all this off.
 
-    python -X pycache_prefix=DIR -m engine.bytecode_cache fill < sources   (what fill_later runs)
+    python -X pycache_prefix=DIR -m engine.bytecode_cache fill LIST   (what fill_later runs; LIST:
+                                                                      one source path a line)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ ACTIVE = "active"  # imports read (and write) the tree
 EMPTY = "empty"  # needed, not filled yet: fill_later() fills it
 
 _state = OFF
+USAGE = "usage: python -X pycache_prefix=DIR -m engine.bytecode_cache fill LIST"
 
 
 def tree() -> Path:
@@ -120,20 +122,37 @@ def fill_later() -> subprocess.Popen[bytes] | None:
         log.warning("bytecode cache: cannot create %s: %s", target, exc)
         return None
     sources = imported_sources()
+    listing = target / f".sources-{os.getpid()}"
+    try:
+        listing.write_text("\n".join(sources))
+    except OSError as exc:
+        log.warning("bytecode cache: cannot write in %s: %s", target, exc)
+        return None
+    # its own session: an endpoint stopped (its process group killed) seconds after "ready" still
+    # leaves a filled tree; the list is a file, so the fill never reads a cut-off one
     process = subprocess.Popen(
-        [sys.executable, "-X", f"pycache_prefix={target}", "-m", "engine.bytecode_cache", "fill"],
-        stdin=subprocess.PIPE,
+        [
+            sys.executable,
+            "-X",
+            f"pycache_prefix={target}",
+            "-m",
+            "engine.bytecode_cache",
+            "fill",
+            str(listing),
+        ],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     log.info("bytecode cache: compiling %d modules into %s for the next start", len(sources), target)
 
-    def feed() -> None:
-        _, err = process.communicate("\n".join(sources).encode())
+    def reap() -> None:
+        _, err = process.communicate()
         if process.returncode != 0:
             log.warning("bytecode cache: filling %s failed: %s", target, err.decode(errors="replace")[-500:])
 
-    threading.Thread(target=feed, name="gen404-bytecode-fill", daemon=True).start()
+    threading.Thread(target=reap, name="gen404-bytecode-fill", daemon=True).start()
     return process
 
 
@@ -156,12 +175,14 @@ def fill(sources: list[str], target: Path) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    if argv != ["fill"] or sys.pycache_prefix is None:
-        print("usage: python -X pycache_prefix=DIR -m engine.bytecode_cache fill < sources", file=sys.stderr)
+    if len(argv) != 2 or argv[0] != "fill" or sys.pycache_prefix is None:
+        print(USAGE, file=sys.stderr)
         return 2
     os.nice(10)  # behind the endpoint that started it
-    sources = [line for line in sys.stdin.read().splitlines() if line]
+    listing = Path(argv[1])
+    sources = [line for line in listing.read_text().splitlines() if line]
     fill(sources, Path(sys.pycache_prefix))
+    listing.unlink(missing_ok=True)
     return 0
 
 

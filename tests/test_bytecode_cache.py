@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -110,6 +111,25 @@ def test_the_first_start_fills_the_tree_and_later_starts_read_it(tmp_path: Path)
 
     off, trace = _start(tmp_path, **{bytecode_cache.ENV: "off"})
     assert off["found"] == OFF and f"code object from '{cached}'" not in trace
+
+
+def test_an_endpoint_killed_right_after_ready_still_leaves_a_filled_tree(tmp_path: Path) -> None:
+    _library(tmp_path)
+    # as the console or a supervisor stops an endpoint: its whole process group, at once
+    script = (
+        "import os, signal\nfrom engine import bytecode_cache as b\nb.activate('fakelib')\nimport fakelib.sub\n"
+        "b.fill_later()\nos.killpg(os.getpgrp(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=_env(tmp_path), start_new_session=True, timeout=60, check=False
+    )
+    assert done.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 60
+    while not (_tree(tmp_path) / COMPLETE).is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = json.loads((_tree(tmp_path) / COMPLETE).read_text())
+    assert record["compiled"] >= 2 and record["compiled"] == record["of"]
+    assert not list(_tree(tmp_path).glob(".sources-*"))  # the list it read is gone
 
 
 def test_a_box_that_caches_bytecode_itself_is_left_alone(tmp_path: Path) -> None:
