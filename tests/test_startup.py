@@ -1,7 +1,7 @@
 """engine/startup.py: libraries gen404 never uses are hidden from diffusers and transformers, which
-import them whenever installed (peft, and through it scikit-learn: 2.9 s of an H200 endpoint's
-import). Stand-in `peft` and `sklearn` packages are installed beside the real libraries; the
-checks are the libraries' own, in fresh Python processes."""
+import them whenever installed (peft, and through it scikit-learn and scipy: 2.9 s of an H200
+endpoint's import). Stand-in `peft`, `sklearn` and `scipy` packages are installed beside the real
+libraries; the checks are the libraries' own, in fresh Python processes."""
 
 from __future__ import annotations
 
@@ -20,20 +20,21 @@ if sys.argv[1] == "prepared":
     startup.prepare()
 import importlib.util
 from diffusers.utils import is_peft_available
-from transformers.utils import is_sklearn_available
+from transformers.utils import is_scipy_available, is_sklearn_available
 try:
     import peft
     imported = True
 except ModuleNotFoundError:
     imported = False
 print(json.dumps({"diffusers_sees_peft": is_peft_available(), "transformers_sees_sklearn": is_sklearn_available(),
-                  "peft_imported": imported, "marker": sys.modules.get("peft") is not None}))
+                  "transformers_sees_scipy": is_scipy_available(), "peft_imported": imported,
+                  "marker": sys.modules.get("peft") is not None}))
 """
 
 
 def _run(tmp_path: Path, mode: str, **env: str) -> dict[str, bool]:
     site = tmp_path / "site"
-    for name in ("peft", "sklearn"):
+    for name in ("peft", "sklearn", "scipy"):
         (site / name).mkdir(parents=True, exist_ok=True)
         (site / name / "__init__.py").write_text("__version__ = '9.9.9'\n")
         # importlib.metadata finds a version, as for an installed distribution
@@ -53,14 +54,16 @@ def _run(tmp_path: Path, mode: str, **env: str) -> dict[str, bool]:
     return result
 
 
-def test_the_model_libraries_see_peft_and_sklearn_only_without_gen404s_start(tmp_path: Path) -> None:
+def test_the_model_libraries_see_peft_sklearn_and_scipy_only_without_gen404s_start(tmp_path: Path) -> None:
     plain = _run(tmp_path, "plain")
     assert plain["diffusers_sees_peft"] and plain["transformers_sees_sklearn"] and plain["peft_imported"]
+    assert plain["transformers_sees_scipy"]
 
     prepared = _run(tmp_path, "prepared")
     assert prepared == {
         "diffusers_sees_peft": False,
         "transformers_sees_sklearn": False,
+        "transformers_sees_scipy": False,
         "peft_imported": False,
         "marker": False,
     }
