@@ -135,7 +135,7 @@ class Generator:
         self.guidance = None  # free the old model before building the next
         self.device = resolve_device(self._device_arg or p.device)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # static shapes per preset: pick conv kernels once
+            torch.backends.cudnn.benchmark = p.cudnn_benchmark  # static shapes per preset: timed once
         self.guidance = guidance = build_guidance(p, self.device, random_weights=self.random_weights)
         self._loaded_key = self.models_key()
         report(1.0, "ready")

@@ -9,7 +9,8 @@ Key semantics (what makes the seed guide's claims true in gen404):
   ref_size    resolution at which renders are fed to the VAE / guidance model
   batch_size  views rendered and guided per step (a multiple of 4 for MVDream: 4-view groups)
   render_size resolution the Gaussians are rasterised at (then resized to ref_size)
-  cuda_graphs, fused_optimizer, channels_last   speed switches on CUDA (docs/benchmarks.md)
+  cuda_graphs, fused_optimizer, channels_last, cudnn_benchmark   speed switches on CUDA
+              (docs/benchmarks.md)
   compile     torch.compile of the UNet and VAE encoder (any device; falls back when it fails)
   compile_backend   "jit" (torch.compile each start) or "aot" (packages built once per machine, then
                     loaded without tracing; torch 2.11+, torch.compile on an older torch)
@@ -84,6 +85,9 @@ class Preset:
     cuda_graphs: bool = False
     fused_optimizer: bool = True
     channels_last: bool = False
+    # cuDNN times every algorithm for each new convolution shape and keeps the fastest (at warm-up,
+    # for the VAE encoder); off, its heuristics choose at once. Process-wide, set by the preset loaded
+    cudnn_benchmark: bool = True
     compile: bool = False
     # how `compile` compiles: "jit" torch.compile at every start (its kernels cached on disk);
     # "aot" packages (torch.compile's aot_compile) built at the first start, loaded by later ones
