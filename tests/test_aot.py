@@ -172,29 +172,36 @@ module(X.clone().requires_grad_(True), scale=0.5)
 """
 
 
-def test_a_package_whose_loading_killed_a_process_is_refused_after(built: Path, tmp_path: Path) -> None:
-    # seen on an H200 (torch 2.11) with the AOTInductor packages of the previous design: loading
-    # one segfaulted; no except clause runs then, so without a marker every restart would load it
-    # and die the same way
+def _crash_while_loading(root: Path) -> None:
     import subprocess
     import sys
 
-    root = tmp_path / "aot"
-    shutil.copytree(built, root)
     repo = Path(__file__).resolve().parents[1]
     crashed = subprocess.run(
         [sys.executable, "-c", CRASH_WHILE_LOADING, str(root)], cwd=repo, capture_output=True, timeout=300
     )
     assert crashed.returncode == -11, crashed.stderr.decode()[-2000:]
+
+
+def test_a_package_whose_loading_killed_two_processes_is_refused_after(built: Path, tmp_path: Path) -> None:
+    # seen on an H200 (torch 2.11) with the AOTInductor packages of the previous design: loading
+    # one segfaulted; no except clause runs then, so without a marker every restart would load it
+    # and die the same way
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
     (stem,) = {p.name.removesuffix(".aotc") for p in root.glob("small-*.aotc")}
     files = aot._Files(root / stem)
+    _crash_while_loading(root)
     assert list(root.glob(f"{stem}.loading-*"))  # what the dead process left
+    assert aot.previous_crash(files) is None  # one death: a suspect, loaded again
+    assert files.suspect.exists() and not files.crashed.exists()
+    _crash_while_loading(root)
     detail = aot.previous_crash(files)
     assert detail is not None and "loading it since" in detail
     assert files.crashed.exists() and not list(root.glob(f"{stem}.loading-*"))
 
     module = AotModule(Small(seed=0), "small", root, CPU)
-    with pytest.raises(aot.PackageCrashed, match="crashed a process that loaded it"):
+    with pytest.raises(aot.PackageCrashed, match="killed two processes that loaded it"):
         module(X.clone().requires_grad_(True), scale=0.5)
     (report,) = module.reports
     assert report.state == "crashed" and "loading it since" in report.detail
@@ -223,7 +230,24 @@ def test_another_live_process_loading_the_same_packages_is_not_a_crash(built: Pa
         finally:
             other.kill()
     other.wait()
-    assert aot.previous_crash(files) is not None  # once it is gone without finishing, it crashed
+    assert aot.previous_crash(files) is None  # gone without finishing: a suspect, not yet refused
+    assert files.suspect.exists()
+
+
+def test_one_death_while_loading_is_forgiven_once_the_package_loads(built: Path, tmp_path: Path) -> None:
+    # a supervisor's SIGKILL, the OOM killer or a failed start that exits mid-decode leave the
+    # same marker as a native crash: the package must not be lost to one of them
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+    (stem,) = {p.name.removesuffix(".aotc") for p in root.glob("small-*.aotc")}
+    files = aot._Files(root / stem)
+    _crash_while_loading(root)
+    module = AotModule(Small(seed=0), "small", root, CPU)
+    _same(_run(module, X), _run(Small(seed=0), X))
+    assert [r.state for r in module.reports] == ["loaded"]
+    assert (
+        not files.suspect.exists() and not files.crashed.exists()
+    )  # cleared: a later death is a first again
 
 
 def test_a_preloaded_package_serves_the_first_call_without_reading_it_again(

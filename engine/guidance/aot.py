@@ -134,7 +134,7 @@ class BuildReport:
 
     name: str
     package: str  # the package's file-name stem under the package directory
-    state: str  # loaded | built | rebuilt | crashed (refused: its loading once killed a process)
+    state: str  # loaded | built | rebuilt | crashed (refused: its loading killed two processes)
     seconds: float
     detail: str = ""
 
@@ -225,8 +225,8 @@ class AotModule:
         if crash is not None:  # loading it again would take this process down the same way
             self.reports.append(BuildReport(self.name, files.base.name, "crashed", 0.0, crash))
             raise PackageCrashed(
-                f"AOT package {files.base.name} crashed a process that loaded it ({crash}); it is not"
-                " loaded again (a torch or gen404 upgrade makes a new package)"
+                f"AOT package {files.base.name} killed two processes that loaded it ({crash}); it is"
+                " not loaded again (a torch or gen404 upgrade makes a new package)"
             )
         started = time.perf_counter()
         state, detail = "loaded", ""
@@ -333,9 +333,11 @@ def _decode(files: _Files) -> _Package:
     marker = files.loading(os.getpid())
     marker.write_text(f"pid {os.getpid()} loading it since {time.strftime('%Y-%m-%d %H:%M:%S')}")
     try:
-        return _Package.decode(data)
+        package = _Package.decode(data)
     finally:
         marker.unlink(missing_ok=True)
+    files.suspect.unlink(missing_ok=True)  # it loads: an earlier death mid-load was not its doing
+    return package
 
 
 _preloaded: dict[Path, _Package] = {}
@@ -416,20 +418,29 @@ def _recorded(preset: Any, device: Any, root: Path) -> list[str]:
 
 
 class PackageCrashed(RuntimeError):
-    """A package whose loading once killed the process: never loaded again."""
+    """A package whose loading killed two processes: never loaded again."""
 
 
 def previous_crash(files: _Files) -> str | None:
-    """What a process that died while loading this package set left (None: no such death).
+    """What the processes that died while loading this package left, once they are two (None:
+    fewer).
 
-    A live process's marker is another endpoint loading the same packages right now."""
+    A process also dies mid-load for reasons of its own: a supervisor's SIGKILL, the OOM killer,
+    a start that failed and exited while its packages were still decoding (an H200 run of
+    session 14 lost a package that way: every later start compiled again). So one death only
+    makes the package a suspect, cleared by the next load that ends well; a second is taken for a
+    native crash, and the package is refused from then on. A live process's marker is another
+    endpoint loading the same packages right now."""
     if files.crashed.exists():
         return files.crashed.read_text().strip() or "no detail"
     for marker in files.base.parent.glob(files.base.name + ".loading-*"):
         pid = marker.name.rsplit("-", 1)[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):
-                os.replace(marker, files.crashed)  # kept: every later start sees it
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        second = files.suspect.exists()
+        with contextlib.suppress(OSError):  # another process may have moved it first
+            os.replace(marker, files.crashed if second else files.suspect)  # kept: later starts see it
+        if second:
             return files.crashed.read_text().strip() if files.crashed.exists() else "no detail"
     return None
 
@@ -457,6 +468,10 @@ class _Files:
     @property
     def crashed(self) -> Path:
         return self.base.with_name(self.base.name + ".crashed")
+
+    @property
+    def suspect(self) -> Path:  # one process died while loading it
+        return self.base.with_name(self.base.name + ".suspect")
 
     def loading(self, pid: int) -> Path:
         return self.base.with_name(f"{self.base.name}.loading-{pid}")

@@ -261,7 +261,7 @@ class SDSGuidance:
 
     def aot_packages(self) -> list[str]:
         """The AOT package sets this guidance has run on (empty unless compile_backend is aot;
-        a set refused because its loading once crashed a process is not one)."""
+        a set refused because its loading killed two processes is not one)."""
         return sorted({r.package for r in self._aot_reports() if r.state != "crashed"})
 
     def aot_reports(self) -> list[dict[str, Any]] | None:
