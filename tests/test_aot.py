@@ -172,6 +172,14 @@ module(X.clone().requires_grad_(True), scale=0.5)
 """
 
 
+def _copied(built: Path, tmp_path: Path) -> tuple[Path, str, aot._Files]:
+    """The built package, copied where a test may leave markers: (its dir, its stem, its files)."""
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+    (stem,) = {p.name.removesuffix(".aotc") for p in root.glob("small-*.aotc")}
+    return root, stem, aot._Files(root / stem)
+
+
 def _crash_while_loading(root: Path) -> None:
     import subprocess
     import sys
@@ -187,10 +195,7 @@ def test_a_package_whose_loading_killed_two_processes_is_refused_after(built: Pa
     # seen on an H200 (torch 2.11) with the AOTInductor packages of the previous design: loading
     # one segfaulted; no except clause runs then, so without a marker every restart would load it
     # and die the same way
-    root = tmp_path / "aot"
-    shutil.copytree(built, root)
-    (stem,) = {p.name.removesuffix(".aotc") for p in root.glob("small-*.aotc")}
-    files = aot._Files(root / stem)
+    root, stem, files = _copied(built, tmp_path)
     _crash_while_loading(root)
     assert list(root.glob(f"{stem}.loading-*"))  # what the dead process left
     assert aot.previous_crash(files) is None  # one death: a suspect, loaded again
@@ -216,10 +221,7 @@ def test_another_live_process_loading_the_same_packages_is_not_a_crash(built: Pa
     import subprocess
     import sys
 
-    root = tmp_path / "aot"
-    shutil.copytree(built, root)
-    (stem,) = {p.name.removesuffix(".aotc") for p in root.glob("small-*.aotc")}
-    files = aot._Files(root / stem)
+    root, stem, files = _copied(built, tmp_path)
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
         try:
             files.loading(other.pid).write_text(f"pid {other.pid} loading it since now")
@@ -237,10 +239,7 @@ def test_another_live_process_loading_the_same_packages_is_not_a_crash(built: Pa
 def test_one_death_while_loading_is_forgiven_once_the_package_loads(built: Path, tmp_path: Path) -> None:
     # a supervisor's SIGKILL, the OOM killer or a failed start that exits mid-decode leave the
     # same marker as a native crash: the package must not be lost to one of them
-    root = tmp_path / "aot"
-    shutil.copytree(built, root)
-    (stem,) = {p.name.removesuffix(".aotc") for p in root.glob("small-*.aotc")}
-    files = aot._Files(root / stem)
+    root, stem, files = _copied(built, tmp_path)
     _crash_while_loading(root)
     module = AotModule(Small(seed=0), "small", root, CPU)
     _same(_run(module, X), _run(Small(seed=0), X))

@@ -68,6 +68,15 @@ def _tree(root: Path) -> Path:
     return root / "state" / "warm-cache" / "bytecode" / sys.implementation.cache_tag
 
 
+def _filled(root: Path) -> dict[str, int]:
+    """The tree's completion record, once a fill in the background has written it (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while not (_tree(root) / COMPLETE).is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record: dict[str, int] = json.loads((_tree(root) / COMPLETE).read_text())
+    return record
+
+
 def test_needed_only_when_python_would_compile_the_library_at_every_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,10 +133,7 @@ def test_an_endpoint_killed_right_after_ready_still_leaves_a_filled_tree(tmp_pat
         [sys.executable, "-c", script], env=_env(tmp_path), start_new_session=True, timeout=60, check=False
     )
     assert done.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 60
-    while not (_tree(tmp_path) / COMPLETE).is_file() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    record = json.loads((_tree(tmp_path) / COMPLETE).read_text())
+    record = _filled(tmp_path)
     assert record["compiled"] >= 2 and record["compiled"] == record["of"]
     assert not list(_tree(tmp_path).glob(".sources-*"))  # the list it read is gone
 
@@ -182,10 +188,7 @@ def test_an_endpoint_fills_the_tree_once_its_preset_is_ready(
         host.start()
         host.builder.submit(lambda: None).result(120)
         assert host.health()["status"] == "ready"
-        deadline = time.monotonic() + 60
-        while not (_tree(tmp_path) / COMPLETE).is_file() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert json.loads((_tree(tmp_path) / COMPLETE).read_text())["compiled"] == 2
+        assert _filled(tmp_path)["compiled"] == 2
         assert (
             _tree(tmp_path) / str(package).lstrip("/") / f"sub.{sys.implementation.cache_tag}.pyc"
         ).is_file()
