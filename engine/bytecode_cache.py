@@ -162,10 +162,10 @@ def fill(sources: list[str], target: Path) -> int:
     started = time.perf_counter()
     done = 0
     for source in sources:
-        try:  # quiet=2: a file that does not compile (a py2 leftover in a package) is skipped
-            py_compile.compile(source, doraise=True, quiet=2)
+        try:
+            py_compile.compile(source, doraise=True)
             done += 1
-        except (py_compile.PyCompileError, OSError):
+        except (py_compile.PyCompileError, OSError):  # a file that does not compile, or is gone: skipped
             continue
     record = {"compiled": done, "of": len(sources), "seconds": round(time.perf_counter() - started, 2)}
     partial = target / f".{COMPLETE}.{os.getpid()}"

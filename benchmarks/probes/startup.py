@@ -145,20 +145,18 @@ def main() -> None:
         profile.disable()
         for order in ("cumulative", "tottime"):
             pstats.Stats(profile).sort_stats(order).print_stats(args.profile)
-    started = time.perf_counter()
-    result = generator.generate("a red wooden chair", seed=1)
-    info["first_generation_s"] = round(time.perf_counter() - started, 3)
+
+    def timed(prompt: str, seed: int) -> tuple[float, Any]:
+        started = time.perf_counter()
+        result = generator.generate(prompt, seed=seed)
+        return round(time.perf_counter() - started, 3), result
+
+    info["first_generation_s"], result = timed("a red wooden chair", 1)
     info["steps_run"] = result.steps
     step("first generation")
-    started = time.perf_counter()
-    generator.generate("a blue ceramic teapot", seed=2)
-    info["second_generation_s"] = round(time.perf_counter() - started, 3)
+    info["second_generation_s"], _ = timed("a blue ceramic teapot", 2)
     step("second generation")
-    later = []
-    for n in range(3, args.generations + 1):
-        started = time.perf_counter()
-        generator.generate("a small green cactus in a pot", seed=n)
-        later.append(round(time.perf_counter() - started, 3))
+    later = [timed("a small green cactus in a pot", n)[0] for n in range(3, args.generations + 1)]
     if later:
         info["later_generations_s"] = later
         print(
