@@ -3,7 +3,8 @@
     ports.py            free_port, free_ports, free_port_range (127.0.0.1)
     fakes.py            FakeNvml: pynvml as NvmlSampler calls it, failures switchable
     miner_log.py        miner_log_line, stamp_now: the miner's loguru log lines, for the log tests
-    model_dirs.py       diffusers_folder: a complete-looking weights folder (no weights), for lookups
+    model_dirs.py       diffusers_folder: a complete-looking weights folder (no weights), for lookups;
+                        transformers_text_encoder: a text_encoder/ folder written by transformers
     fake_pynvml.py      FakeNvml as a module, for `gen404 serve` subprocesses (GEN404_NVML_MODULE)
     server.py           running_server / ServerProcess: a real `gen404 serve` or validator subprocess,
                         with health/stats reads and waits

@@ -1,8 +1,10 @@
-"""Weight folders on disk without weights, for tests of the lookup (engine.models) and its users."""
+"""Weight folders on disk: without weights, for tests of the lookup (engine.models) and its users;
+and a text encoder folder written by transformers itself."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 # a diffusers port's components and the weights file each holds (as `gen404 models pull` leaves them)
 _COMPONENTS = (
@@ -22,3 +24,16 @@ def diffusers_folder(root: Path) -> None:
     (root / "tokenizer").mkdir(parents=True)
     for name in ("tokenizer_config.json", "vocab.json", "merges.txt"):
         (root / "tokenizer" / name).write_text("{}")
+
+
+def transformers_text_encoder(folder: Path, config: dict, seed: int = 0) -> Any:
+    """A `text_encoder/` folder as transformers writes it (config.json, model.safetensors), from its
+    own CLIPTextModel with seeded random weights; returns that model (the reference). Imported
+    here: the console's tests share this module and must not import torch."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    model = CLIPTextModel(CLIPTextConfig(**config)).eval()
+    model.save_pretrained(folder)
+    return model
