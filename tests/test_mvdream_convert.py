@@ -17,9 +17,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from engine.guidance import build_guidance
+from engine.guidance.clip_text import ClipTextConfig, ClipTextModel
 from engine.guidance.configs import SD21_TEXT_CONFIG, SD21_VAE_CONFIG
 from engine.guidance.convert import (
     SCHEDULE_BUFFERS,
@@ -36,6 +36,7 @@ from engine.guidance.mvdream_unet import (
 )
 from engine.guidance.sds import SDSGuidance
 from engine.guidance.tiny import TINY_TEXT_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_components
+from tests.support.model_dirs import transformers_text_encoder
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -255,7 +256,7 @@ def test_tiny_original_checkpoint_loads_strictly_into_the_right_places(tiny_mode
     )
     assert torch.equal(attn.k_proj.weight, in_proj[32:64]) and torch.equal(attn.v_proj.weight, in_proj[64:])
     assert torch.equal(
-        text.get_input_embeddings().weight, ckpt[c + "token_embedding.weight"]
+        text.text_model.embeddings.token_embedding.weight, ckpt[c + "token_embedding.weight"]
     )  # and the tower's last block (penultimate-layer conditioning) is skipped, not an error
 
 
@@ -306,7 +307,7 @@ def test_full_size_checkpoint_maps_one_to_one_on_meta() -> None:
     with torch.device("meta"):
         unet = build_unet(mvdream_unet_config())
         vae = AutoencoderKL(**SD21_VAE_CONFIG)
-        text = CLIPTextModel(CLIPTextConfig(**SD21_TEXT_CONFIG))
+        text = ClipTextModel(ClipTextConfig.from_dict(SD21_TEXT_CONFIG))
     load_original_mvdream(ckpt, unet, vae, text)  # raises unless one-to-one
     n_unet = sum(p.numel() for p in unet.parameters())
     n_camera = sum(p.numel() for p in unet.class_embedding.parameters())
@@ -368,14 +369,17 @@ def test_diffusers_port_folder_loads_through_build_guidance(tmp_path: Path) -> N
     (tmp_path / "unet" / "config.json").write_text(json.dumps(ldm))
     parts = tiny_components(seed=2)
     parts["vae"].save_pretrained(tmp_path / "vae")
-    parts["text_encoder"].save_pretrained(tmp_path / "text_encoder")
+    text_encoder = transformers_text_encoder(tmp_path / "text_encoder", TINY_TEXT_CONFIG)
     _write_clip_tokenizer(tmp_path / "tokenizer")
 
     preset = SimpleNamespace(guidance="mvdream", mvdream_id=str(tmp_path), ref_size=32, seed=0, dtype="fp32")
     guidance = build_guidance(preset, "cpu")
     assert torch.equal(guidance.unet.class_embedding.linear_2.weight, port["camera_embed.2.weight"])
     assert torch.equal(guidance.vae.encoder.conv_in.weight, parts["vae"].encoder.conv_in.weight)
-    assert guidance.tokenizer(["ab"]).input_ids[0][:2] == [256, ord("a") - ord("!")]  # the CLIP BPE tokenizer
+    assert guidance.tokenizer(["ab"]).input_ids[0][:2].tolist() == [256, ord("a") - ord("!")]  # CLIP's BPE
+    assert torch.equal(
+        guidance.text_encoder.text_model.final_layer_norm.weight, text_encoder.final_layer_norm.weight
+    )
     _sds_runs(guidance)
 
 
@@ -397,8 +401,9 @@ def test_original_checkpoint_file_loads_with_sd_tokenizer(tmp_path: Path) -> Non
 
 def test_sd_folder_loads_as_single_view_guidance(tmp_path: Path) -> None:
     parts = tiny_components(seed=3, multiview=False)
-    for name in ("unet", "vae", "text_encoder"):
+    for name in ("unet", "vae"):
         parts[name].save_pretrained(tmp_path / name)
+    transformers_text_encoder(tmp_path / "text_encoder", TINY_TEXT_CONFIG)
     _write_clip_tokenizer(tmp_path / "tokenizer")
     guidance = build_guidance(SimpleNamespace(guidance="sd", sd_id=str(tmp_path), ref_size=32), "cpu")
     assert guidance.frames == 1 and guidance.camera_fn is None and guidance.unet.class_embedding is None

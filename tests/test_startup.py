@@ -1,7 +1,8 @@
-"""engine/startup.py: libraries gen404 never uses are hidden from diffusers and transformers, which
-import them whenever installed (peft, and through it scikit-learn and scipy: 2.9 s of an H200
-endpoint's import). Stand-in `peft`, `sklearn` and `scipy` packages are installed beside the real
-libraries; the checks are the libraries' own, in fresh Python processes."""
+"""engine/startup.py: libraries an endpoint never uses are hidden from diffusers and transformers,
+which import them whenever installed (peft, and through it scikit-learn and scipy: 2.9 s of an H200
+endpoint's import), and so is transformers itself until the scorer reveals it. Stand-in `peft`,
+`sklearn` and `scipy` packages are installed beside the real libraries; the checks are the
+libraries' own, in fresh Python processes."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import json, sys
 if sys.argv[1] == "prepared":
     from engine import startup
     startup.prepare()
-import importlib.util
 from diffusers.utils import is_peft_available
+from engine import startup
+startup.reveal("transformers")
 from transformers.utils import is_scipy_available, is_sklearn_available
 try:
     import peft
@@ -74,3 +76,33 @@ def test_the_hidden_list_is_a_setting(tmp_path: Path) -> None:
     assert nothing_hidden["diffusers_sees_peft"] and nothing_hidden["transformers_sees_sklearn"]
     only_peft = _run(tmp_path, "prepared", **{HIDE_ENV: "peft"})
     assert not only_peft["diffusers_sees_peft"] and only_peft["transformers_sees_sklearn"]
+
+
+SCORER_PROBE = """
+import json, sys
+from engine import startup
+startup.prepare()
+from diffusers import AutoencoderKL
+from diffusers.utils import is_transformers_available
+import engine.guidance.mvdream
+from engine.pipeline import generate
+from engine.presets import load_preset, with_overrides
+result = generate("a red chair", with_overrides(load_preset("smoke"), {"iters": 2}))  # the smoke endpoint's path
+assert len(result.splats.positions) > 0
+before = sys.modules.get("transformers") is not None
+import torch
+from engine.scoring.quality import TINY_QUALITY_MODEL, build_quality_model
+model = build_quality_model(TINY_QUALITY_MODEL, torch.device("cpu"), random_weights=True)
+print(json.dumps({"diffusers_sees_transformers": is_transformers_available(), "imported_before_scorer": before,
+                  "scores": tuple(model(torch.zeros(2, 3, 56, 56)).shape)}))
+"""
+
+
+def test_transformers_stays_out_of_the_engine_until_the_scorer_reveals_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCORER_PROBE], capture_output=True, text=True, timeout=300, check=True
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # neither diffusers' models, the MVDream builder nor a smoke generation import it; the DINOv2
+    # scorer still builds
+    assert result == {"diffusers_sees_transformers": False, "imported_before_scorer": False, "scores": [2]}

@@ -12,15 +12,16 @@ from diffusers import DDIMScheduler
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
+
+    from engine.guidance.clip_text import ClipTextModel
 
 
 class Components(TypedDict):
     """What SDSGuidance is built from, whichever way it was loaded (pretrained, original
     checkpoint, random, tiny)."""
 
-    tokenizer: Any  # transformers' CLIPTokenizer or tiny.ByteTokenizer: the same call shape
-    text_encoder: CLIPTextModel
+    tokenizer: Any  # clip_tokenizer.ClipTokenizer or tiny.ByteTokenizer: the same call shape
+    text_encoder: ClipTextModel
     vae: AutoencoderKL
     unet: UNet2DConditionModel
     scheduler: DDIMScheduler
@@ -65,7 +66,7 @@ SD21_VAE_CONFIG: dict[str, Any] = {
     "scaling_factor": 0.18215,
 }
 
-# .../text_encoder/config.json: OpenCLIP ViT-H/14 text tower as HF CLIP, 23 of its 24 layers
+# .../text_encoder/config.json: OpenCLIP ViT-H/14 text tower as HF CLIP (clip_text.ClipTextConfig), 23 of its 24 layers
 # (SD 2.x conditions on the penultimate layer, then the final LayerNorm).
 SD21_TEXT_CONFIG: dict[str, Any] = {
     "vocab_size": 49408,

@@ -5,7 +5,8 @@ Weights (never downloaded here; engine.models finds them or says how to pull the
   one LDM state dict, converted by engine.guidance.convert) + the CLIP tokenizer of `sd_id`;
 - otherwise the diffusers port `mvdream_id` (ashawkey/mvdream-sd2.1-diffusers): `unet/` holds
   MultiViewUNetModel (LDM-named) weights and a config we translate; vae/text_encoder/tokenizer
-  are standard diffusers/transformers folders;
+  are standard diffusers/transformers folders (the text encoder and tokenizer read by our own
+  engine.guidance.clip_text / clip_tokenizer: no transformers import);
 - random: the full-size architecture with seeded random weights (benchmarks).
 """
 
@@ -17,8 +18,9 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from engine.guidance.clip_text import ClipTextConfig, ClipTextModel
+from engine.guidance.clip_tokenizer import ClipTokenizer
 from engine.guidance.configs import (
     SD21_TEXT_CONFIG,
     SD21_UNET_CONFIG,
@@ -92,12 +94,12 @@ def load_original_components(
     with torch.device("meta"):  # no 1.2 B-parameter random init: the checkpoint's tensors are assigned
         unet = build_unet(unet_config or mvdream_unet_config(), num_frames=FRAMES)
         vae = AutoencoderKL(**(vae_config or SD21_VAE_CONFIG))
-    text_encoder = CLIPTextModel(CLIPTextConfig(**(text_config or SD21_TEXT_CONFIG)))  # has index buffers
+        text_encoder = ClipTextModel(ClipTextConfig.from_dict(text_config or SD21_TEXT_CONFIG))
     load_original_mvdream(state, unet, vae, text_encoder, assign=True)
-    for module, what in ((unet, "UNet"), (vae, "VAE")):
+    for module, what in ((unet, "UNet"), (vae, "VAE"), (text_encoder, "text encoder")):
         _check_materialized(module, what)
     return {
-        "tokenizer": CLIPTokenizer.from_pretrained(tokenizer_dir, subfolder="tokenizer"),
+        "tokenizer": ClipTokenizer.from_pretrained(tokenizer_dir, subfolder="tokenizer"),
         "text_encoder": text_encoder,
         "vae": vae,
         "unet": unet,
@@ -115,8 +117,8 @@ def load_port_components(folder: Path) -> Components:
     load_mvdream_unet(_read_state_dict(component_file(folder, "unet")), unet, assign=True)
     _check_materialized(unet, "UNet")
     return {
-        "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-        "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
+        "tokenizer": ClipTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+        "text_encoder": ClipTextModel.from_pretrained(folder, subfolder="text_encoder"),
         "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae"),
         "unet": unet,
         "scheduler": ddim_scheduler(),
@@ -136,7 +138,7 @@ def random_components(device: str | torch.device, seed: int, multiview: bool = T
         config = mvdream_unet_config() if multiview else dict(SD21_UNET_CONFIG, sample_size=64)
         unet = build_unet(config, num_frames=FRAMES if multiview else None)
         vae = AutoencoderKL(**SD21_VAE_CONFIG)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**SD21_TEXT_CONFIG))
+        text_encoder = ClipTextModel(ClipTextConfig.from_dict(SD21_TEXT_CONFIG))
     return {
         "tokenizer": ByteTokenizer(),
         "text_encoder": text_encoder,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
 
+from engine.guidance.clip_text import ClipTextModel
+from engine.guidance.clip_tokenizer import ClipTokenizer
 from engine.guidance.configs import Components, ddim_scheduler
 from engine.guidance.mvdream import random_components
 from engine.guidance.sds import SDSGuidance
@@ -18,8 +19,8 @@ def load_sd_components(folder: str | Path) -> Components:
     """A diffusers SD folder (stabilityai/stable-diffusion-2-1-base layout); our DDIM schedule."""
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")  # SDPA attention by default
     return {
-        "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-        "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
+        "tokenizer": ClipTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+        "text_encoder": ClipTextModel.from_pretrained(folder, subfolder="text_encoder"),
         "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae"),
         "unet": unet,
         "scheduler": ddim_scheduler(),

@@ -1,20 +1,20 @@
 """Tiny MVDream: the real classes at toy width with seeded random weights, fully offline.
 
 Used by the `smoke` preset (CPU, seconds) and the tests. Same code path as the full model:
-CLIPTextModel, AutoencoderKL (8x downsampling, as SD), the multi-view UNet with the camera
+the CLIP text encoder, AutoencoderKL (8x downsampling, as SD), the multi-view UNet with the camera
 embedding, DDIMScheduler; only widths and depths shrink. Its SDS gradient is meaningful as a
 signal path, not as a prior: the weights are random.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoencoderKL
-from transformers import CLIPTextConfig, CLIPTextModel
 
+from engine.guidance.clip_text import ClipTextConfig, ClipTextModel
+from engine.guidance.clip_tokenizer import BatchTokenizer
 from engine.guidance.configs import Components, ddim_scheduler
 from engine.guidance.mvdream_unet import build_unet, mvdream_camera, mvdream_unet_config
 from engine.guidance_spec import GuidanceSpec
@@ -25,16 +25,10 @@ if TYPE_CHECKING:
 MAX_LENGTH = 77
 
 
-@dataclass
-class TokenIds:
-    input_ids: torch.Tensor
-
-
-class ByteTokenizer:
+class ByteTokenizer(BatchTokenizer):
     """Deterministic offline tokenizer: UTF-8 bytes + BOS/EOS/PAD, HF call shape (`.input_ids`).
 
-    ids: 0 PAD, 1 BOS, 2 EOS (CLIPTextModel's legacy eos id, so its pooled output works),
-    3 + byte.
+    ids: 0 PAD, 1 BOS, 2 EOS, 3 + byte.
     """
 
     pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
@@ -47,23 +41,6 @@ class ByteTokenizer:
         max_length = max_length or self.model_max_length
         body = [3 + b for b in text.lower().encode("utf-8")][: max_length - 2]
         return [self.bos_token_id, *body, self.eos_token_id]
-
-    def __call__(
-        self,
-        text: str | list[str],
-        padding: str | bool = "max_length",
-        max_length: int | None = None,
-        truncation: bool = True,
-        return_tensors: str = "pt",
-    ) -> TokenIds:
-        texts = [text] if isinstance(text, str) else list(text)
-        max_length = max_length or self.model_max_length
-        rows = [self.encode(t, max_length) for t in texts]
-        width = max_length if padding == "max_length" else max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-        return TokenIds(input_ids=ids)
 
 
 TINY_TEXT_CONFIG: dict[str, Any] = {
@@ -116,7 +93,7 @@ def tiny_components(seed: int = 0, multiview: bool = True) -> Components:
     """Seeded random tiny tokenizer, text encoder, VAE and UNet (4-view MVDream or plain)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
+        text_encoder = ClipTextModel(ClipTextConfig.from_dict(TINY_TEXT_CONFIG))
         vae = AutoencoderKL(**TINY_VAE_CONFIG)
         config = mvdream_unet_config(TINY_UNET_CONFIG) if multiview else dict(TINY_UNET_CONFIG)
         unet = build_unet(config, num_frames=4 if multiview else None)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import startup
 from engine.scoring.seeded import seeded_init
 from engine.scoring.weights import DEFAULT_QUALITY_MODEL, TINY_QUALITY_MODEL, WeightsMissing, require_quality
 
@@ -70,6 +71,7 @@ class QualityNet(nn.Module):
 
 def build_quality_model(name: str, device: torch.device, random_weights: bool) -> QualityNet:
     """The quality model in eval mode on `device`; random weights are seeded (engine.scoring.seeded)."""
+    startup.reveal("transformers")  # hidden from the model libraries by gen404's start
     from transformers import Dinov2Config, Dinov2Model
 
     if name not in DINOV2_CONFIGS:

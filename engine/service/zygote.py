@@ -39,7 +39,6 @@ from engine import startup
 PRELOAD = (
     "torch",
     "diffusers",
-    "transformers",
     "engine.pipeline",
     "engine.guidance.mvdream",
     "engine.guidance.sds",
