@@ -52,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -512,6 +512,7 @@ def table(results: dict[str, Any]) -> str:
             f" {fmt(early.get('wall_s'))}, preset {early.get('preset')})"
             f"; ready {fmt(r.get('ready_s'))} (first request {fmt(first)}; cache {cache}) [{phases}]"
             + (f" ERROR {r['error']}" if r.get("error") else "")
+            + (f" WITH {r['env']}" if r.get("env") else "")
         )
         if "upgraded_s" in r:  # block packages first, then the whole models (runtime.py's bridge)
             up = ", ".join(f"{k} {v:.1f}s" for k, v in (r.get("upgrade_phases") or {}).items())
@@ -549,6 +550,24 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+@contextlib.contextmanager
+def environment(setting: str | None) -> Iterator[None]:
+    """NAME=VALUE set for the starts launched inside (None: the environment as it is)."""
+    if setting is None:
+        yield
+        return
+    name, _, value = setting.partition("=")
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def run_all(
     args: argparse.Namespace, results: dict[str, Any], work: Path, log: Path, budget: Callable[[float], float]
 ) -> None:
@@ -559,7 +578,10 @@ def run_all(
         print(table({**results}), flush=True)
         for n in range(1, args.second_starts + 1):
             fresh_compiler_caches(work, f"second{n}")  # only gen404's warm cache is left from the first start
-            results[second_key(n)] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+            variant = args.alternate_env if n % 2 == 0 else None  # side by side: even starts with it
+            with environment(variant):
+                results[second_key(n)] = timed_start(args.preset, args.device, log, budget(args.phase_budget))
+            results[second_key(n)]["env"] = variant
             print(table({**results}), flush=True)
     if "first-alone" in parts:  # the control: a first start that compiles in its own process only
         fresh_compiler_caches(work, "alone")
@@ -611,6 +633,11 @@ def main() -> int:
     )
     ap.add_argument(
         "--second-starts", type=int, default=1, help="starts: how many second starts, one after another"
+    )
+    ap.add_argument(
+        "--alternate-env",
+        metavar="NAME=VALUE",
+        help="starts: every second second start runs with this variable set (a side-by-side control)",
     )
     ap.add_argument(
         "--kill-when",
