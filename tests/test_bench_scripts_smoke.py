@@ -59,7 +59,7 @@ def test_startup_probe_times_each_step_of_a_start(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     info = json.loads(report.read_text())
     steps = info["steps"]
-    for step in ("import torch", "import diffusers+hf", "build weights", "warm-up (compile+capture)"):
+    for step in ("import torch", "import diffusers+guidance", "build weights", "warm-up (compile+capture)"):
         assert steps[step] >= 0.0
     assert info["steps_run"] > 0 and info["first_generation_s"] > 0 and info["compile_failure"] is None
 

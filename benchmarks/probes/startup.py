@@ -91,9 +91,10 @@ def main() -> None:
 
     step("import torch")
     import diffusers  # noqa: F401
-    import transformers  # noqa: F401
 
-    step("import diffusers+hf")
+    import engine.guidance.mvdream  # noqa: F401  (what an endpoint's builder imports; no transformers)
+
+    step("import diffusers+guidance")
     from engine.pipeline import Generator
     from engine.presets import load_preset
 
