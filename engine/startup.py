@@ -9,10 +9,12 @@
   object-detection losses still imported scipy.optimize (0.9 s). gen404 depends on none of the
   three, and its tests run where none is installed.
 - transformers itself is hidden too: diffusers imports it whenever it is installed
-  (diffusers.loaders.lora_base, quantization configs), ~1.1 s of ~4.7 s on the CPU dev box, and
-  the engine's text encoder and tokenizer are its own (engine/guidance/clip_text.py). The one
-  user left, the scorer's DINOv2 (engine/scoring/quality.py), calls `reveal("transformers")`
-  first; diffusers keeps the answer it got at its own import.
+  (diffusers.loaders.lora_base, quantization configs), ~1.1 s of ~4.7 s on the CPU dev box and
+  3-4.6 s on an H200 box (session 15), and the engine's text encoder and tokenizer are its own
+  (engine/guidance/clip_text.py). So is torchvision: diffusers' package of transformer models
+  imports every model, and Cosmos's imports torchvision when installed (~0.4 s on the CPU dev
+  box). The scorer needs both (its DINOv2; open_clip and LPIPS's AlexNet): engine/scoring calls
+  `reveal(...)` before importing them. diffusers keeps the answer it got at its own import.
 - A name set to None in sys.modules is Python's own "not installed": importlib.util.find_spec
   answers None, which is what both libraries ask, and importing it raises ModuleNotFoundError.
   GEN404_HIDE_LIBRARIES (comma-separated names) replaces the list; empty hides nothing.
@@ -26,7 +28,7 @@ import sys
 from engine import bytecode_cache
 
 HIDE_ENV = "GEN404_HIDE_LIBRARIES"
-HIDDEN_LIBRARIES = ("peft", "sklearn", "scipy", "transformers")
+HIDDEN_LIBRARIES = ("peft", "sklearn", "scipy", "transformers", "torchvision")
 
 
 def hide_libraries() -> list[str]:
@@ -42,11 +44,12 @@ def hide_libraries() -> list[str]:
     return hidden
 
 
-def reveal(name: str) -> None:
-    """Let this process import `name` after all (a module that needs a hidden library calls this
-    before importing it); a no-op where it was not hidden."""
-    if name in sys.modules and sys.modules[name] is None:
-        del sys.modules[name]
+def reveal(*names: str) -> None:
+    """Let this process import `names` after all (a module that needs a hidden library calls this
+    before importing it); a no-op for a name that was not hidden."""
+    for name in names:
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
 
 
 def prepare() -> None:

@@ -89,20 +89,30 @@ from engine.pipeline import generate
 from engine.presets import load_preset, with_overrides
 result = generate("a red chair", with_overrides(load_preset("smoke"), {"iters": 2}))  # the smoke endpoint's path
 assert len(result.splats.positions) > 0
-before = sys.modules.get("transformers") is not None
+before = [name for name in ("transformers", "torchvision") if sys.modules.get(name) is not None]
 import torch
+from engine.scoring.clip import TINY_MODEL, build_clip
 from engine.scoring.quality import TINY_QUALITY_MODEL, build_quality_model
+from engine.scoring.similarity import LpipsNet
 model = build_quality_model(TINY_QUALITY_MODEL, torch.device("cpu"), random_weights=True)
+clip, _ = build_clip(TINY_MODEL, None, torch.device("cpu"), random_weights=True)
 print(json.dumps({"diffusers_sees_transformers": is_transformers_available(), "imported_before_scorer": before,
-                  "scores": tuple(model(torch.zeros(2, 3, 56, 56)).shape)}))
+                  "scores": tuple(model(torch.zeros(2, 3, 56, 56)).shape), "clip": type(clip).__name__,
+                  "lpips_layers": len(LpipsNet().lins)}))
 """
 
 
-def test_transformers_stays_out_of_the_engine_until_the_scorer_reveals_it() -> None:
+def test_transformers_and_torchvision_stay_out_of_the_engine_until_the_scorer_reveals_them() -> None:
     done = subprocess.run(
         [sys.executable, "-c", SCORER_PROBE], capture_output=True, text=True, timeout=300, check=True
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    # neither diffusers' models, the MVDream builder nor a smoke generation import it; the DINOv2
-    # scorer still builds
-    assert result == {"diffusers_sees_transformers": False, "imported_before_scorer": False, "scores": [2]}
+    # neither diffusers' models, the MVDream builder nor a smoke generation import them; the
+    # scorer's DINOv2 (transformers), CLIP (open_clip, torchvision) and LPIPS (AlexNet) still build
+    assert result == {
+        "diffusers_sees_transformers": False,
+        "imported_before_scorer": [],
+        "scores": [2],
+        "clip": "CLIP",
+        "lpips_layers": 5,
+    }

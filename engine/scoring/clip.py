@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import startup
 from engine.scoring.seeded import seeded_init
 from engine.scoring.weights import (
     DEFAULT_MODEL,
@@ -51,6 +52,7 @@ def build_clip(
 ) -> tuple[torch.nn.Module, object]:
     """(model in eval mode on `device`, tokenizer). Random weights skip every weight look-up and
     are seeded (engine.scoring.seeded), not open_clip's own initialisation."""
+    startup.reveal("torchvision")  # open_clip imports it (engine/startup.py hides it)
     import open_clip
 
     if model_name == TINY_MODEL:

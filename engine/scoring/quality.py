@@ -71,7 +71,7 @@ class QualityNet(nn.Module):
 
 def build_quality_model(name: str, device: torch.device, random_weights: bool) -> QualityNet:
     """The quality model in eval mode on `device`; random weights are seeded (engine.scoring.seeded)."""
-    startup.reveal("transformers")  # hidden from the model libraries by gen404's start
+    startup.reveal("transformers")  # engine/startup.py hides it from a gen404 process
     from transformers import Dinov2Config, Dinov2Model
 
     if name not in DINOV2_CONFIGS:

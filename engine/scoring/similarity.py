@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import startup
 from engine.scoring.seeded import seeded_init
 from engine.scoring.weights import require_lpips
 
@@ -76,6 +77,7 @@ class LpipsNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        startup.reveal("torchvision")  # engine/startup.py hides it from a gen404 process
         from torchvision.models import alexnet
 
         self.features = alexnet(weights=None).features

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import startup
 from engine.models import MissingWeightsError, WeightSource, locate, pull
 
 DEFAULT_MODEL = "convnext_large_d"
@@ -41,6 +42,7 @@ def _hub_repo(model: str, pretrained: str) -> tuple[str, tuple[str, ...]] | None
     if repo:
         return repo, WEIGHT_FILES
     try:  # other open_clip tags: ask open_clip's table (imports torch)
+        startup.reveal("torchvision")  # open_clip imports it (engine/startup.py hides it)
         import open_clip
 
         hub = (open_clip.get_pretrained_cfg(model, pretrained) or {}).get("hf_hub", "")
