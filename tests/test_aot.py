@@ -271,6 +271,35 @@ def test_a_preloaded_package_serves_the_first_call_without_reading_it_again(
     assert [r.state for r in module.reports] == ["loaded"]
 
 
+def test_a_stopped_preload_keeps_nothing_it_decoded(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the weights failed to load while the packages decoded beside them: nothing will call them
+    import threading
+    from types import SimpleNamespace
+
+    root = tmp_path / "aot"
+    shutil.copytree(built, root)
+    (stem,) = {p.name.removesuffix(aot.SUFFIX) for p in root.glob("small-*" + aot.SUFFIX)}
+    preset = SimpleNamespace(name="p", ref_size=128, batch_size=4, max_batch=1, compile_backend="aot")
+    aot.mark_preset_ready(preset, CPU, [stem], root)
+    stop = threading.Event()
+    decode = aot._decode
+
+    def decode_then_fail_the_weights(files: object) -> object:
+        package = decode(files)
+        stop.set()  # the build thread's make_generator raised meanwhile
+        return package
+
+    monkeypatch.setattr(aot, "_decode", decode_then_fail_the_weights)
+    assert aot.preload_preset(preset, CPU, root, stop=stop) == []
+    assert not aot._preloaded  # the decoded package was dropped, not held in a failed process
+    assert aot.preload_preset(preset, CPU, root, stop=stop) == []  # set before: decodes nothing
+    module = AotModule(Small(seed=3), "small", root, CPU)  # a later start reads it from disk
+    _same(_run(module, X), _run(Small(seed=3), X))
+    assert [r.state for r in module.reports] == ["loaded"]
+
+
 def test_unet_blocks_are_shared_out_largest_first_to_the_lightest_shard() -> None:
     from engine.guidance.regions import shard_owners
 

@@ -344,14 +344,19 @@ _preloaded: dict[Path, _Package] = {}
 _preload_lock = threading.Lock()
 
 
-def preload_preset(preset: Any, device: Any, root: Path | None = None) -> list[str]:
+def preload_preset(
+    preset: Any, device: Any, root: Path | None = None, stop: threading.Event | None = None
+) -> list[str]:
     """Decode every package a past warm-up recorded for `preset` (the names of those decoded), so
     that the first calls find them ready. A start runs this beside loading the weights: decoding
     is seconds of Python and file reads that need no weights. A package that fails here is left
-    to its first call, which reports and rebuilds it."""
+    to its first call, which reports and rebuilds it. `stop` set (the weights failed to load:
+    nothing will call them) ends it after the package in hand and drops what it decoded."""
     root = package_dir() if root is None else root
-    decoded = []
+    decoded: dict[str, Path] = {}
     for stem in _recorded(preset, device, root):
+        if stop is not None and stop.is_set():
+            break
         files = _Files(root / stem)
         if previous_crash(files) is not None:
             continue
@@ -362,8 +367,13 @@ def preload_preset(preset: Any, device: Any, root: Path | None = None) -> list[s
             continue
         with _preload_lock:
             _preloaded[files.package] = package
-        decoded.append(stem)
-    return decoded
+        decoded[stem] = files.package
+    if stop is not None and stop.is_set():
+        with _preload_lock:
+            for path in decoded.values():
+                _preloaded.pop(path, None)
+        return []
+    return list(decoded)
 
 
 class GuardMismatch(RuntimeError):

@@ -234,18 +234,23 @@ def build_ready(
         cache_thread = threading.Thread(target=load_cache, name="gen404-cache-load", daemon=True)
         cache_thread.start()
     packages_thread: threading.Thread | None = None
+    stop_preload = threading.Event()
     if preset.compile and preset.compile_backend == "aot" and not shared:
         # AOT packages need no weights to decode: seconds hidden behind loading them
         def preload() -> None:
             from engine.guidance import aot
             from engine.pipeline import resolve_device
 
-            aot.preload_preset(preset, resolve_device(device or preset.device))
+            aot.preload_preset(preset, resolve_device(device or preset.device), stop=stop_preload)
 
         packages_thread = threading.Thread(target=preload, name="gen404-aot-preload", daemon=True)
         packages_thread.start()
     clock.enter(SHARING_MODELS if shared else LOADING_WEIGHTS)
-    generator = make_generator(progress)
+    try:
+        generator = make_generator(progress)
+    except BaseException:
+        stop_preload.set()  # no weights, no calls: the decoding stops (not waited for: the error goes out now)
+        raise
     if cache_thread is not None:
         clock.enter(LOADING_CACHE)  # only the part not hidden behind the weights
         cache_thread.join()
