@@ -91,6 +91,18 @@ def test_known_clip_ids(clip_folders: dict[str, Path]) -> None:
     assert ids[:7] == [49406, 320, 1125, 539, 320, 2368, 49407] and set(ids[7:]) == {0}
 
 
+def test_the_word_cache_stays_bounded(clip_folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.guidance import clip_tokenizer
+
+    monkeypatch.setattr(clip_tokenizer, "WORD_CACHE_SIZE", 8)
+    tokenizer = ClipTokenizer.from_pretrained(clip_folders["sd2"])
+    expected = _ids(tokenizer, "a photo of a cat")
+    for n in range(50):  # untrusted prompts: new words without end
+        _ids(tokenizer, f"word{n} zz{n}qq")
+    assert len(tokenizer._pieces) <= 8
+    assert _ids(tokenizer, "a photo of a cat") == expected
+
+
 def test_the_fast_format_alone_loads(clip_folders: dict[str, Path], tmp_path: Path) -> None:
     # a folder holding only tokenizer.json (as transformers 5 saves it): vocab and merges inside
     CLIPTokenizer.from_pretrained(clip_folders["openai"]).save_pretrained(tmp_path)

@@ -33,6 +33,7 @@ WORD = regex.compile(
 WHITESPACE = regex.compile(r"\s+")
 END_OF_WORD = "</w>"
 DEFAULT_MAX_LENGTH = 77
+WORD_CACHE_SIZE = 10_000  # words' BPE results kept (as transformers' BPE does): prompts are untrusted text
 
 
 @functools.cache
@@ -106,7 +107,7 @@ class ClipTokenizer(BatchTokenizer):
         self.bos_token_id, self.eos_token_id = vocab[BOS], vocab[EOS]
         self.pad_token_id, self.unk_token_id = vocab[pad_token], vocab[unk_token]
         self.model_max_length = model_max_length
-        self._pieces: dict[str, list[int]] = {BOS: [self.bos_token_id], EOS: [self.eos_token_id]}
+        self._pieces: dict[str, list[int]] = {}
         # transformers matches its special tokens in the raw text first, each one its own id: with
         # SD 2.x's pad "!", every "!" of a prompt is that token, never BPE'd with its neighbours
         specials = sorted({BOS, EOS, pad_token, unk_token}, key=len, reverse=True)
@@ -169,7 +170,10 @@ class ClipTokenizer(BatchTokenizer):
             chars = [table[b] for b in word.encode("utf-8")]
             chars[-1] += END_OF_WORD
             pieces = self._merge(chars)  # a piece a small vocabulary lacks is unk, as in transformers
-            cached = self._pieces[word] = [self.vocab.get(p, self.unk_token_id) for p in pieces]
+            cached = [self.vocab.get(p, self.unk_token_id) for p in pieces]
+            if len(self._pieces) >= WORD_CACHE_SIZE:
+                self._pieces.clear()
+            self._pieces[word] = cached
         return cached
 
     def _merge(self, parts: list[str]) -> list[str]:
