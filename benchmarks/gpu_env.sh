@@ -10,6 +10,12 @@ mkdir -p "$OUT" .cache
 export PYTHONUNBUFFERED=1
 export TORCH_EXTENSIONS_DIR=$PWD/.cache/torch_extensions TORCHINDUCTOR_CACHE_DIR=$PWD/.cache/inductor
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$LOG"
+# a missing wheel stops the call here, in seconds, rather than after minutes of failed starts
+# (session 15 lost a call to one; gsplat_build reports gsplat itself); docs/benchmarks.md
+# "Running it" lists what travels
+python3 -c "import fastapi, uvicorn, multipart, diffusers, open_clip, textual, engine.commands.serve" \
+  2>&1 | tail -1 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" = 0 ] || { echo "gen404: the packages above do not import: carry the wheels" | tee -a "$LOG"; exit 3; }
 
 _zst() {  # zstd through the python wheel (no zstd binary assumed): _zst c|d SRC DST
   python3 -c "import sys, zstandard as z; f = z.ZstdCompressor(level=9).compress if sys.argv[1] == 'c' \
