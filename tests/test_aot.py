@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ from engine.guidance.aot import AotModule
 from engine.guidance.layout_norm import LayoutGroupNorm
 
 CPU = torch.device("cpu")
+# a preset as the AOT package records read it
+PRESET = SimpleNamespace(name="p", ref_size=128, batch_size=4, max_batch=1, compile_backend="aot")
 
 
 class Small(torch.nn.Module):
@@ -144,9 +147,7 @@ def test_package_key_follows_shapes_and_software_not_weight_values(monkeypatch: 
 
 
 def test_a_preset_is_ready_only_with_every_package_it_recorded(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    preset = SimpleNamespace(name="p", ref_size=128, batch_size=4, max_batch=1, compile_backend="aot")
+    preset = PRESET
     assert not aot.preset_packages_ready(preset, CPU, tmp_path)  # never warmed up here
     for stem in ("unet-1", "vae-encoder-2"):
         aot._Files(tmp_path / stem).package.write_text("{}")
@@ -210,9 +211,7 @@ def test_a_package_whose_loading_killed_two_processes_is_refused_after(built: Pa
         module(X.clone().requires_grad_(True), scale=0.5)
     (report,) = module.reports
     assert report.state == "crashed" and "loading it since" in report.detail
-    from types import SimpleNamespace
-
-    preset = SimpleNamespace(name="p", ref_size=128, batch_size=4, max_batch=1, compile_backend="aot")
+    preset = PRESET
     aot.mark_preset_ready(preset, CPU, [stem], root)
     assert not aot.preset_packages_ready(preset, CPU, root)  # a start serves early, does not trust it
 
@@ -252,12 +251,8 @@ def test_one_death_while_loading_is_forgiven_once_the_package_loads(built: Path,
 def test_a_preloaded_package_serves_the_first_call_without_reading_it_again(
     built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from types import SimpleNamespace
-
-    root = tmp_path / "aot"
-    shutil.copytree(built, root)
-    (stem,) = {p.name.removesuffix(aot.SUFFIX) for p in root.glob("small-*" + aot.SUFFIX)}
-    preset = SimpleNamespace(name="p", ref_size=128, batch_size=4, max_batch=1, compile_backend="aot")
+    root, stem, _ = _copied(built, tmp_path)
+    preset = PRESET
     assert aot.preload_preset(preset, CPU, root) == []  # nothing recorded for it yet
     aot.mark_preset_ready(preset, CPU, [stem], root)
     assert aot.preload_preset(preset, CPU, root) == [stem]  # beside the weights, at a start
@@ -276,12 +271,9 @@ def test_a_stopped_preload_keeps_nothing_it_decoded(
 ) -> None:
     # the weights failed to load while the packages decoded beside them: nothing will call them
     import threading
-    from types import SimpleNamespace
 
-    root = tmp_path / "aot"
-    shutil.copytree(built, root)
-    (stem,) = {p.name.removesuffix(aot.SUFFIX) for p in root.glob("small-*" + aot.SUFFIX)}
-    preset = SimpleNamespace(name="p", ref_size=128, batch_size=4, max_batch=1, compile_backend="aot")
+    root, stem, _ = _copied(built, tmp_path)
+    preset = PRESET
     aot.mark_preset_ready(preset, CPU, [stem], root)
     stop = threading.Event()
     decode = aot._decode
