@@ -552,7 +552,8 @@ def table(results: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def environment(setting: str | None) -> Iterator[None]:
-    """NAME=VALUE set for the starts launched inside (None: the environment as it is)."""
+    """NAME=VALUE set for the starts launched inside, the old value back after (None: the
+    environment as it is)."""
     if setting is None:
         yield
         return
@@ -585,11 +586,10 @@ def run_all(
             print(table({**results}), flush=True)
     if "first-alone" in parts:  # the control: a first start that compiles in its own process only
         fresh_compiler_caches(work, "alone")
-        os.environ["GEN404_STATE_DIR"] = str(work / "state-alone")  # no warm cache either
-        results["first_alone"] = timed_start(
-            args.preset, args.device, log, budget(args.phase_budget), ("--no-compile-helpers",)
-        )
-        os.environ["GEN404_STATE_DIR"] = str(work / "state")
+        with environment(f"GEN404_STATE_DIR={work / 'state-alone'}"):  # no warm cache either
+            results["first_alone"] = timed_start(
+                args.preset, args.device, log, budget(args.phase_budget), ("--no-compile-helpers",)
+            )
         print(table({**results}), flush=True)
     if "sigkill" not in parts:
         return

@@ -66,8 +66,8 @@ SD21_VAE_CONFIG: dict[str, Any] = {
     "scaling_factor": 0.18215,
 }
 
-# .../text_encoder/config.json: OpenCLIP ViT-H/14 text tower as HF CLIP (clip_text.ClipTextConfig), 23 of its 24 layers
-# (SD 2.x conditions on the penultimate layer, then the final LayerNorm).
+# .../text_encoder/config.json (read by clip_text.ClipTextConfig): OpenCLIP ViT-H/14 text tower as
+# HF CLIP, 23 of its 24 layers (SD 2.x conditions on the penultimate layer, then the final LayerNorm).
 SD21_TEXT_CONFIG: dict[str, Any] = {
     "vocab_size": 49408,
     "hidden_size": 1024,

@@ -315,7 +315,7 @@ class ModelHost:
         else:
             active = self._activate(built, "warming")
             log.info("preset %s answering uncompiled on %s; compiling beside it", name, self.device)
-        bytecode_cache.fill_later()  # after "ready": what a start imports is imported by now
+        bytecode_cache.fill_later()  # serving (ready, or warming): what a start imports is imported by now
         if early:
             self._compile_beside(active, serving, helpers)
         if bridge is not None:
