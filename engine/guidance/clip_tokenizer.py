@@ -5,8 +5,8 @@ transformers' CLIPTokenizer gives (5.x, the `tokenizers`-backed one; checked on 
 tests/data by tests/test_clip_tokenizer.py):
 - special tokens (BOS, EOS, pad, unknown) found in the raw text: each its own id;
 - the text between them: Unicode NFC, every whitespace run -> one space, lower case;
-- words: CLIP's pattern (the specials, English contractions, letter runs, single digits, runs of
-  other symbols), each word's UTF-8 bytes as GPT-2's printable byte symbols, `</w>` on its last;
+- words: CLIP's pattern (English contractions, letter runs, single digits, runs of other
+  symbols), each word's UTF-8 bytes as GPT-2's printable byte symbols, `</w>` on its last;
 - BPE: the lowest-ranked adjacent pair merged first (leftmost on ties) until none is in merges.txt;
 - ids: BOS + up to max_length - 2 word pieces + EOS, then padding with the folder's pad token
   (SD 2.x's tokenizer pads with "!", OpenAI CLIP's with "<|endoftext|>").
@@ -27,9 +27,8 @@ import regex
 import torch
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-WORD = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-)
+# CLIP's word pattern without its two specials: encode() splits those out of the text first
+WORD = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""")
 WHITESPACE = regex.compile(r"\s+")
 END_OF_WORD = "</w>"
 DEFAULT_MAX_LENGTH = 77
