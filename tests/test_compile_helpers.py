@@ -536,7 +536,9 @@ def test_a_helper_leaves_when_its_endpoint_is_killed(tmp_path: Path) -> None:
         import os, pathlib, time
         from engine.service.compile_helpers import exit_with_parent
         exit_with_parent(poll_s=0.05)
-        pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))
+        partial = pathlib.Path({str(pid_file)!r} + ".partial")
+        partial.write_text(str(os.getpid()))
+        os.replace(partial, {str(pid_file)!r})  # whole: the test reads it as soon as it exists
         time.sleep(60)
         """
     )
